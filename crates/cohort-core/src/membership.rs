@@ -1,0 +1,1 @@
+//! Memberships and their diffs (being written).

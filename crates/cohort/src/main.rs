@@ -1,0 +1,2 @@
+//! The `cohort` binary (being written).
+fn main() {}
