@@ -1,20 +1,637 @@
-//! Fills a feature table in one pass over customers, orders and events (being written).
+//! Fills a [`FeatureTable`] in one pass over customers, orders and events.
+//!
+//! Orders and events are folded into fixed-size running aggregates as they arrive and are
+//! never kept, so memory grows with customers, not with history, and a loader can stream ten
+//! million orders through it. Anything dated after the run's clock is left out (and counted):
+//! a run "as of" a past date sees exactly what was known then.
 
-/// Why a record was not taken.
+use std::collections::BTreeMap;
+
+use super::catalog::{ENGAGEMENT_KINDS, FEATURES};
+use super::column::{
+    BoolColumn, CategoryBuilder, Column, Nullable, TagsBuilder, TextColumn,
+};
+use super::ids::{IdIndex, order_keys};
+use super::rfm::{RfmGroup, scores_by};
+use super::table::{FeatureTable, FieldInfo};
+use crate::bitset::Bitset;
+use crate::money::Money;
+use crate::record::{AttributeValue, Customer, CustomerId, EventKind, OrderFacts};
+use crate::time::{AsOf, CalendarOffset, Timestamp};
+
+/// Why a record was not taken. The record is skipped; everything else goes on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BuildError {
     /// An order or event names a customer that was not added.
     #[error("unknown customer `{0}`")]
     UnknownCustomer(String),
+    /// A second customer with an id already added.
+    #[error("customer `{0}` appears more than once; the first record was kept")]
+    DuplicateCustomer(String),
+    /// A customer without an id.
+    #[error("customer has no id")]
+    MissingId,
+    /// Spend overflowed (more than 922 trillion).
+    #[error("total spent by customer `{0}` overflows")]
+    Overflow(String),
 }
 
-/// Counts of what the builder saw.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Counts of what the builder took and left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct BuildStats {
     /// Customers added.
     pub customers: usize,
+    /// Orders counted.
+    pub orders: usize,
+    /// Orders that count for nothing (cancelled, or without a date).
+    pub orders_void: usize,
+    /// Orders dated after the run's clock.
+    pub orders_after_as_of: usize,
+    /// Events counted.
+    pub events: usize,
+    /// Events dated after the run's clock.
+    pub events_after_as_of: usize,
 }
 
-/// Builds a [`super::FeatureTable`].
-#[derive(Debug, Default)]
-pub struct FeatureBuilder {}
+#[derive(Debug, Clone, Copy, Default)]
+struct OrderAgg {
+    count: u32,
+    items: u64,
+    spent: i64,
+    first: i64,
+    last: i64,
+}
+
+const KINDS: usize = ENGAGEMENT_KINDS.len();
+
+#[derive(Debug, Clone, Copy, Default)]
+struct EventAgg {
+    in_30d: [u32; KINDS],
+    in_90d: [u32; KINDS],
+    last: [Option<Timestamp>; KINDS],
+}
+
+/// A custom attribute's column while it is being filled. The type is the first value's; a
+/// later value of another type turns the column into text, so no value is ever lost.
+#[derive(Debug)]
+enum AttributeBuilder {
+    Bool(Vec<Option<bool>>),
+    Number(Vec<Option<f64>>),
+    Text(Vec<Option<String>>),
+}
+
+impl AttributeBuilder {
+    fn new(first: &AttributeValue, rows_before: usize) -> Self {
+        match first {
+            AttributeValue::Bool(_) => AttributeBuilder::Bool(vec![None; rows_before]),
+            AttributeValue::Number(_) => AttributeBuilder::Number(vec![None; rows_before]),
+            AttributeValue::Text(_) => AttributeBuilder::Text(vec![None; rows_before]),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            AttributeBuilder::Bool(v) => v.len(),
+            AttributeBuilder::Number(v) => v.len(),
+            AttributeBuilder::Text(v) => v.len(),
+        }
+    }
+
+    fn push(&mut self, value: Option<&AttributeValue>) {
+        match (&mut *self, value) {
+            (AttributeBuilder::Bool(v), Some(AttributeValue::Bool(b))) => v.push(Some(*b)),
+            (AttributeBuilder::Number(v), Some(AttributeValue::Number(n))) => v.push(Some(*n)),
+            (AttributeBuilder::Text(v), Some(AttributeValue::Text(t))) => v.push(Some(t.clone())),
+            (AttributeBuilder::Text(v), Some(other)) => v.push(Some(attribute_text(other))),
+            (AttributeBuilder::Bool(v), None) => v.push(None),
+            (AttributeBuilder::Number(v), None) => v.push(None),
+            (AttributeBuilder::Text(v), None) => v.push(None),
+            (_, Some(mismatched)) => {
+                self.widen_to_text();
+                self.push(Some(mismatched));
+            }
+        }
+    }
+
+    fn widen_to_text(&mut self) {
+        let text: Vec<Option<String>> = match self {
+            AttributeBuilder::Bool(v) => v.iter().map(|b| b.map(|b| b.to_string())).collect(),
+            AttributeBuilder::Number(v) => v.iter().map(|n| n.map(|n| n.to_string())).collect(),
+            AttributeBuilder::Text(_) => return,
+        };
+        *self = AttributeBuilder::Text(text);
+    }
+
+    fn finish(self) -> Column {
+        match self {
+            AttributeBuilder::Bool(v) => {
+                let values = v.iter().map(|b| b == &Some(true)).collect();
+                let valid = v.iter().map(Option::is_some).collect();
+                Column::Bool(BoolColumn { values, valid })
+            }
+            AttributeBuilder::Number(v) => Column::Float(Nullable::from_options(v)),
+            AttributeBuilder::Text(v) => {
+                let mut c = CategoryBuilder::default();
+                for t in &v {
+                    c.push(t.as_deref());
+                }
+                Column::Category(c.finish())
+            }
+        }
+    }
+}
+
+fn attribute_text(value: &AttributeValue) -> String {
+    match value {
+        AttributeValue::Bool(b) => b.to_string(),
+        AttributeValue::Number(n) => n.to_string(),
+        AttributeValue::Text(t) => t.clone(),
+    }
+}
+
+/// Builds a [`FeatureTable`]: add every customer, then their orders and events, then
+/// [`FeatureBuilder::finish`].
+#[derive(Debug)]
+pub struct FeatureBuilder {
+    as_of: AsOf,
+    cut_30d: Timestamp,
+    cut_90d: Timestamp,
+    ids: Vec<CustomerId>,
+    index: IdIndex,
+    email: TextColumn,
+    phone: TextColumn,
+    first_name: TextColumn,
+    last_name: TextColumn,
+    email_domain: CategoryBuilder,
+    country: CategoryBuilder,
+    region: CategoryBuilder,
+    city: CategoryBuilder,
+    postal_code: CategoryBuilder,
+    gender: CategoryBuilder,
+    birth_year: Vec<Option<i64>>,
+    age: Vec<Option<i64>>,
+    tags: TagsBuilder,
+    accepts_email: Vec<bool>,
+    accepts_sms: Vec<bool>,
+    created_at: Vec<Option<Timestamp>>,
+    updated_at: Vec<Option<Timestamp>>,
+    attributes: BTreeMap<String, AttributeBuilder>,
+    orders: Vec<OrderAgg>,
+    events: Option<Vec<EventAgg>>,
+    stats: BuildStats,
+}
+
+impl FeatureBuilder {
+    /// A builder for features as of `as_of`.
+    pub fn new(as_of: AsOf) -> Self {
+        FeatureBuilder {
+            as_of,
+            cut_30d: as_of.shift(CalendarOffset::Days(-30)),
+            cut_90d: as_of.shift(CalendarOffset::Days(-90)),
+            ids: Vec::new(),
+            index: IdIndex::default(),
+            email: TextColumn::new(),
+            phone: TextColumn::new(),
+            first_name: TextColumn::new(),
+            last_name: TextColumn::new(),
+            email_domain: CategoryBuilder::default(),
+            country: CategoryBuilder::default(),
+            region: CategoryBuilder::default(),
+            city: CategoryBuilder::default(),
+            postal_code: CategoryBuilder::default(),
+            gender: CategoryBuilder::default(),
+            birth_year: Vec::new(),
+            age: Vec::new(),
+            tags: TagsBuilder::default(),
+            accepts_email: Vec::new(),
+            accepts_sms: Vec::new(),
+            created_at: Vec::new(),
+            updated_at: Vec::new(),
+            attributes: BTreeMap::new(),
+            orders: Vec::new(),
+            events: None,
+            stats: BuildStats::default(),
+        }
+    }
+
+    /// Reserves room for `n` more customers.
+    pub fn reserve(&mut self, n: usize) {
+        self.ids.reserve(n);
+        self.orders.reserve(n);
+    }
+
+    /// What has been taken so far.
+    pub fn stats(&self) -> &BuildStats {
+        &self.stats
+    }
+
+    /// Adds a customer. A duplicate id is refused, and the first record stands.
+    pub fn add_customer(&mut self, c: &Customer) -> Result<(), BuildError> {
+        let id = c.id.as_str();
+        if id.is_empty() {
+            return Err(BuildError::MissingId);
+        }
+        let row = u32::try_from(self.ids.len()).unwrap_or(u32::MAX);
+        if let Some(previous) = self.index.insert(id, row) {
+            self.index.insert(id, previous);
+            return Err(BuildError::DuplicateCustomer(id.to_owned()));
+        }
+        self.ids.push(c.id.clone());
+        self.email.push(c.email.as_deref());
+        self.phone.push(c.phone.as_deref());
+        self.first_name.push(c.first_name.as_deref());
+        self.last_name.push(c.last_name.as_deref());
+        self.email_domain.push(c.email_domain().as_deref());
+        self.country.push(c.country.as_deref());
+        self.region.push(c.region.as_deref());
+        self.city.push(c.city.as_deref());
+        self.postal_code.push(c.postal_code.as_deref());
+        self.gender.push(c.gender.as_deref());
+        let year = c.year_of_birth().map(i64::from);
+        self.birth_year.push(year);
+        self.age.push(match (c.birth_date, year) {
+            (Some(date), _) => Some(self.as_of.age_on_today(date)),
+            (None, Some(year)) => {
+                use chrono::Datelike;
+                Some(i64::from(self.as_of.today().year()) - year)
+            }
+            (None, None) => None,
+        });
+        self.tags.push(c.tags.iter().map(String::as_str));
+        self.accepts_email.push(c.accepts_email_marketing);
+        self.accepts_sms.push(c.accepts_sms_marketing);
+        self.created_at.push(c.created_at);
+        self.updated_at.push(c.updated_at);
+        for (name, value) in &c.attributes {
+            if !self.attributes.contains_key(name) {
+                let column = AttributeBuilder::new(value, self.ids.len() - 1);
+                self.attributes.insert(name.clone(), column);
+            }
+        }
+        let rows = self.ids.len();
+        for (name, column) in &mut self.attributes {
+            column.push(c.attributes.get(name));
+            debug_assert_eq!(column.len(), rows);
+        }
+        self.orders.push(OrderAgg::default());
+        if let Some(events) = &mut self.events {
+            events.push(EventAgg::default());
+        }
+        self.stats.customers += 1;
+        Ok(())
+    }
+
+    /// Folds one order of `customer_id` into its aggregates.
+    ///
+    /// `None` facts (a cancelled or undated order, see [`crate::Order::facts`]) are counted as
+    /// void and otherwise ignored.
+    pub fn add_order(&mut self, customer_id: &str, facts: Option<OrderFacts>) -> Result<(), BuildError> {
+        let row = self
+            .index
+            .get(customer_id)
+            .ok_or_else(|| BuildError::UnknownCustomer(customer_id.to_owned()))?;
+        let Some(facts) = facts else {
+            self.stats.orders_void += 1;
+            return Ok(());
+        };
+        if facts.created_at > self.as_of.now {
+            self.stats.orders_after_as_of += 1;
+            return Ok(());
+        }
+        let agg = &mut self.orders[row as usize];
+        let at = facts.created_at.secs();
+        agg.spent = agg
+            .spent
+            .checked_add(facts.net_total.raw())
+            .ok_or_else(|| BuildError::Overflow(customer_id.to_owned()))?;
+        if agg.count == 0 {
+            agg.first = at;
+            agg.last = at;
+        } else {
+            agg.first = agg.first.min(at);
+            agg.last = agg.last.max(at);
+        }
+        agg.count += 1;
+        agg.items += u64::from(facts.item_count);
+        self.stats.orders += 1;
+        Ok(())
+    }
+
+    /// Counts one engagement event. Kinds that no feature counts are accepted and ignored.
+    pub fn add_event(&mut self, customer_id: &str, kind: &EventKind, at: Timestamp) -> Result<(), BuildError> {
+        let row = self
+            .index
+            .get(customer_id)
+            .ok_or_else(|| BuildError::UnknownCustomer(customer_id.to_owned()))?;
+        if at > self.as_of.now {
+            self.stats.events_after_as_of += 1;
+            return Ok(());
+        }
+        self.stats.events += 1;
+        let Some(k) = ENGAGEMENT_KINDS.iter().position(|(name, _)| *name == kind.as_str()) else {
+            return Ok(());
+        };
+        let len = self.ids.len();
+        let events = self.events.get_or_insert_with(|| vec![EventAgg::default(); len]);
+        let agg = &mut events[row as usize];
+        if at > self.cut_30d {
+            agg.in_30d[k] += 1;
+        }
+        if at > self.cut_90d {
+            agg.in_90d[k] += 1;
+        }
+        if agg.last[k].is_none_or(|last| at > last) {
+            agg.last[k] = Some(at);
+        }
+        Ok(())
+    }
+
+    /// Computes the derived features (RFM, rates, recencies) and returns the table.
+    pub fn finish(self) -> FeatureTable {
+        let n = self.ids.len();
+        let as_of = self.as_of;
+        let mut cols: Vec<(&'static str, Column)> = Vec::with_capacity(FEATURES.len());
+        let mut ids_col = TextColumn::new();
+        for id in &self.ids {
+            ids_col.push(Some(id.as_str()));
+        }
+        cols.push(("customer_id", Column::Text(ids_col)));
+        cols.push(("email", Column::Text(self.email)));
+        cols.push(("email_domain", Column::Category(self.email_domain.finish())));
+        cols.push(("phone", Column::Text(self.phone)));
+        cols.push(("first_name", Column::Text(self.first_name)));
+        cols.push(("last_name", Column::Text(self.last_name)));
+        cols.push(("country", Column::Category(self.country.finish())));
+        cols.push(("region", Column::Category(self.region.finish())));
+        cols.push(("city", Column::Category(self.city.finish())));
+        cols.push(("postal_code", Column::Category(self.postal_code.finish())));
+        cols.push(("gender", Column::Category(self.gender.finish())));
+        cols.push(("birth_year", Column::Int(Nullable::from_options(self.birth_year))));
+        cols.push(("age", Column::Int(Nullable::from_options(self.age))));
+        cols.push(("tags", Column::Tags(self.tags.finish())));
+        let all = Bitset::full(n);
+        let bools = |v: &[bool]| Column::Bool(BoolColumn { values: v.iter().copied().collect(), valid: all.clone() });
+        cols.push(("accepts_email_marketing", bools(&self.accepts_email)));
+        cols.push(("accepts_sms_marketing", bools(&self.accepts_sms)));
+        cols.push(("created_at", Column::Time(Nullable::from_options(self.created_at))));
+        cols.push(("updated_at", Column::Time(Nullable::from_options(self.updated_at))));
+
+        // Orders.
+        let orders = &self.orders;
+        let bought = |i: usize| orders[i].count > 0;
+        let int_all = |f: &dyn Fn(&OrderAgg) -> i64| {
+            Column::Int(Nullable { values: orders.iter().map(f).collect(), valid: all.clone() })
+        };
+        let time_if_bought = |f: &dyn Fn(&OrderAgg) -> i64| {
+            Column::Time(Nullable {
+                values: orders.iter().map(|a| Timestamp::from_secs(f(a))).collect(),
+                valid: Bitset::from_fn(n, bought),
+            })
+        };
+        let days_if_bought = |f: &dyn Fn(&OrderAgg) -> i64| {
+            Column::Int(Nullable {
+                values: orders.iter().map(|a| as_of.days_since(Timestamp::from_secs(f(a)))).collect(),
+                valid: Bitset::from_fn(n, bought),
+            })
+        };
+        cols.push(("orders_count", int_all(&|a| i64::from(a.count))));
+        cols.push((
+            "total_spent",
+            Column::Money(Nullable { values: orders.iter().map(|a| Money::from_raw(a.spent)).collect(), valid: all.clone() }),
+        ));
+        cols.push((
+            "avg_order_value",
+            Column::Money(Nullable {
+                values: orders
+                    .iter()
+                    .map(|a| Money::from_raw(a.spent).div_round(i64::from(a.count)).unwrap_or_default())
+                    .collect(),
+                valid: Bitset::from_fn(n, bought),
+            }),
+        ));
+        cols.push(("total_items", int_all(&|a| i64::try_from(a.items).unwrap_or(i64::MAX))));
+        cols.push(("first_order_at", time_if_bought(&|a| a.first)));
+        cols.push(("last_order_at", time_if_bought(&|a| a.last)));
+        cols.push(("days_since_first_order", days_if_bought(&|a| a.first)));
+        cols.push(("days_since_last_order", days_if_bought(&|a| a.last)));
+
+        // RFM over buyers.
+        let buyers: Vec<u32> = (0..n as u32).filter(|&r| bought(r as usize)).collect();
+        let id_key = order_keys(&self.ids);
+        let recency: Vec<i64> = buyers.iter().map(|&r| as_of.days_since(Timestamp::from_secs(orders[r as usize].last))).collect();
+        // Descending recency: negate the key; `buyers` and `recency` are parallel, so look up by
+        // position through a row → position map.
+        let mut pos = vec![0u32; n];
+        for (i, &r) in buyers.iter().enumerate() {
+            pos[r as usize] = i as u32;
+        }
+        let r_scores = scores_by(&buyers, |r| -recency[pos[r as usize] as usize], &id_key);
+        let f_scores = scores_by(&buyers, |r| i64::from(orders[r as usize].count), &id_key);
+        let m_scores = scores_by(&buyers, |r| orders[r as usize].spent, &id_key);
+        let mut score_cols = [vec![0i64; n], vec![0i64; n], vec![0i64; n]];
+        let mut groups = vec![None; n];
+        for (i, &r) in buyers.iter().enumerate() {
+            score_cols[0][r as usize] = i64::from(r_scores[i]);
+            score_cols[1][r as usize] = i64::from(f_scores[i]);
+            score_cols[2][r as usize] = i64::from(m_scores[i]);
+            groups[r as usize] = Some(RfmGroup::from_scores(r_scores[i], f_scores[i]));
+        }
+        let [r_col, f_col, m_col] = score_cols;
+        for (name, values) in [("r_score", r_col), ("f_score", f_col), ("m_score", m_col)] {
+            cols.push((name, Column::Int(Nullable { values, valid: Bitset::from_fn(n, bought) })));
+        }
+        let mut group_col = CategoryBuilder::default();
+        for g in &groups {
+            group_col.push(g.map(RfmGroup::as_str));
+        }
+        cols.push(("rfm_group", Column::Category(group_col.finish())));
+
+        // Engagement.
+        let events = self.events.unwrap_or_else(|| vec![EventAgg::default(); n]);
+        for (k, (singular, _)) in ENGAGEMENT_KINDS.iter().enumerate() {
+            let name_30: &'static str = feature_name(&format!("{}_30d", ENGAGEMENT_KINDS[k].1));
+            let name_90: &'static str = feature_name(&format!("{}_90d", ENGAGEMENT_KINDS[k].1));
+            let name_last: &'static str = feature_name(&format!("last_{singular}_at"));
+            cols.push((name_30, Column::Int(Nullable { values: events.iter().map(|e| i64::from(e.in_30d[k])).collect(), valid: all.clone() })));
+            cols.push((name_90, Column::Int(Nullable { values: events.iter().map(|e| i64::from(e.in_90d[k])).collect(), valid: all.clone() })));
+            cols.push((name_last, Column::Time(Nullable::from_options(events.iter().map(|e| e.last[k])))));
+        }
+        let kind = |name: &str| ENGAGEMENT_KINDS.iter().position(|(k, _)| *k == name).unwrap_or(0);
+        let (delivered, open, click) = (kind("email_delivered"), kind("email_open"), kind("email_click"));
+        let rate = |num: usize| {
+            Column::Float(Nullable::from_options(events.iter().map(|e| {
+                (e.in_90d[delivered] > 0).then(|| f64::from(e.in_90d[num]) / f64::from(e.in_90d[delivered]))
+            })))
+        };
+        cols.push(("email_open_rate_90d", rate(open)));
+        cols.push(("email_click_rate_90d", rate(click)));
+        let engaged: Vec<usize> = ["email_open", "email_click", "page_view", "add_to_cart", "checkout_started"]
+            .iter()
+            .map(|k| kind(k))
+            .collect();
+        let last_engaged: Vec<Option<Timestamp>> =
+            events.iter().map(|e| engaged.iter().filter_map(|&k| e.last[k]).max()).collect();
+        cols.push((
+            "days_since_last_engaged",
+            Column::Int(Nullable::from_options(last_engaged.iter().map(|t| t.map(|t| as_of.days_since(t))))),
+        ));
+        cols.push(("last_engaged_at", Column::Time(Nullable::from_options(last_engaged))));
+
+        // Assemble in catalogue order, then attributes by name.
+        let mut by_name: BTreeMap<&str, Column> = cols.into_iter().collect();
+        let mut columns = Vec::with_capacity(by_name.len() + self.attributes.len());
+        for feat in FEATURES {
+            let column = by_name.remove(feat.name).unwrap_or_else(|| panic!("feature `{}` not built", feat.name));
+            columns.push((FieldInfo { name: feat.name.to_owned(), ty: feat.ty, doc: feat.doc.to_owned() }, column));
+        }
+        debug_assert!(by_name.is_empty(), "features missing from the catalogue: {:?}", by_name.keys());
+        for (name, builder) in self.attributes {
+            let column = builder.finish();
+            let info = FieldInfo {
+                name: format!("attributes.{name}"),
+                ty: column.field_type(),
+                doc: "Custom attribute.".to_owned(),
+            };
+            columns.push((info, column));
+        }
+        let mut table = FeatureTable {
+            as_of,
+            ids: self.ids,
+            row_by_id: self.index,
+            fields: Vec::with_capacity(columns.len()),
+            columns: Vec::with_capacity(columns.len()),
+            by_name: Default::default(),
+        };
+        for (i, (info, column)) in columns.into_iter().enumerate() {
+            table.by_name.insert(info.name.clone(), i);
+            table.fields.push(info);
+            table.columns.push(column);
+        }
+        table
+    }
+}
+
+/// The catalogue's `'static` copy of a feature name built at run time.
+fn feature_name(name: &str) -> &'static str {
+    FEATURES
+        .iter()
+        .find(|f| f.name == name)
+        .map(|f| f.name)
+        .unwrap_or_else(|| panic!("feature `{name}` is not in the catalogue"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::Value;
+
+    fn ts(s: &str) -> Timestamp {
+        Timestamp::parse(s).expect("valid test date")
+    }
+
+    fn facts(at: &str, total: &str) -> Option<OrderFacts> {
+        Some(OrderFacts { created_at: ts(at), net_total: Money::parse(total).expect("amount"), item_count: 1 })
+    }
+
+    fn build() -> FeatureTable {
+        let mut b = FeatureBuilder::new(AsOf::utc(ts("2024-07-01T12:00:00Z")));
+        let mut alice = Customer::new("1");
+        alice.email = Some("Alice@Example.com".into());
+        alice.tags = vec!["VIP".into(), "vip".into(), " b2b ".into()];
+        alice.accepts_email_marketing = true;
+        alice.birth_year = Some(1990);
+        alice.attributes.insert("tier".into(), AttributeValue::Number(2.0));
+        b.add_customer(&alice).expect("first add");
+        let mut bob = Customer::new("2");
+        bob.attributes.insert("tier".into(), AttributeValue::Text("gold".into()));
+        b.add_customer(&bob).expect("second add");
+        b.add_customer(&Customer::new("3")).expect("third add");
+        assert_eq!(b.add_customer(&Customer::new("2")), Err(BuildError::DuplicateCustomer("2".into())));
+
+        b.add_order("1", facts("2024-06-30T23:00:00Z", "10.10")).expect("order");
+        b.add_order("1", facts("2024-01-01T00:00:00Z", "20.20")).expect("order");
+        b.add_order("1", facts("2024-07-02T00:00:00Z", "999")).expect("future order is accepted");
+        b.add_order("2", facts("2023-07-01T00:00:00Z", "5")).expect("order");
+        b.add_order("2", None).expect("void order");
+        assert_eq!(b.add_order("9", facts("2024-01-01", "1")), Err(BuildError::UnknownCustomer("9".into())));
+
+        b.add_event("1", &EventKind::EmailDelivered, ts("2024-06-20T00:00:00Z")).expect("event");
+        b.add_event("1", &EventKind::EmailDelivered, ts("2024-05-01T00:00:00Z")).expect("event");
+        b.add_event("1", &EventKind::EmailOpen, ts("2024-06-21T00:00:00Z")).expect("event");
+        b.add_event("1", &EventKind::Other("wishlist".into()), ts("2024-06-21T00:00:00Z")).expect("event");
+        let stats = b.stats().clone();
+        assert_eq!((stats.customers, stats.orders, stats.orders_void, stats.orders_after_as_of), (3, 3, 1, 1));
+        assert_eq!(stats.events, 4);
+        b.finish()
+    }
+
+    #[test]
+    fn order_aggregates_are_exact_and_ignore_the_future() {
+        let t = build();
+        let alice = t.row_of("1").expect("alice");
+        assert_eq!(t.value(alice, "orders_count"), Value::Int(2));
+        assert_eq!(t.value(alice, "total_spent"), Value::Money(Money::parse("30.30").expect("m")));
+        assert_eq!(t.value(alice, "avg_order_value"), Value::Money(Money::parse("15.15").expect("m")));
+        assert_eq!(t.value(alice, "last_order_at"), Value::Time(ts("2024-06-30T23:00:00Z")));
+        assert_eq!(t.value(alice, "days_since_last_order"), Value::Int(1));
+        let carol = t.row_of("3").expect("carol");
+        assert_eq!(t.value(carol, "orders_count"), Value::Int(0));
+        assert_eq!(t.value(carol, "total_spent"), Value::Money(Money::ZERO));
+        assert_eq!(t.value(carol, "avg_order_value"), Value::Null);
+        assert_eq!(t.value(carol, "r_score"), Value::Null);
+        assert_eq!(t.value(carol, "rfm_group"), Value::Null);
+    }
+
+    #[test]
+    fn rfm_ranks_buyers_only() {
+        let t = build();
+        let (alice, bob) = (t.row_of("1").expect("a"), t.row_of("2").expect("b"));
+        // Two buyers: the better one scores 5, the other 1.
+        assert_eq!(t.value(alice, "r_score"), Value::Int(5));
+        assert_eq!(t.value(bob, "r_score"), Value::Int(1));
+        assert_eq!(t.value(alice, "m_score"), Value::Int(5));
+        assert_eq!(t.value(alice, "rfm_group"), Value::Str("champions".into()));
+        assert_eq!(t.value(bob, "rfm_group"), Value::Str("dormant".into()));
+    }
+
+    #[test]
+    fn customer_fields_are_normalised() {
+        let t = build();
+        let alice = t.row_of("1").expect("alice");
+        assert_eq!(t.value(alice, "email_domain"), Value::Str("example.com".into()));
+        assert_eq!(t.value(alice, "tags"), Value::Tags(vec!["vip".into(), "b2b".into()]));
+        assert_eq!(t.value(alice, "age"), Value::Int(34));
+        assert_eq!(t.value(alice, "accepts_email_marketing"), Value::Bool(true));
+        assert_eq!(t.value(t.row_of("3").expect("c"), "accepts_email_marketing"), Value::Bool(false));
+    }
+
+    #[test]
+    fn mixed_attribute_types_widen_to_text_without_loss() {
+        let t = build();
+        assert_eq!(t.value(t.row_of("1").expect("a"), "attributes.tier"), Value::Str("2".into()));
+        assert_eq!(t.value(t.row_of("2").expect("b"), "attributes.tier"), Value::Str("gold".into()));
+        assert_eq!(t.value(t.row_of("3").expect("c"), "attributes.tier"), Value::Null);
+    }
+
+    #[test]
+    fn engagement_counts_windows_and_rates() {
+        let t = build();
+        let alice = t.row_of("1").expect("alice");
+        assert_eq!(t.value(alice, "emails_delivered_30d"), Value::Int(1));
+        assert_eq!(t.value(alice, "emails_delivered_90d"), Value::Int(2));
+        assert_eq!(t.value(alice, "email_opens_30d"), Value::Int(1));
+        assert_eq!(t.value(alice, "email_open_rate_90d"), Value::Float(0.5));
+        assert_eq!(t.value(alice, "last_engaged_at"), Value::Time(ts("2024-06-21T00:00:00Z")));
+        assert_eq!(t.value(alice, "days_since_last_engaged"), Value::Int(10));
+        assert_eq!(t.value(t.row_of("2").expect("b"), "email_open_rate_90d"), Value::Null);
+    }
+
+    #[test]
+    fn every_catalogue_feature_is_a_column() {
+        let t = build();
+        for feat in FEATURES {
+            let (info, column) = t.field(feat.name).expect("column present");
+            assert_eq!(column.field_type(), feat.ty, "{}", info.name);
+        }
+    }
+}

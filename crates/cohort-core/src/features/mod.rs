@@ -11,6 +11,7 @@
 mod builder;
 pub mod catalog;
 mod column;
+mod ids;
 mod rfm;
 mod table;
 

@@ -6,6 +6,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use super::column::{Column, FieldType};
+use super::ids::IdIndex;
 use crate::money::Money;
 use crate::record::CustomerId;
 use crate::time::{AsOf, Timestamp};
@@ -68,7 +69,7 @@ impl fmt::Display for Value {
 pub struct FeatureTable {
     pub(crate) as_of: AsOf,
     pub(crate) ids: Vec<CustomerId>,
-    pub(crate) row_by_id: FxHashMap<CustomerId, u32>,
+    pub(crate) row_by_id: IdIndex,
     pub(crate) fields: Vec<FieldInfo>,
     pub(crate) columns: Vec<Column>,
     pub(crate) by_name: FxHashMap<String, usize>,
@@ -97,7 +98,7 @@ impl FeatureTable {
 
     /// The row of a customer.
     pub fn row_of(&self, id: &str) -> Option<usize> {
-        self.row_by_id.get(id).map(|&r| r as usize)
+        self.row_by_id.get(id).map(|r| r as usize)
     }
 
     /// Every feature, in catalogue order then custom attributes by name.
@@ -174,10 +175,10 @@ impl FeatureTable {
         ids: Vec<CustomerId>,
         columns: Vec<(FieldInfo, Column)>,
     ) -> Result<Self, TableError> {
-        let mut row_by_id = FxHashMap::default();
+        let mut row_by_id = IdIndex::default();
         for (row, id) in ids.iter().enumerate() {
             let row = u32::try_from(row).unwrap_or(u32::MAX);
-            if row_by_id.insert(id.clone(), row).is_some() {
+            if row_by_id.insert(id.as_str(), row).is_some() {
                 return Err(TableError::DuplicateId(id.to_string()));
             }
         }
