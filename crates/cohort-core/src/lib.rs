@@ -19,6 +19,7 @@ pub mod segment;
 pub mod time;
 
 pub use bitset::Bitset;
+pub use membership::{Membership, MembershipDiff};
 pub use money::Money;
 pub use record::{Customer, CustomerId, Event, EventKind, Order};
 pub use time::{AsOf, Timestamp};

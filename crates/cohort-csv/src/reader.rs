@@ -1,0 +1,567 @@
+//! Streaming records out of one CSV file.
+//!
+//! Rows are read one at a time into a reused buffer; a file is never loaded whole. A row that
+//! cannot be read becomes a [`BadRow`] naming file, line, column and reason, and reading goes
+//! on: one typo in row 40,000 must not cost the other 39,999.
+
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use cohort_core::record::{AttributeValue, OrderFacts};
+use cohort_core::{Customer, CustomerId, Event, EventKind, Money, Order, Timestamp};
+
+use crate::coerce;
+use crate::mapping::{Kind, Overrides, ResolveError, Resolved};
+
+/// Why a file cannot be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum CsvError {
+    /// The file cannot be opened or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The header line does not fit the kind of record.
+    #[error("{path}: {source}")]
+    Header {
+        /// The file.
+        path: PathBuf,
+        /// What is missing.
+        source: ResolveError,
+    },
+    /// The CSV itself is broken beyond one row.
+    #[error("{path}: {source}")]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        source: csv::Error,
+    },
+}
+
+/// A row that was reported and skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRow {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line where the row starts.
+    pub line: u64,
+    /// 1-based column, when one field is at fault.
+    pub column: Option<usize>,
+    /// The header of that column.
+    pub header: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for BadRow {
+    /// `orders.csv:12:4: total_price: `abc` is not an amount …`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.path.display(), self.line)?;
+        if let Some(col) = self.column {
+            write!(f, ":{col}")?;
+        }
+        if let Some(header) = &self.header {
+            write!(f, ": {header}")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+/// What reading a row can go wrong with.
+#[derive(Debug, thiserror::Error)]
+pub enum RowError {
+    /// This row is bad; the next can be read.
+    #[error("{0}")]
+    Bad(BadRow),
+    /// The file cannot be read further.
+    #[error(transparent)]
+    Fatal(CsvError),
+}
+
+/// A place in a file to resume reading from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Position {
+    /// Byte offset of the next row.
+    pub byte: u64,
+    /// Its 1-based line.
+    pub line: u64,
+}
+
+/// One order's aggregate facts, borrowed from the reader's buffer (no allocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderLine<'a> {
+    /// The order's id, or empty.
+    pub id: &'a str,
+    /// The buyer.
+    pub customer_id: &'a str,
+    /// The currency column, when present and filled.
+    pub currency: Option<&'a str>,
+    /// What the order counts for; `None` when cancelled.
+    pub facts: Option<OrderFacts>,
+}
+
+/// Reads one kind of record from one CSV file.
+#[derive(Debug)]
+pub struct CsvReader {
+    path: PathBuf,
+    inner: csv::Reader<File>,
+    resolved: Resolved,
+    record: csv::StringRecord,
+    line: u64,
+}
+
+impl CsvReader {
+    /// Opens `path` and resolves its header line as `kind`.
+    pub fn open(path: &Path, kind: Kind, overrides: &Overrides) -> Result<CsvReader, CsvError> {
+        let file = File::open(path).map_err(|source| CsvError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut inner = csv::ReaderBuilder::new().flexible(true).from_reader(file);
+        let headers: Vec<String> = inner
+            .headers()
+            .map_err(|source| CsvError::Csv {
+                path: path.to_owned(),
+                source,
+            })?
+            .iter()
+            .map(str::to_owned)
+            .collect();
+        let resolved =
+            Resolved::new(kind, &headers, overrides).map_err(|source| CsvError::Header {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(CsvReader {
+            path: path.to_owned(),
+            inner,
+            resolved,
+            record: csv::StringRecord::new(),
+            line: 1,
+        })
+    }
+
+    /// Opens `path` and continues after `position` (from [`CsvReader::position`]).
+    pub fn open_at(
+        path: &Path,
+        kind: Kind,
+        overrides: &Overrides,
+        position: Position,
+    ) -> Result<CsvReader, CsvError> {
+        let mut reader = CsvReader::open(path, kind, overrides)?;
+        if position.byte > 0 {
+            let mut pos = csv::Position::new();
+            pos.set_byte(position.byte).set_line(position.line);
+            reader.inner.seek(pos).map_err(|source| CsvError::Csv {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        Ok(reader)
+    }
+
+    /// Where the next row starts.
+    pub fn position(&self) -> Position {
+        let p = self.inner.position();
+        Position {
+            byte: p.byte(),
+            line: p.line(),
+        }
+    }
+
+    /// The file's columns as resolved.
+    pub fn resolved(&self) -> &Resolved {
+        &self.resolved
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the next row into the buffer; `None` at the end.
+    fn advance(&mut self) -> Option<Result<(), RowError>> {
+        match self.inner.read_record(&mut self.record) {
+            Ok(true) => {
+                self.line = self
+                    .record
+                    .position()
+                    .map_or(self.line + 1, csv::Position::line);
+                Some(Ok(()))
+            }
+            Ok(false) => None,
+            Err(e) => {
+                let line = e.position().map_or(self.line + 1, csv::Position::line);
+                self.line = line;
+                match e.kind() {
+                    csv::ErrorKind::Utf8 { .. } | csv::ErrorKind::UnequalLengths { .. } => {
+                        Some(Err(self.bad(None, format!("unreadable row: {e}"))))
+                    }
+                    _ => Some(Err(RowError::Fatal(CsvError::Csv {
+                        path: self.path.clone(),
+                        source: e,
+                    }))),
+                }
+            }
+        }
+    }
+
+    fn bad(&self, column: Option<usize>, reason: String) -> RowError {
+        RowError::Bad(BadRow {
+            path: self.path.clone(),
+            line: self.line,
+            column: column.map(|c| c + 1),
+            header: column.and_then(|c| self.resolved.headers.get(c).cloned()),
+            reason,
+        })
+    }
+
+    /// The raw text of `field` in the current row ("" when the file has no such column).
+    fn raw(&self, field: &str) -> (Option<usize>, &str) {
+        let col = self.resolved.column(field);
+        (col, col.and_then(|c| self.record.get(c)).unwrap_or(""))
+    }
+
+    fn get<T>(
+        &self,
+        field: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, RowError> {
+        let (col, text) = self.raw(field);
+        parse(text).map_err(|reason| self.bad(col, reason))
+    }
+
+    fn check_width(&self) -> Result<(), RowError> {
+        let want = self.resolved.headers.len();
+        if self.record.len() != want {
+            return Err(self.bad(
+                None,
+                format!("expected {want} fields, found {}", self.record.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn required_text(&self, field: &str) -> Result<&str, RowError> {
+        let (col, text) = self.raw(field);
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(self.bad(col, format!("missing {field}")));
+        }
+        Ok(text)
+    }
+
+    /// The next customer.
+    pub fn next_customer(&mut self) -> Option<Result<Customer, RowError>> {
+        if let Err(e) = self.advance()? {
+            return Some(Err(e));
+        }
+        Some(self.customer())
+    }
+
+    fn customer(&self) -> Result<Customer, RowError> {
+        self.check_width()?;
+        let text = |f: &str| coerce::text(self.raw(f).1);
+        let mut c = Customer {
+            id: CustomerId::new(self.required_text("id")?),
+            email: text("email"),
+            phone: text("phone"),
+            first_name: text("first_name"),
+            last_name: text("last_name"),
+            country: text("country"),
+            region: text("region"),
+            city: text("city"),
+            postal_code: text("postal_code"),
+            birth_date: self.get("birth_date", coerce::date)?,
+            birth_year: self
+                .get("birth_year", coerce::integer)?
+                .map(|y| {
+                    i32::try_from(y).map_err(|_| {
+                        self.bad(self.raw("birth_year").0, format!("`{y}` is not a year"))
+                    })
+                })
+                .transpose()?,
+            gender: text("gender"),
+            tags: coerce::tags(self.raw("tags").1),
+            accepts_email_marketing: self
+                .get("accepts_email_marketing", coerce::boolean)?
+                .unwrap_or(false),
+            accepts_sms_marketing: self
+                .get("accepts_sms_marketing", coerce::boolean)?
+                .unwrap_or(false),
+            created_at: self.get("created_at", coerce::timestamp)?,
+            updated_at: self.get("updated_at", coerce::timestamp)?,
+            attributes: Default::default(),
+        };
+        for (name, col) in &self.resolved.attributes {
+            let raw = self.record.get(*col).unwrap_or("").trim();
+            if raw.is_empty() {
+                continue;
+            }
+            let value = match coerce::boolean(raw) {
+                Ok(Some(b)) if !raw.chars().all(|c| c.is_ascii_digit()) => AttributeValue::Bool(b),
+                _ => match raw.parse::<f64>() {
+                    Ok(n) if n.is_finite() => AttributeValue::Number(n),
+                    _ => AttributeValue::Text(raw.to_owned()),
+                },
+            };
+            c.attributes.insert(name.clone(), value);
+        }
+        Ok(c)
+    }
+
+    /// The next order, in full.
+    pub fn next_order(&mut self) -> Option<Result<Order, RowError>> {
+        if let Err(e) = self.advance()? {
+            return Some(Err(e));
+        }
+        Some(self.order())
+    }
+
+    fn order(&self) -> Result<Order, RowError> {
+        self.check_width()?;
+        let id = self.raw("id").1.trim();
+        Ok(Order {
+            id: if id.is_empty() {
+                format!("line-{}", self.line)
+            } else {
+                id.to_owned()
+            },
+            customer_id: CustomerId::new(self.required_text("customer_id")?),
+            created_at: Some(self.required_timestamp()?),
+            total: self.required_money()?,
+            currency: coerce::text(self.raw("currency").1),
+            item_count: self.item_count()?,
+            line_items: Vec::new(),
+            cancelled_at: self.get("cancelled_at", coerce::timestamp)?,
+            refunded: self.get("refunded", coerce::money)?.unwrap_or(Money::ZERO),
+        })
+    }
+
+    fn required_timestamp(&self) -> Result<Timestamp, RowError> {
+        let field = match self.resolved.kind {
+            Kind::Events => "occurred_at",
+            _ => "created_at",
+        };
+        self.get(field, coerce::timestamp)?
+            .ok_or_else(|| self.bad(self.raw(field).0, format!("missing {field}")))
+    }
+
+    fn required_money(&self) -> Result<Money, RowError> {
+        self.get("total", coerce::money)?
+            .ok_or_else(|| self.bad(self.raw("total").0, "missing total".to_owned()))
+    }
+
+    fn item_count(&self) -> Result<u32, RowError> {
+        let (col, _) = self.raw("item_count");
+        match self.get("item_count", coerce::integer)? {
+            None => Ok(0),
+            Some(n) => u32::try_from(n)
+                .map_err(|_| self.bad(col, format!("`{n}` is not a count of items"))),
+        }
+    }
+
+    /// The next order's facts only, without allocating: the loading fast path.
+    pub fn next_order_line(&mut self) -> Option<Result<OrderLine<'_>, RowError>> {
+        if let Err(e) = self.advance()? {
+            return Some(Err(e));
+        }
+        Some(self.order_line())
+    }
+
+    fn order_line(&self) -> Result<OrderLine<'_>, RowError> {
+        self.check_width()?;
+        let customer_id = self.required_text("customer_id")?;
+        let created_at = self.required_timestamp()?;
+        let total = self.required_money()?;
+        let refunded = self.get("refunded", coerce::money)?.unwrap_or(Money::ZERO);
+        let cancelled = self.get("cancelled_at", coerce::timestamp)?.is_some();
+        let facts = (!cancelled).then(|| OrderFacts {
+            created_at,
+            net_total: total.checked_sub(refunded).unwrap_or(Money::ZERO),
+            item_count: 0,
+        });
+        let facts = match facts {
+            Some(mut f) => {
+                f.item_count = self.item_count()?;
+                Some(f)
+            }
+            None => None,
+        };
+        let currency = Some(self.raw("currency").1.trim()).filter(|c| !c.is_empty());
+        Ok(OrderLine {
+            id: self.raw("id").1.trim(),
+            customer_id,
+            currency,
+            facts,
+        })
+    }
+
+    /// The next event.
+    pub fn next_event(&mut self) -> Option<Result<Event, RowError>> {
+        if let Err(e) = self.advance()? {
+            return Some(Err(e));
+        }
+        Some(self.event())
+    }
+
+    fn event(&self) -> Result<Event, RowError> {
+        self.check_width()?;
+        Ok(Event {
+            id: coerce::text(self.raw("id").1),
+            customer_id: CustomerId::new(self.required_text("customer_id")?),
+            kind: EventKind::parse(self.required_text("kind")?),
+            occurred_at: self.required_timestamp()?,
+            properties: Default::default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file(contents: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(contents.as_bytes()).expect("write");
+        f
+    }
+
+    fn read_all<T>(
+        reader: &mut CsvReader,
+        next: impl Fn(&mut CsvReader) -> Option<Result<T, RowError>>,
+    ) -> (Vec<T>, Vec<BadRow>) {
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        while let Some(row) = next(reader) {
+            match row {
+                Ok(r) => good.push(r),
+                Err(RowError::Bad(b)) => bad.push(b),
+                Err(RowError::Fatal(e)) => panic!("fatal: {e}"),
+            }
+        }
+        (good, bad)
+    }
+
+    #[test]
+    fn customers_in_the_generator_layout() {
+        let f = file(
+            "id,email,country,city,birth_year,gender,tags,accepts_marketing,created_at\n\
+             1,a@x.com,US,Chicago,1980,female,\"vip,b2b\",true,2020-01-02 03:04:05\n\
+             2,b@y.com,GB,London,,,,false,2021-06-01 00:00:00\n",
+        );
+        let mut r = CsvReader::open(f.path(), Kind::Customers, &Overrides::new()).expect("open");
+        let (good, bad) = read_all(&mut r, CsvReader::next_customer);
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(good.len(), 2);
+        assert_eq!(good[0].tags, vec!["vip", "b2b"]);
+        assert!(good[0].accepts_email_marketing);
+        assert_eq!(good[0].birth_year, Some(1980));
+        assert_eq!(good[1].birth_year, None);
+        assert_eq!(
+            good[1].created_at,
+            Some(Timestamp::parse("2021-06-01").expect("date"))
+        );
+    }
+
+    #[test]
+    fn bad_rows_name_file_line_and_column_and_the_rest_still_load() {
+        let f = file(
+            "id,customer_id,created_at,total_price,items\n\
+             1,10,2024-01-01 00:00:00,12.50,1\n\
+             2,10,2024-13-01 00:00:00,3.00,1\n\
+             3,11,2024-01-02 00:00:00,abc,2\n\
+             4,,2024-01-02 00:00:00,1.00,1\n\
+             5,12,2024-01-03 00:00:00,9.99\n\
+             6,12,2024-01-04 00:00:00,1.00,1\n",
+        );
+        let mut r = CsvReader::open(f.path(), Kind::Orders, &Overrides::new()).expect("open");
+        let (good, bad) = read_all(&mut r, CsvReader::next_order);
+        assert_eq!(
+            good.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(),
+            ["1", "6"]
+        );
+        let lines: Vec<(u64, Option<usize>)> = bad.iter().map(|b| (b.line, b.column)).collect();
+        assert_eq!(lines, [(3, Some(3)), (4, Some(4)), (5, Some(2)), (6, None)]);
+        let msg = bad[1].to_string();
+        let name = f.path().display().to_string();
+        assert_eq!(
+            msg,
+            format!(
+                "{name}:4:4: total_price: `abc` is not an amount (expected e.g. 12.50 or $1,234.50)"
+            )
+        );
+        assert!(bad[2].reason.contains("missing customer_id"));
+        assert!(bad[3].reason.contains("expected 5 fields, found 4"));
+    }
+
+    #[test]
+    fn order_lines_borrow_and_skip_cancelled_orders() {
+        let f = file(
+            "order_id,customer,date,amount,refunded,cancelled_at\n\
+             a,7,2024-01-01,100.00,25.00,\n\
+             b,7,2024-01-02,50.00,,2024-01-03\n",
+        );
+        let mut r = CsvReader::open(f.path(), Kind::Orders, &Overrides::new()).expect("open");
+        let first = r.next_order_line().expect("row").expect("good");
+        assert_eq!((first.id, first.customer_id), ("a", "7"));
+        assert_eq!(
+            first.facts.expect("counts").net_total,
+            Money::from_whole(75)
+        );
+        let second = r.next_order_line().expect("row").expect("good");
+        assert_eq!(second.facts, None);
+        assert!(r.next_order_line().is_none());
+    }
+
+    #[test]
+    fn reading_resumes_from_a_saved_position() {
+        let f = file(
+            "customer_id,kind,occurred_at\n1,email_open,2024-01-01\n2,Opened Email,2024-01-02\n3,page_view,2024-01-03\n",
+        );
+        let mut r = CsvReader::open(f.path(), Kind::Events, &Overrides::new()).expect("open");
+        let first = r.next_event().expect("row").expect("good");
+        assert_eq!(first.customer_id.as_str(), "1");
+        let pos = r.position();
+        drop(r);
+        let mut r =
+            CsvReader::open_at(f.path(), Kind::Events, &Overrides::new(), pos).expect("reopen");
+        let (rest, bad) = read_all(&mut r, CsvReader::next_event);
+        assert!(bad.is_empty());
+        assert_eq!(
+            rest.iter()
+                .map(|e| e.customer_id.as_str())
+                .collect::<Vec<_>>(),
+            ["2", "3"]
+        );
+        assert_eq!(rest[0].kind, EventKind::EmailOpen);
+    }
+
+    #[test]
+    fn an_unusable_header_fails_the_file_with_a_clear_message() {
+        let f = file("who,what\n1,2\n");
+        let err = CsvReader::open(f.path(), Kind::Customers, &Overrides::new())
+            .expect_err("no id column");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("no column for required field `id` of customers"),
+            "{msg}"
+        );
+        let missing = CsvReader::open(
+            Path::new("/nonexistent/x.csv"),
+            Kind::Customers,
+            &Overrides::new(),
+        );
+        assert!(
+            missing
+                .expect_err("no file")
+                .to_string()
+                .starts_with("/nonexistent/x.csv: ")
+        );
+    }
+}
