@@ -1,0 +1,172 @@
+//! The plugin's handle on the host's services.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::PluginError;
+use crate::abi::{self, Buf, Bytes, HostVtable};
+use crate::wire::{ErrorBody, HttpRequest, HttpResponse};
+
+/// Log levels, most severe first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Something failed.
+    Error,
+    /// Something looks wrong.
+    Warn,
+    /// Something a person running Cohort wants to know.
+    Info,
+    /// Detail for debugging.
+    Debug,
+    /// Even more detail.
+    Trace,
+}
+
+impl Level {
+    /// The ABI's number for this level.
+    pub fn to_raw(self) -> i32 {
+        match self {
+            Level::Error => abi::LOG_ERROR,
+            Level::Warn => abi::LOG_WARN,
+            Level::Info => abi::LOG_INFO,
+            Level::Debug => abi::LOG_DEBUG,
+            Level::Trace => abi::LOG_TRACE,
+        }
+    }
+
+    /// The level for an ABI number (unknown numbers read as `Trace`).
+    pub fn from_raw(raw: i32) -> Level {
+        match raw {
+            abi::LOG_ERROR => Level::Error,
+            abi::LOG_WARN => Level::Warn,
+            abi::LOG_INFO => Level::Info,
+            abi::LOG_DEBUG => Level::Debug,
+            _ => Level::Trace,
+        }
+    }
+}
+
+/// The host's services: logging, progress, cancellation and HTTP.
+///
+/// Valid from `open` until the instance is closed, which is exactly the life of the plugin value
+/// the SDK hands it to. [`Host::detached`] makes one with no host behind it, for unit tests.
+#[derive(Debug, Clone, Copy)]
+pub struct Host {
+    vtable: Option<&'static HostVtable>,
+}
+
+// SAFETY: the ABI requires the host's services to be callable from any thread that calls into
+// the plugin (the host implements them thread-safely), and the vtable is immutable while open.
+unsafe impl Send for Host {}
+// SAFETY: as above; the vtable is only read.
+unsafe impl Sync for Host {}
+
+impl Host {
+    /// Wraps the host vtable handed to `open`.
+    ///
+    /// # Safety
+    /// `vtable` must be null or point to a valid host vtable that outlives every use of the
+    /// returned `Host` (the ABI guarantees it until `close` returns).
+    pub(crate) unsafe fn from_raw(vtable: *const HostVtable) -> Host {
+        // SAFETY: per the contract the pointer is valid for the life of the instance; 'static
+        // stands for "until close", after which the plugin value (and this Host) is dropped.
+        let vtable = unsafe { vtable.as_ref() }.filter(|v| v.size >= abi::HOST_VTABLE_V1_0_SIZE);
+        Host { vtable }
+    }
+
+    /// A host that drops logs, is never cancelled, and refuses HTTP: for unit tests of plugin
+    /// logic that do not go through the ABI.
+    pub fn detached() -> Host {
+        Host { vtable: None }
+    }
+
+    /// Writes a log line into the host's logs, tagged with the plugin's name.
+    pub fn log(&self, level: Level, message: &str) {
+        self.log_with(level, message, &Value::Null);
+    }
+
+    /// Writes a log line with structured fields (a JSON object).
+    pub fn log_with(&self, level: Level, message: &str, fields: &Value) {
+        let Some(vt) = self.vtable else { return };
+        let fields = if fields.is_null() { Vec::new() } else { serde_json::to_vec(fields).unwrap_or_default() };
+        // SAFETY: the vtable is valid while the instance is open; both slices outlive the call.
+        unsafe { (vt.log)(vt.ctx, level.to_raw(), Bytes::from_slice(message.as_bytes()), Bytes::from_slice(&fields)) };
+    }
+
+    /// Logs at error level.
+    pub fn error(&self, message: &str) {
+        self.log(Level::Error, message);
+    }
+
+    /// Logs at warning level.
+    pub fn warn(&self, message: &str) {
+        self.log(Level::Warn, message);
+    }
+
+    /// Logs at info level.
+    pub fn info(&self, message: &str) {
+        self.log(Level::Info, message);
+    }
+
+    /// Logs at debug level.
+    pub fn debug(&self, message: &str) {
+        self.log(Level::Debug, message);
+    }
+
+    /// Reports progress of the current call: `done` out of `total` units, when known.
+    pub fn progress(&self, done: u64, total: Option<u64>) {
+        let Some(vt) = self.vtable else { return };
+        // SAFETY: the vtable is valid while the instance is open.
+        unsafe { (vt.progress)(vt.ctx, done, total.unwrap_or(0)) };
+    }
+
+    /// Whether the host asked the current work to stop.
+    pub fn is_cancelled(&self) -> bool {
+        let Some(vt) = self.vtable else { return false };
+        // SAFETY: the vtable is valid while the instance is open.
+        unsafe { (vt.is_cancelled)(vt.ctx) != 0 }
+    }
+
+    /// `Err(PluginError::Cancelled)` when the host asked the work to stop: use with `?` in loops.
+    pub fn check_cancelled(&self) -> Result<(), PluginError> {
+        if self.is_cancelled() { Err(PluginError::Cancelled) } else { Ok(()) }
+    }
+
+    /// Performs an HTTP request through the host, with its timeouts, retries (429 and 5xx,
+    /// honouring `Retry-After`), rate limits and secret redaction.
+    ///
+    /// Any HTTP status comes back as `Ok`; transport failures and timeouts come back as
+    /// [`PluginError::Retry`], so a `?` does the right thing.
+    pub fn http(&self, request: &HttpRequest) -> Result<HttpResponse, PluginError> {
+        let Some(vt) = self.vtable else {
+            return Err(PluginError::Unsupported("HTTP without a host (detached)".to_owned()));
+        };
+        let body = serde_json::to_vec(request).map_err(|e| PluginError::failed(format!("encoding HTTP request: {e}")))?;
+        let mut out = Buf::EMPTY;
+        // SAFETY: the vtable is valid while the instance is open; `body` outlives the call and
+        // `out` is a valid place for the host to write its buffer.
+        let status = unsafe { (vt.http)(vt.ctx, Bytes::from_slice(&body), &mut out) };
+        // SAFETY: the host wrote `len` readable bytes (or left the empty buffer).
+        let bytes = unsafe { out.as_slice() }.to_vec();
+        if !out.ptr.is_null() {
+            // SAFETY: `out` was allocated by the host, is freed exactly once, by the host.
+            unsafe { (vt.free_buf)(vt.ctx, out) };
+        }
+        match status {
+            abi::STATUS_OK => serde_json::from_slice(&bytes)
+                .map_err(|e| PluginError::failed(format!("the host's HTTP response is not valid JSON: {e}"))),
+            _ => {
+                let err: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
+                    message: String::from_utf8_lossy(&bytes).into_owned(),
+                    ..ErrorBody::default()
+                });
+                if status == abi::STATUS_RETRY {
+                    Err(PluginError::retry(err.message, err.retry_after_ms.map(Duration::from_millis)))
+                } else {
+                    Err(PluginError::Failed { message: err.message, details: err.details })
+                }
+            }
+        }
+    }
+}

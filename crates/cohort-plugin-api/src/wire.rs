@@ -1,0 +1,560 @@
+//! The JSON messages that cross the boundary, defined once for the host and the SDK.
+//!
+//! Every message is a JSON object. Readers ignore fields they do not know and writers may omit
+//! optional ones, which is what lets a minor ABI version add fields without breaking older
+//! peers. Records inside pages and batches are the canonical `cohort-core` records
+//! ([`Customer`], [`Order`], [`Event`]) in their serde shape.
+
+use std::fmt;
+
+use cohort_core::{Customer, CustomerId, Event, Order};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What a plugin is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Pulls records into Cohort.
+    Source,
+    /// Receives audience operations and messages from Cohort.
+    Destination,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Source => "source",
+            Kind::Destination => "destination",
+        })
+    }
+}
+
+/// A kind of canonical record a source can produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    /// [`Customer`] records.
+    Customers,
+    /// [`Order`] records.
+    Orders,
+    /// [`Event`] records.
+    Events,
+}
+
+impl Stream {
+    /// Every stream, in the order a run pulls them (customers before what refers to them).
+    pub const ALL: [Stream; 3] = [Stream::Customers, Stream::Orders, Stream::Events];
+
+    /// The stream's name as it appears in JSON and config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Customers => "customers",
+            Stream::Orders => "orders",
+            Stream::Events => "events",
+        }
+    }
+}
+
+impl fmt::Display for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a destination applies a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DestinationMode {
+    /// Adds and updates members; never removes.
+    Upsert,
+    /// Keeps the destination equal to the segment: adds, updates and removes.
+    Mirror,
+    /// Sends one rendered message per operation (email, SMS).
+    Send,
+}
+
+impl DestinationMode {
+    /// The mode's name as it appears in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationMode::Upsert => "upsert",
+            DestinationMode::Mirror => "mirror",
+            DestinationMode::Send => "send",
+        }
+    }
+}
+
+/// What a plugin can do, beyond its kinds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Capabilities {
+    /// Streams a source produces (empty for a destination).
+    pub streams: Vec<Stream>,
+    /// Whether a source's cursor resumes: a re-run with the saved cursor pulls only what changed.
+    pub incremental: bool,
+    /// Modes a destination supports (empty for a source).
+    pub destination_modes: Vec<DestinationMode>,
+}
+
+/// A plugin's description of itself, returned by `manifest`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Short unique name (`csv`, `shopify`): lowercase letters, digits, `-` and `_`.
+    pub name: String,
+    /// The plugin's own version (semver).
+    pub version: String,
+    /// One line for `cohort plugins list`.
+    #[serde(default)]
+    pub description: String,
+    /// Source, destination, or both.
+    pub kinds: Vec<Kind>,
+    /// What it can do.
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    /// JSON Schema of its config; the host validates every config against it before `open`.
+    pub config_schema: Value,
+}
+
+impl Manifest {
+    /// A source manifest with an empty config schema (an object with no fields).
+    pub fn source(name: impl Into<String>, version: impl Into<String>) -> Manifest {
+        Manifest::new(name, version, Kind::Source)
+    }
+
+    /// A destination manifest with an empty config schema (an object with no fields).
+    pub fn destination(name: impl Into<String>, version: impl Into<String>) -> Manifest {
+        Manifest::new(name, version, Kind::Destination)
+    }
+
+    fn new(name: impl Into<String>, version: impl Into<String>, kind: Kind) -> Manifest {
+        Manifest {
+            name: name.into(),
+            version: version.into(),
+            description: String::new(),
+            kinds: vec![kind],
+            capabilities: Capabilities::default(),
+            config_schema: serde_json::json!({"type": "object", "additionalProperties": false}),
+        }
+    }
+
+    /// Adds a kind (a source that is also a destination).
+    pub fn also(mut self, kind: Kind) -> Manifest {
+        if !self.kinds.contains(&kind) {
+            self.kinds.push(kind);
+        }
+        self
+    }
+
+    /// Sets the one-line description.
+    pub fn description(mut self, text: impl Into<String>) -> Manifest {
+        self.description = text.into();
+        self
+    }
+
+    /// Sets the streams a source produces.
+    pub fn streams(mut self, streams: impl IntoIterator<Item = Stream>) -> Manifest {
+        self.capabilities.streams = streams.into_iter().collect();
+        self
+    }
+
+    /// Declares that the source's cursor resumes incrementally.
+    pub fn incremental(mut self) -> Manifest {
+        self.capabilities.incremental = true;
+        self
+    }
+
+    /// Sets the modes a destination supports.
+    pub fn modes(mut self, modes: impl IntoIterator<Item = DestinationMode>) -> Manifest {
+        self.capabilities.destination_modes = modes.into_iter().collect();
+        self
+    }
+
+    /// Sets the config schema to the one `schemars` derives for `C` (doc comments become
+    /// descriptions, so the schema documents the config).
+    pub fn config_schema_of<C: schemars::JsonSchema>(mut self) -> Manifest {
+        self.config_schema = serde_json::to_value(schemars::schema_for!(C)).unwrap_or_default();
+        self
+    }
+
+    /// Sets a hand-written config schema.
+    pub fn config_schema(mut self, schema: Value) -> Manifest {
+        self.config_schema = schema;
+        self
+    }
+
+    /// Whether the plugin declares `kind`.
+    pub fn is(&self, kind: Kind) -> bool {
+        self.kinds.contains(&kind)
+    }
+
+    /// The kinds as text: `source`, `destination` or `source+destination`.
+    pub fn kinds_label(&self) -> String {
+        self.kinds.iter().map(Kind::to_string).collect::<Vec<_>>().join("+")
+    }
+
+    /// Checks what the ABI requires of a manifest, collecting every problem.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !name_ok {
+            problems.push(format!(
+                "name `{}` must be 1-64 characters of lowercase letters, digits, `-` or `_`",
+                self.name
+            ));
+        }
+        if self.version.trim().is_empty() {
+            problems.push("version is empty".to_owned());
+        }
+        if self.kinds.is_empty() {
+            problems.push("kinds is empty: declare `source`, `destination` or both".to_owned());
+        }
+        if self.is(Kind::Source) && self.capabilities.streams.is_empty() {
+            problems.push("a source must list at least one stream in capabilities.streams".to_owned());
+        }
+        if self.is(Kind::Destination) && self.capabilities.destination_modes.is_empty() {
+            problems.push(
+                "a destination must list at least one mode in capabilities.destination_modes".to_owned(),
+            );
+        }
+        if !self.is(Kind::Source) && !self.capabilities.streams.is_empty() {
+            problems.push("capabilities.streams is set but the plugin is not a source".to_owned());
+        }
+        if let Err(e) = crate::schema::Schema::new(self.config_schema.clone()) {
+            problems.push(format!("config_schema: {e}"));
+        }
+        problems
+    }
+}
+
+/// One config problem, located by a JSON Pointer into the config (`/delimiter`, `` for the root).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigIssue {
+    /// JSON Pointer to the offending value.
+    pub path: String,
+    /// What is wrong, and ideally what is expected.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = if self.path.is_empty() { "/" } else { &self.path };
+        write!(f, "{path}: {}", self.message)
+    }
+}
+
+/// What kind of failure an [`ErrorBody`] reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The job failed; retrying as is will not help.
+    #[default]
+    Failed,
+    /// The config is wrong: see `config_issues`. The user must fix it.
+    Config,
+    /// The plugin does not support what was asked (a stream, a mode).
+    Unsupported,
+    /// The saved cursor is not understood (e.g. written by an incompatible version).
+    BadCursor,
+    /// The work was cancelled on the host's request.
+    Cancelled,
+}
+
+/// The JSON of `out` for any non-OK status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ErrorBody {
+    /// One sentence for the user.
+    pub message: String,
+    /// What kind of failure (for `STATUS_ERROR`).
+    pub kind: ErrorKind,
+    /// For [`ErrorKind::Config`]: every problem found.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub config_issues: Vec<ConfigIssue>,
+    /// For `STATUS_RETRY`: how long to wait before trying again, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+    /// Anything else worth keeping in the run record.
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub details: Value,
+}
+
+/// A source's request for the next page of one stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PageRequest {
+    /// Which records to return.
+    pub stream: Stream,
+    /// The `next_cursor` of the previous page, or the cursor saved by the last run, or null to
+    /// start from the beginning.
+    #[serde(default)]
+    pub cursor: Value,
+    /// Most records the page may hold (the host's backpressure).
+    pub max_records: usize,
+}
+
+/// A record the source could not turn into a canonical record: reported, then skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reject {
+    /// Where it was (`orders.csv:17:3`, `order 4512`).
+    pub location: String,
+    /// Why it was skipped.
+    pub reason: String,
+}
+
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.reason)
+    }
+}
+
+/// A page of records, the answer to a [`PageRequest`].
+///
+/// `next_cursor` is where the next page starts. When `done` is true the stream has nothing more
+/// for now, and `next_cursor` is what the host saves so that the next run resumes there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "R: Deserialize<'de>"))]
+pub struct Page<R> {
+    /// The records, at most `max_records`.
+    pub records: Vec<R>,
+    /// Records found but skipped, each with where and why.
+    #[serde(default)]
+    pub rejects: Vec<Reject>,
+    /// Where to resume.
+    #[serde(default)]
+    pub next_cursor: Value,
+    /// Whether the stream is exhausted for now.
+    pub done: bool,
+}
+
+/// A canonical record type and the stream it belongs to.
+pub trait StreamRecord: Serialize + for<'de> Deserialize<'de> + Send + 'static {
+    /// The stream of this record type.
+    const STREAM: Stream;
+}
+
+impl StreamRecord for Customer {
+    const STREAM: Stream = Stream::Customers;
+}
+impl StreamRecord for Order {
+    const STREAM: Stream = Stream::Orders;
+}
+impl StreamRecord for Event {
+    const STREAM: Stream = Stream::Events;
+}
+
+/// What to do with one customer at a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Add or update the customer in the audience.
+    Upsert,
+    /// Remove the customer from the audience.
+    Remove,
+    /// Send the rendered message.
+    Send,
+}
+
+impl Action {
+    /// The action's name as it appears in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Upsert => "upsert",
+            Action::Remove => "remove",
+            Action::Send => "send",
+        }
+    }
+}
+
+/// A rendered message, for [`Action::Send`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Message {
+    /// Sender address.
+    pub from: Option<String>,
+    /// Recipient addresses.
+    pub to: Vec<String>,
+    /// Subject line.
+    pub subject: Option<String>,
+    /// Plain-text body.
+    pub text: Option<String>,
+    /// HTML body.
+    pub html: Option<String>,
+    /// Extra headers, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+/// One operation of a batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Operation {
+    /// Idempotency key: the destination must apply an operation with a key it has already
+    /// applied at most once.
+    pub key: String,
+    /// What to do.
+    pub action: Action,
+    /// Who it is about.
+    pub customer_id: CustomerId,
+    /// Contact data the destination may need (email, phone, names), when allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<Customer>,
+    /// Rendered payload from the campaign's templates (any JSON).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub payload: Value,
+    /// Rendered message, for [`Action::Send`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<Message>,
+}
+
+/// A batch of operations for a destination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    /// The mode the batch is applied in.
+    pub mode: DestinationMode,
+    /// The audience (segment, list) the operations are about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// The operations, each with its own key.
+    pub operations: Vec<Operation>,
+}
+
+/// The result of one operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum OutcomeStatus {
+    /// Applied (or already applied earlier under the same key).
+    Ok,
+    /// Refused for good; the reason goes to the run record.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+    /// Not applied this time; try again after the delay.
+    Retry {
+        /// Why.
+        reason: String,
+        /// How long to wait, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+}
+
+/// The result of one operation, by key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The operation's idempotency key.
+    pub key: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub status: OutcomeStatus,
+}
+
+/// The answer to a [`Batch`]: one outcome per operation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushResult {
+    /// Outcomes, one per operation key.
+    pub outcomes: Vec<Outcome>,
+}
+
+/// An HTTP request a plugin asks the host to perform.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpRequest {
+    /// `GET`, `POST`, … (default `GET`).
+    pub method: String,
+    /// Absolute `http://` or `https://` URL.
+    pub url: String,
+    /// Headers, in order.
+    pub headers: Vec<(String, String)>,
+    /// Body as UTF-8 text (JSON, form).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Overrides the host's per-request timeout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Rate-limit bucket within the plugin (shop domain, API key id); requests of one plugin
+    /// and account share one limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// Whether the host may retry on 5xx and transport errors. Defaults to true for GET, HEAD,
+    /// PUT, DELETE and OPTIONS, false otherwise (a 429 is always retried: it was not processed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<bool>,
+    /// Extra values to redact from every log line (tokens inside bodies, say). The host already
+    /// redacts config secrets and sensitive headers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+}
+
+/// The host's answer to an [`HttpRequest`]: whatever the server finally said.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpResponse {
+    /// HTTP status code.
+    pub status: u16,
+    /// Headers, lower-cased names, in order.
+    pub headers: Vec<(String, String)>,
+    /// Body as text (invalid UTF-8 is replaced).
+    pub body: String,
+    /// How many attempts the host made.
+    pub attempts: u32,
+}
+
+impl HttpResponse {
+    /// The first header of that name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn outcome_json_is_flat_with_a_status_tag() {
+        let o = Outcome {
+            key: "k1".into(),
+            status: OutcomeStatus::Retry { reason: "busy".into(), retry_after_ms: Some(500) },
+        };
+        let v = serde_json::to_value(&o).unwrap();
+        assert_eq!(v, json!({"key":"k1","status":"retry","reason":"busy","retry_after_ms":500}));
+        let back: Outcome = serde_json::from_value(json!({"key":"k2","status":"ok"})).unwrap();
+        assert_eq!(back.status, OutcomeStatus::Ok);
+    }
+
+    #[test]
+    fn page_reads_canonical_records_and_ignores_unknown_fields() {
+        let page: Page<Order> = serde_json::from_value(json!({
+            "records": [{"id": "1", "customer_id": "7", "total": "12.5"}],
+            "next_cursor": {"offset": 10},
+            "done": false,
+            "added_in_a_later_minor": true
+        }))
+        .unwrap();
+        assert_eq!(page.records[0].customer_id.as_str(), "7");
+        assert!(page.rejects.is_empty());
+    }
+
+    #[test]
+    fn manifest_problems_name_each_mistake() {
+        let m = Manifest {
+            name: "Bad Name".into(),
+            version: "1.0.0".into(),
+            description: String::new(),
+            kinds: vec![Kind::Source],
+            capabilities: Capabilities::default(),
+            config_schema: json!({"type": "object"}),
+        };
+        let problems = m.problems();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("`Bad Name`"));
+        assert!(problems[1].contains("capabilities.streams"));
+    }
+}
