@@ -329,14 +329,14 @@ mod tests {
     #[test]
     fn overlap_flags_small_and_nested_segments() {
         let a: Bitset = (0..100).map(|i| i < 50).collect();
-        let b: Bitset = (0..100).map(|i| i < 46).collect();
+        let b: Bitset = (0..100).map(|i| i < 40).collect();
         let c: Bitset = (0..100).map(|i| i >= 98).collect();
         let o = overlap(&[("a".into(), a), ("b".into(), b), ("c".into(), c)], |i| {
             if i == 2 { 10 } else { 0 }
         });
         assert_eq!(
             o.matrix,
-            vec![vec![50, 46, 0], vec![46, 46, 0], vec![0, 0, 2]]
+            vec![vec![50, 40, 0], vec![40, 40, 0], vec![0, 0, 2]]
         );
         assert_eq!(
             o.warnings,
