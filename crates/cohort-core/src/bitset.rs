@@ -15,12 +15,18 @@ pub struct Bitset {
 impl Bitset {
     /// The empty set over `len` rows.
     pub fn new(len: usize) -> Self {
-        Bitset { words: vec![0; len.div_ceil(64)], len }
+        Bitset {
+            words: vec![0; len.div_ceil(64)],
+            len,
+        }
     }
 
     /// The set of all `len` rows.
     pub fn full(len: usize) -> Self {
-        let mut set = Bitset { words: vec![u64::MAX; len.div_ceil(64)], len };
+        let mut set = Bitset {
+            words: vec![u64::MAX; len.div_ceil(64)],
+            len,
+        };
         set.clear_tail();
         set
     }
@@ -119,7 +125,11 @@ impl Bitset {
 
     /// Size of the intersection, without building it.
     pub fn intersection_count(&self, other: &Bitset) -> usize {
-        self.words.iter().zip(&other.words).map(|(a, b)| (a & b).count_ones() as usize).sum()
+        self.words
+            .iter()
+            .zip(&other.words)
+            .map(|(a, b)| (a & b).count_ones() as usize)
+            .sum()
     }
 
     /// Member rows in ascending order.
@@ -140,10 +150,8 @@ impl Bitset {
     /// Zeroes the bits past `len` in the last word, which whole-word operations may have set.
     pub fn clear_tail(&mut self) {
         let rem = self.len % 64;
-        if rem != 0 {
-            if let Some(last) = self.words.last_mut() {
-                *last &= (1u64 << rem) - 1;
-            }
+        if let (true, Some(last)) = (rem != 0, self.words.last_mut()) {
+            *last &= (1u64 << rem) - 1;
         }
     }
 }

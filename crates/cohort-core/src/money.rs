@@ -75,7 +75,11 @@ impl Money {
         let (num, den) = (i128::from(self.0), i128::from(n));
         let q = num / den;
         let r = num % den;
-        let q = if 2 * r.abs() >= den.abs() { q + num.signum() * den.signum() } else { q };
+        let q = if 2 * r.abs() >= den.abs() {
+            q + num.signum() * den.signum()
+        } else {
+            q
+        };
         i64::try_from(q).ok().map(Money)
     }
 
@@ -113,7 +117,9 @@ impl Money {
                 .and_then(|u| u.checked_add(i64::from(b - b'0')))
                 .ok_or_else(|| MoneyError::Overflow(text.to_owned()))?;
         }
-        let mut scaled = units.checked_mul(SCALE).ok_or_else(|| MoneyError::Overflow(text.to_owned()))?;
+        let mut scaled = units
+            .checked_mul(SCALE)
+            .ok_or_else(|| MoneyError::Overflow(text.to_owned()))?;
         let mut place = SCALE / 10;
         for b in frac.bytes() {
             if !b.is_ascii_digit() {
@@ -148,7 +154,7 @@ impl fmt::Display for Money {
         let whole = abs / SCALE as u64;
         let mut frac = abs % SCALE as u64;
         let mut digits = SCALE_DIGITS;
-        while digits > 2 && frac % 10 == 0 {
+        while digits > 2 && frac.is_multiple_of(10) {
             frac /= 10;
             digits -= 1;
         }
@@ -188,7 +194,9 @@ impl<'de> Deserialize<'de> for Money {
                 Money::parse(v).map_err(E::custom)
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Money, E> {
-                v.checked_mul(SCALE).map(Money).ok_or_else(|| E::custom("amount too large"))
+                v.checked_mul(SCALE)
+                    .map(Money)
+                    .ok_or_else(|| E::custom("amount too large"))
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Money, E> {
                 i64::try_from(v)
@@ -228,8 +236,14 @@ mod tests {
         for bad in ["", "-", "1,000", "12a", "1.2.3", "."] {
             assert!(Money::parse(bad).is_err(), "{bad} should fail");
         }
-        assert!(matches!(Money::parse("1.00001"), Err(MoneyError::TooPrecise(_))));
-        assert!(matches!(Money::parse("99999999999999999999"), Err(MoneyError::Overflow(_))));
+        assert!(matches!(
+            Money::parse("1.00001"),
+            Err(MoneyError::TooPrecise(_))
+        ));
+        assert!(matches!(
+            Money::parse("99999999999999999999"),
+            Err(MoneyError::Overflow(_))
+        ));
     }
 
     #[test]
@@ -243,7 +257,10 @@ mod tests {
 
     #[test]
     fn averages_round_half_away_from_zero() {
-        assert_eq!(Money::from_whole(100).div_round(3).unwrap().to_string(), "33.3333");
+        assert_eq!(
+            Money::from_whole(100).div_round(3).unwrap().to_string(),
+            "33.3333"
+        );
         assert_eq!(Money::from_raw(5).div_round(2).unwrap().raw(), 3);
         assert_eq!(Money::from_raw(-5).div_round(2).unwrap().raw(), -3);
         assert_eq!(Money::from_whole(1).div_round(0), None);
@@ -256,6 +273,9 @@ mod tests {
         assert_eq!(json, "\"19.99\"");
         assert_eq!(serde_json::from_str::<Money>(&json).unwrap(), m);
         assert_eq!(serde_json::from_str::<Money>("19.99").unwrap(), m);
-        assert_eq!(serde_json::from_str::<Money>("20").unwrap(), Money::from_whole(20));
+        assert_eq!(
+            serde_json::from_str::<Money>("20").unwrap(),
+            Money::from_whole(20)
+        );
     }
 }

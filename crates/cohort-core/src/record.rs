@@ -20,7 +20,7 @@ use crate::time::Timestamp;
 /// Ordered "naturally": ids made only of digits compare as numbers (`9 < 10`, `00004 = 4` in
 /// rank order but not in equality), and come before any other id, which compare as text. RFM
 /// breaks ties by this order, so it must match what a person reading the ids expects.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct CustomerId(String);
 
@@ -42,7 +42,10 @@ pub fn natural_cmp(a: &str, b: &str) -> Ordering {
     match (numeric(a), numeric(b)) {
         (true, true) => {
             let (ta, tb) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
-            ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb)).then_with(|| a.cmp(b))
+            ta.len()
+                .cmp(&tb.len())
+                .then_with(|| ta.cmp(tb))
+                .then_with(|| a.cmp(b))
         }
         (true, false) => Ordering::Less,
         (false, true) => Ordering::Greater,
@@ -143,7 +146,10 @@ pub struct Customer {
 impl Customer {
     /// A customer with only an id.
     pub fn new(id: impl Into<String>) -> Self {
-        Customer { id: CustomerId::new(id), ..Customer::default() }
+        Customer {
+            id: CustomerId::new(id),
+            ..Customer::default()
+        }
     }
 
     /// The part of the email after `@`, lower-cased.
@@ -157,12 +163,6 @@ impl Customer {
     pub fn year_of_birth(&self) -> Option<i32> {
         use chrono::Datelike;
         self.birth_date.map(|d| d.year()).or(self.birth_year)
-    }
-}
-
-impl Default for CustomerId {
-    fn default() -> Self {
-        CustomerId(String::new())
     }
 }
 
@@ -284,7 +284,13 @@ impl EventKind {
         let norm: String = text
             .trim()
             .chars()
-            .map(|c| if c == ' ' || c == '-' { '_' } else { c.to_ascii_lowercase() })
+            .map(|c| {
+                if c == ' ' || c == '-' {
+                    '_'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
             .collect();
         match norm.as_str() {
             "email_delivered" | "delivered" | "email_received" | "received_email" => {
@@ -342,8 +348,10 @@ mod tests {
 
     #[test]
     fn ids_order_naturally() {
-        let mut ids: Vec<CustomerId> =
-            ["10", "9", "abc", "00004", "100", "Abc"].into_iter().map(CustomerId::from).collect();
+        let mut ids: Vec<CustomerId> = ["10", "9", "abc", "00004", "100", "Abc"]
+            .into_iter()
+            .map(CustomerId::from)
+            .collect();
         ids.sort();
         let got: Vec<&str> = ids.iter().map(CustomerId::as_str).collect();
         assert_eq!(got, ["00004", "9", "10", "100", "Abc", "abc"]);
@@ -368,7 +376,10 @@ mod tests {
     fn event_kinds_read_common_spellings_and_round_trip() {
         assert_eq!(EventKind::parse("Opened Email"), EventKind::EmailOpen);
         assert_eq!(EventKind::parse("abandoned-cart"), EventKind::CartAbandoned);
-        assert_eq!(EventKind::parse("wishlist_add"), EventKind::Other("wishlist_add".into()));
+        assert_eq!(
+            EventKind::parse("wishlist_add"),
+            EventKind::Other("wishlist_add".into())
+        );
         let json = serde_json::to_string(&EventKind::EmailClick).unwrap();
         assert_eq!(json, "\"email_click\"");
         let other: EventKind = serde_json::from_str("\"wishlist_add\"").unwrap();

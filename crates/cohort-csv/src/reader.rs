@@ -211,6 +211,16 @@ impl CsvReader {
         }
     }
 
+    /// A report on the row just read, blaming `field` (when the file has it), for problems
+    /// found after reading (an order of an unknown customer).
+    pub fn bad_row(&self, field: Option<&str>, reason: impl Into<String>) -> BadRow {
+        let column = field.and_then(|f| self.resolved.column(f));
+        match self.bad(column, reason.into()) {
+            RowError::Bad(b) => b,
+            RowError::Fatal(_) => unreachable!("bad() only builds Bad"),
+        }
+    }
+
     fn bad(&self, column: Option<usize>, reason: String) -> RowError {
         RowError::Bad(BadRow {
             path: self.path.clone(),

@@ -1,2 +1,29 @@
-//! The `cohort` binary (being written).
-fn main() {}
+//! `cohort`, the one binary: CLI, and later the daemon and HTTP API.
+//!
+//! It wires the library crates together and owns everything that touches the outside world
+//! from the user's side: arguments, files, terminal output, exit codes. Errors are `anyhow`
+//! here, with context saying what was being done; the libraries below return typed errors.
+#![allow(clippy::print_stdout, clippy::print_stderr, reason = "a CLI prints")]
+
+mod cli;
+mod cmd;
+mod load;
+mod segments_file;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cmd::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Loading CSV inputs into a feature table.
+//!
+//! Rows stream from `cohort-csv` straight into the core's [`FeatureBuilder`]: customers become
+//! columns, orders and events become running aggregates, and nothing else is kept. Bad rows
+//! are printed (up to a limit), counted and skipped; only an unusable file stops the load.
+
+use std::fs;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use cohort_core::AsOf;
+use cohort_core::features::{BuildError, BuildStats, FeatureBuilder, FeatureTable};
+use cohort_csv::{BadRow, CsvReader, Kind, Overrides, RowError};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+/// Where the inputs are.
+#[derive(Debug)]
+pub(crate) struct Inputs {
+    pub(crate) customers: PathBuf,
+    pub(crate) orders: Option<PathBuf>,
+    pub(crate) events: Option<PathBuf>,
+    pub(crate) overrides: Overrides,
+}
+
+/// When to draw a progress bar.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ShowProgress {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Files at least this large get a progress bar in `Auto` mode.
+const LARGE_INPUT: u64 = 32 * 1024 * 1024;
+
+/// Rows read and rejected per file.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct FileCounts {
+    pub(crate) path: PathBuf,
+    pub(crate) rows: u64,
+    pub(crate) bad: u64,
+}
+
+/// What a load did.
+#[derive(Debug, Serialize)]
+pub(crate) struct LoadReport {
+    pub(crate) files: Vec<FileCounts>,
+    pub(crate) stats: BuildStats,
+    /// The first bad rows, as printed.
+    pub(crate) bad_rows: Vec<String>,
+    pub(crate) bad_total: u64,
+    #[serde(skip)]
+    pub(crate) read: Duration,
+    #[serde(skip)]
+    pub(crate) features: Duration,
+}
+
+struct BadRows {
+    shown: Vec<String>,
+    total: u64,
+    limit: usize,
+}
+
+impl BadRows {
+    fn report(&mut self, bad: &BadRow, progress: &ProgressBar) {
+        self.total += 1;
+        if self.shown.len() < self.limit {
+            let line = bad.to_string();
+            progress.suspend(|| eprintln!("warning: skipped {line}"));
+            self.shown.push(line);
+        }
+    }
+}
+
+/// Reads every input and computes features as of `as_of`.
+pub(crate) fn load(
+    inputs: &Inputs,
+    as_of: AsOf,
+    show: ShowProgress,
+    max_bad_rows: usize,
+) -> Result<(FeatureTable, LoadReport)> {
+    let started = Instant::now();
+    let mut builder = FeatureBuilder::new(as_of);
+    let mut bad = BadRows {
+        shown: Vec::new(),
+        total: 0,
+        limit: max_bad_rows,
+    };
+    let mut files = Vec::new();
+
+    let total_bytes: u64 = [
+        Some(&inputs.customers),
+        inputs.orders.as_ref(),
+        inputs.events.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|p| fs::metadata(p).ok())
+    .map(|m| m.len())
+    .sum();
+    let progress = progress_bar(show, total_bytes);
+    let mut done_bytes = 0;
+
+    let mut reader = open(&inputs.customers, Kind::Customers, &inputs.overrides)?;
+    let mut counts = FileCounts {
+        path: inputs.customers.clone(),
+        rows: 0,
+        bad: 0,
+    };
+    while let Some(row) = reader.next_customer() {
+        counts.rows += 1;
+        let result = match row {
+            Ok(customer) => builder
+                .add_customer(&customer)
+                .map_err(|e| reader.bad_row(Some("id"), e.to_string())),
+            Err(RowError::Bad(b)) => Err(b),
+            Err(RowError::Fatal(e)) => return Err(e).context("reading customers"),
+        };
+        if let Err(b) = result {
+            counts.bad += 1;
+            bad.report(&b, &progress);
+        }
+        tick(&progress, &reader, done_bytes, counts.rows);
+    }
+    done_bytes += reader.position().byte;
+    files.push(counts);
+
+    if let Some(path) = &inputs.orders {
+        let mut reader = open(path, Kind::Orders, &inputs.overrides)?;
+        let mut counts = FileCounts {
+            path: path.clone(),
+            rows: 0,
+            bad: 0,
+        };
+        loop {
+            let outcome = match reader.next_order_line() {
+                None => break,
+                Some(Ok(line)) => match builder.add_order(line.customer_id, line.facts) {
+                    Ok(()) => Ok(()),
+                    Err(e @ BuildError::UnknownCustomer(_)) => {
+                        Err(Some(("customer_id", e.to_string())))
+                    }
+                    Err(e) => Err(Some(("total", e.to_string()))),
+                },
+                Some(Err(RowError::Bad(b))) => {
+                    counts.bad += 1;
+                    bad.report(&b, &progress);
+                    Err(None)
+                }
+                Some(Err(RowError::Fatal(e))) => return Err(e).context("reading orders"),
+            };
+            counts.rows += 1;
+            if let Err(Some((field, reason))) = outcome {
+                counts.bad += 1;
+                bad.report(&reader.bad_row(Some(field), reason), &progress);
+            }
+            tick(&progress, &reader, done_bytes, counts.rows);
+        }
+        done_bytes += reader.position().byte;
+        files.push(counts);
+    }
+
+    if let Some(path) = &inputs.events {
+        let mut reader = open(path, Kind::Events, &inputs.overrides)?;
+        let mut counts = FileCounts {
+            path: path.clone(),
+            rows: 0,
+            bad: 0,
+        };
+        while let Some(row) = reader.next_event() {
+            counts.rows += 1;
+            let result = match row {
+                Ok(event) => builder
+                    .add_event(event.customer_id.as_str(), &event.kind, event.occurred_at)
+                    .map_err(|e| reader.bad_row(Some("customer_id"), e.to_string())),
+                Err(RowError::Bad(b)) => Err(b),
+                Err(RowError::Fatal(e)) => return Err(e).context("reading events"),
+            };
+            if let Err(b) = result {
+                counts.bad += 1;
+                bad.report(&b, &progress);
+            }
+            tick(&progress, &reader, done_bytes, counts.rows);
+        }
+        files.push(counts);
+    }
+    progress.finish_and_clear();
+
+    let stats = builder.stats().clone();
+    let read = started.elapsed();
+    let started = Instant::now();
+    let table = builder.finish();
+    let features = started.elapsed();
+    if bad.total > bad.shown.len() as u64 {
+        eprintln!(
+            "warning: {} more bad rows not shown (--max-bad-rows)",
+            bad.total - bad.shown.len() as u64
+        );
+    }
+    Ok((
+        table,
+        LoadReport {
+            files,
+            stats,
+            bad_rows: bad.shown,
+            bad_total: bad.total,
+            read,
+            features,
+        },
+    ))
+}
+
+fn open(path: &Path, kind: Kind, overrides: &Overrides) -> Result<CsvReader> {
+    CsvReader::open(path, kind, overrides).with_context(|| format!("opening {kind} file"))
+}
+
+fn progress_bar(show: ShowProgress, total_bytes: u64) -> ProgressBar {
+    let visible = match show {
+        ShowProgress::Always => true,
+        ShowProgress::Never => false,
+        ShowProgress::Auto => std::io::stderr().is_terminal() && total_bytes >= LARGE_INPUT,
+    };
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total_bytes);
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} reading {bytes}/{total_bytes} [{wide_bar}] {eta}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn tick(progress: &ProgressBar, reader: &CsvReader, done_bytes: u64, rows: u64) {
+    if rows.is_multiple_of(65_536) && !progress.is_hidden() {
+        progress.set_position(done_bytes + reader.position().byte);
+    }
+}
