@@ -172,7 +172,7 @@ mod tests {
         let errors = SegmentSet::check(&file.defs(), &fields()).expect_err("unknown field");
         let msg = file.render_error(&errors[0]);
         assert!(
-            msg.starts_with("segs.toml:4:27: in segment `vip`: unknown field `total_spend`"),
+            msg.starts_with("segs.toml:4:32: in segment `vip`: unknown field `total_spend`"),
             "{msg}"
         );
         assert!(msg.contains("did you mean `total_spent`?"), "{msg}");
