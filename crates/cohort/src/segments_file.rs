@@ -177,7 +177,7 @@ mod tests {
         );
         assert!(msg.contains("did you mean `total_spent`?"), "{msg}");
         assert!(
-            msg.contains("\n                      ^^^^^^^^^^^"),
+            msg.contains(&format!("\n{}{}\n", " ".repeat(2 + 22), "^".repeat(11))),
             "caret under the field:\n{msg}"
         );
     }
