@@ -114,6 +114,21 @@ pub(crate) enum TextTest {
 }
 
 impl TextTest {
+    /// The test on an ASCII value, compared case-insensitively in place instead of copied.
+    ///
+    /// Only for ASCII values: lower-casing other text can change its length or even produce
+    /// ASCII (the Kelvin sign becomes `k`), so those go through [`TextTest::matches`].
+    pub(crate) fn matches_ascii(&self, v: &[u8]) -> bool {
+        let same = |a: &[u8], n: &str| a.eq_ignore_ascii_case(n.as_bytes());
+        match self {
+            TextTest::Equals(values) => values.iter().any(|n| same(v, n)),
+            TextTest::StartsWith(n) => v.len() >= n.len() && same(&v[..n.len()], n),
+            TextTest::EndsWith(n) => v.len() >= n.len() && same(&v[v.len() - n.len()..], n),
+            TextTest::Contains(n) => n.is_empty() || v.windows(n.len()).any(|w| same(w, n)),
+        }
+    }
+
+    /// The test on an already lower-cased value.
     pub(crate) fn matches(&self, lower: &str) -> bool {
         match self {
             TextTest::Equals(values) => values.iter().any(|v| v == lower),

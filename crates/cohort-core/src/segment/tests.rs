@@ -336,7 +336,7 @@ fn tags_are_sets_that_are_never_missing() {
 #[test]
 fn conditions_after_an_and_see_only_the_surviving_words() {
     // 300 rows spread over five words; the first condition empties some words entirely.
-    let n: Vec<Option<i64>> = (0..300).map(|i| Some(i)).collect();
+    let n: Vec<Option<i64>> = (0..300).map(Some).collect();
     let m: Vec<Option<i64>> = (0..300).map(|i| (i % 5 != 0).then_some(i % 7)).collect();
     let t = table(vec![("n", ints(&n)), ("m", ints(&m))]);
     let want = |f: &dyn Fn(i64, Option<i64>) -> bool| -> Vec<usize> {
