@@ -1,0 +1,39 @@
+//! `cargo xtask bench NAME`: benchmarks that compare Cohort with a reference, end to end.
+//!
+//! They are measurements, not tests: they fail only when the two sides disagree on the answer,
+//! never because a number is slower than hoped.
+
+mod measure;
+mod segments;
+
+use anyhow::{Result, bail};
+
+/// Every benchmark: its name and what it measures.
+const BENCHES: &[(&str, &str)] = &[(
+    "segments",
+    "cohort segment eval vs DuckDB: 10 segments over a generated shop \
+     (default 1M customers, 10M orders)",
+)];
+
+pub(crate) fn run(args: Vec<String>) -> Result<()> {
+    let mut args = args.into_iter();
+    let name = args.next();
+    match name.as_deref() {
+        Some("segments") => segments::run(args.collect()),
+        None | Some("list" | "-h" | "--help") => {
+            println!("Usage: cargo xtask bench NAME [OPTIONS]   (NAME --help for its options)\n");
+            println!("Benchmarks:");
+            for (name, what) in BENCHES {
+                println!("  {name:<12} {what}");
+            }
+            Ok(())
+        }
+        Some(other) => {
+            let names: Vec<&str> = BENCHES.iter().map(|b| b.0).collect();
+            bail!(
+                "no benchmark named `{other}`; there are: {}",
+                names.join(", ")
+            )
+        }
+    }
+}
