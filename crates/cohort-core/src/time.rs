@@ -7,7 +7,9 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Datelike, Days, Months, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono::{
+    DateTime, Datelike, Days, Months, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc,
+};
 use chrono_tz::Tz;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -17,7 +19,9 @@ pub struct Timestamp(i64);
 
 /// Why a text is not an instant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a date or date-time (expected e.g. 2024-03-01, 2024-03-01T12:00:00, 2024-03-01 12:00:00+02:00 or 03/01/2024)")]
+#[error(
+    "`{0}` is not a date or date-time (expected e.g. 2024-03-01, 2024-03-01T12:00:00, 2024-03-01 12:00:00+02:00 or 03/01/2024)"
+)]
 pub struct TimestampError(pub String);
 
 impl Timestamp {
@@ -52,7 +56,11 @@ impl Timestamp {
         if let Ok(dt) = DateTime::parse_from_rfc2822(s) {
             return Ok(Timestamp(dt.timestamp()));
         }
-        for format in ["%Y-%m-%d %H:%M:%S%.f %z", "%Y-%m-%d %H:%M:%S %z", "%Y-%m-%dT%H:%M:%S%.f%z"] {
+        for format in [
+            "%Y-%m-%d %H:%M:%S%.f %z",
+            "%Y-%m-%d %H:%M:%S %z",
+            "%Y-%m-%dT%H:%M:%S%.f%z",
+        ] {
             if let Ok(dt) = DateTime::parse_from_str(s, format) {
                 return Ok(Timestamp(dt.timestamp()));
             }
@@ -77,7 +85,20 @@ impl Timestamp {
 
     /// The calendar date of this instant in `tz`.
     pub fn date_in(self, tz: Tz) -> NaiveDate {
-        tz.from_utc_datetime(&self.to_datetime().naive_utc()).date_naive()
+        tz.from_utc_datetime(&self.to_datetime().naive_utc())
+            .date_naive()
+    }
+
+    /// Days since 1970-01-01 of this instant's calendar date in `tz`.
+    ///
+    /// UTC, the common case, is plain integer division; this runs once per customer and
+    /// feature, so it matters.
+    pub fn day_number_in(self, tz: Tz) -> i64 {
+        if tz == Tz::UTC {
+            return self.0.div_euclid(86_400);
+        }
+        let date = self.date_in(tz);
+        days_from_civil(i64::from(date.year()), date.month(), date.day())
     }
 }
 
@@ -116,9 +137,19 @@ fn days_in_month(y: i64, m: u32) -> u32 {
 /// text to the slower general parsers.
 fn parse_iso_fast(b: &[u8]) -> Option<Timestamp> {
     let (y, mo, d, rest) = if b.len() >= 10 && b[4] == b'-' && b[7] == b'-' {
-        (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?, &b[10..])
+        (
+            digits(&b[0..4])?,
+            digits(&b[5..7])?,
+            digits(&b[8..10])?,
+            &b[10..],
+        )
     } else if b.len() == 8 {
-        (digits(&b[0..4])?, digits(&b[4..6])?, digits(&b[6..8])?, &b[8..])
+        (
+            digits(&b[0..4])?,
+            digits(&b[4..6])?,
+            digits(&b[6..8])?,
+            &b[8..],
+        )
     } else {
         return None;
     };
@@ -155,7 +186,11 @@ fn parse_iso_fast(b: &[u8]) -> Option<Timestamp> {
         [] | [b'Z'] => Some(Timestamp(secs)),
         [sign @ (b'+' | b'-'), hh0, hh1, b':', mm0, mm1] => {
             let off = i64::from(digits(&[*hh0, *hh1])? * 3600 + digits(&[*mm0, *mm1])? * 60);
-            Some(Timestamp(if *sign == b'+' { secs - off } else { secs + off }))
+            Some(Timestamp(if *sign == b'+' {
+                secs - off
+            } else {
+                secs + off
+            }))
         }
         _ => None,
     }
@@ -237,15 +272,20 @@ impl AsOf {
 
     /// Whole calendar days from `then`'s local date to today's (0 on the same day).
     pub fn days_since(&self, then: Timestamp) -> i64 {
-        (self.today() - then.date_in(self.tz)).num_days()
+        self.now.day_number_in(self.tz) - then.day_number_in(self.tz)
     }
 
     /// `now` moved back (negative offset) or forward by a calendar offset.
     pub fn shift(&self, offset: CalendarOffset) -> Timestamp {
         match offset {
-            CalendarOffset::Days(d) => Timestamp(self.now.0.saturating_add(d.saturating_mul(86_400))),
+            CalendarOffset::Days(d) => {
+                Timestamp(self.now.0.saturating_add(d.saturating_mul(86_400)))
+            }
             CalendarOffset::Months(m) => {
-                let local = self.tz.from_utc_datetime(&self.now.to_datetime().naive_utc()).naive_local();
+                let local = self
+                    .tz
+                    .from_utc_datetime(&self.now.to_datetime().naive_utc())
+                    .naive_local();
                 let shifted = if m < 0 {
                     local.checked_sub_months(Months::new(m.unsigned_abs() as u32))
                 } else {
@@ -286,9 +326,16 @@ mod tests {
 
     #[test]
     fn fast_path_agrees_with_chrono() {
-        for s in ["2024-02-29", "1997-01-01 00:00:00", "2024-03-01T12:34:56", "2024-03-01T12:34:56.123456",
-            "2024-03-01T12:34:56Z", "2024-03-01T12:34:56+02:00", "2024-03-01T12:34:56-05:30", "1969-12-31T23:59:59"]
-        {
+        for s in [
+            "2024-02-29",
+            "1997-01-01 00:00:00",
+            "2024-03-01T12:34:56",
+            "2024-03-01T12:34:56.123456",
+            "2024-03-01T12:34:56Z",
+            "2024-03-01T12:34:56+02:00",
+            "2024-03-01T12:34:56-05:30",
+            "1969-12-31T23:59:59",
+        ] {
             let fast = parse_iso_fast(s.as_bytes()).unwrap_or_else(|| panic!("{s} not parsed"));
             let slow = DateTime::parse_from_rfc3339(&if s.len() == 10 {
                 format!("{s}T00:00:00Z")
@@ -306,7 +353,10 @@ mod tests {
     fn parses_export_formats() {
         assert_eq!(ts("19970101"), ts("1997-01-01"));
         assert_eq!(ts("03/01/2024"), ts("2024-03-01"));
-        assert_eq!(ts("Fri, 01 Mar 2024 12:00:00 +0000"), ts("2024-03-01T12:00:00Z"));
+        assert_eq!(
+            ts("Fri, 01 Mar 2024 12:00:00 +0000"),
+            ts("2024-03-01T12:00:00Z")
+        );
         assert_eq!(ts("2024-03-01 12:00:00 +0100"), ts("2024-03-01T11:00:00Z"));
         assert!(Timestamp::parse("2023-02-29").is_err());
         assert!(Timestamp::parse("yesterday").is_err());
@@ -318,23 +368,65 @@ mod tests {
         let utc = AsOf::utc(ts("2024-03-02T00:30:00Z"));
         assert_eq!(utc.days_since(ts("2024-03-01T23:59:00Z")), 1);
         assert_eq!(utc.days_since(ts("2024-03-02T00:00:00Z")), 0);
-        let ny = AsOf { now: ts("2024-03-02T00:30:00Z"), tz: chrono_tz::America::New_York };
+        let ny = AsOf {
+            now: ts("2024-03-02T00:30:00Z"),
+            tz: chrono_tz::America::New_York,
+        };
         // 00:30 UTC is still March 1st in New York.
         assert_eq!(ny.days_since(ts("2024-03-01T23:59:00Z")), 0);
     }
 
     #[test]
+    fn day_numbers_agree_with_calendar_dates() {
+        for s in [
+            "1969-12-31T23:59:59Z",
+            "1970-01-01T00:00:00Z",
+            "2024-02-29T12:00:00Z",
+        ] {
+            let t = ts(s);
+            for tz in [
+                Tz::UTC,
+                chrono_tz::Asia::Tokyo,
+                chrono_tz::America::Los_Angeles,
+            ] {
+                let date = t.date_in(tz);
+                let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
+                assert_eq!(
+                    t.day_number_in(tz),
+                    (date - epoch).num_days(),
+                    "{s} in {tz}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn month_offsets_clamp_to_the_end_of_month() {
         let clock = AsOf::utc(ts("2024-03-31T10:00:00Z"));
-        assert_eq!(clock.shift(CalendarOffset::Months(-1)), ts("2024-02-29T10:00:00Z"));
-        assert_eq!(clock.shift(CalendarOffset::Months(-12)), ts("2023-03-31T10:00:00Z"));
-        assert_eq!(clock.shift(CalendarOffset::Days(-90)), ts("2024-01-01T10:00:00Z"));
+        assert_eq!(
+            clock.shift(CalendarOffset::Months(-1)),
+            ts("2024-02-29T10:00:00Z")
+        );
+        assert_eq!(
+            clock.shift(CalendarOffset::Months(-12)),
+            ts("2023-03-31T10:00:00Z")
+        );
+        assert_eq!(
+            clock.shift(CalendarOffset::Days(-90)),
+            ts("2024-01-01T10:00:00Z")
+        );
     }
 
     #[test]
     fn ages_turn_on_the_birthday() {
         let clock = AsOf::utc(ts("2024-06-15"));
-        assert_eq!(clock.age_on_today(NaiveDate::from_ymd_opt(2000, 6, 15).unwrap()), 24);
-        assert_eq!(clock.age_on_today(NaiveDate::from_ymd_opt(2000, 6, 16).unwrap()), 23);
+        assert_eq!(
+            clock.age_on_today(NaiveDate::from_ymd_opt(2000, 6, 15).unwrap()),
+            24
+        );
+        assert_eq!(
+            clock.age_on_today(NaiveDate::from_ymd_opt(2000, 6, 16).unwrap()),
+            23
+        );
     }
 }

@@ -7,10 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use super::catalog::{ENGAGEMENT_KINDS, FEATURES};
-use super::column::{
-    BoolColumn, CategoryBuilder, Column, Nullable, TagsBuilder, TextColumn,
-};
+use super::catalog::{ENGAGEMENT_KINDS, FEATURES, Group};
+use super::column::{BoolColumn, CategoryBuilder, Column, Nullable, TagsBuilder, TextColumn};
 use super::ids::{IdIndex, order_keys};
 use super::rfm::{RfmGroup, scores_by};
 use super::table::{FeatureTable, FieldInfo};
@@ -149,6 +147,87 @@ fn attribute_text(value: &AttributeValue) -> String {
     }
 }
 
+/// Folds orders on behalf of a [`FeatureBuilder`], possibly on another thread.
+#[derive(Debug)]
+pub struct OrderFold<'b> {
+    index: &'b IdIndex,
+    now: Timestamp,
+    aggs: Vec<OrderAgg>,
+    stats: BuildStats,
+}
+
+impl OrderFold<'_> {
+    /// Folds one order, exactly as [`FeatureBuilder::add_order`] would.
+    pub fn add_order(
+        &mut self,
+        customer_id: &str,
+        facts: Option<OrderFacts>,
+    ) -> Result<(), BuildError> {
+        let row = self
+            .index
+            .get(customer_id)
+            .ok_or_else(|| BuildError::UnknownCustomer(customer_id.to_owned()))?;
+        fold_order(
+            &mut self.aggs,
+            &mut self.stats,
+            self.now,
+            row,
+            customer_id,
+            facts,
+        )
+    }
+
+    /// The folded aggregates, ready to merge.
+    pub fn finish(self) -> FoldedOrders {
+        FoldedOrders {
+            aggs: self.aggs,
+            stats: self.stats,
+        }
+    }
+}
+
+/// Aggregates folded by an [`OrderFold`], detached from the builder.
+#[derive(Debug)]
+pub struct FoldedOrders {
+    aggs: Vec<OrderAgg>,
+    stats: BuildStats,
+}
+
+fn fold_order(
+    aggs: &mut [OrderAgg],
+    stats: &mut BuildStats,
+    now: Timestamp,
+    row: u32,
+    customer_id: &str,
+    facts: Option<OrderFacts>,
+) -> Result<(), BuildError> {
+    let Some(facts) = facts else {
+        stats.orders_void += 1;
+        return Ok(());
+    };
+    if facts.created_at > now {
+        stats.orders_after_as_of += 1;
+        return Ok(());
+    }
+    let agg = &mut aggs[row as usize];
+    let at = facts.created_at.secs();
+    agg.spent = agg
+        .spent
+        .checked_add(facts.net_total.raw())
+        .ok_or_else(|| BuildError::Overflow(customer_id.to_owned()))?;
+    if agg.count == 0 {
+        agg.first = at;
+        agg.last = at;
+    } else {
+        agg.first = agg.first.min(at);
+        agg.last = agg.last.max(at);
+    }
+    agg.count += 1;
+    agg.items += u64::from(facts.item_count);
+    stats.orders += 1;
+    Ok(())
+}
+
 /// Builds a [`FeatureTable`]: add every customer, then their orders and events, then
 /// [`FeatureBuilder::finish`].
 #[derive(Debug)]
@@ -285,40 +364,70 @@ impl FeatureBuilder {
     ///
     /// `None` facts (a cancelled or undated order, see [`crate::Order::facts`]) are counted as
     /// void and otherwise ignored.
-    pub fn add_order(&mut self, customer_id: &str, facts: Option<OrderFacts>) -> Result<(), BuildError> {
+    pub fn add_order(
+        &mut self,
+        customer_id: &str,
+        facts: Option<OrderFacts>,
+    ) -> Result<(), BuildError> {
         let row = self
             .index
             .get(customer_id)
             .ok_or_else(|| BuildError::UnknownCustomer(customer_id.to_owned()))?;
-        let Some(facts) = facts else {
-            self.stats.orders_void += 1;
-            return Ok(());
-        };
-        if facts.created_at > self.as_of.now {
-            self.stats.orders_after_as_of += 1;
-            return Ok(());
+        fold_order(
+            &mut self.orders,
+            &mut self.stats,
+            self.as_of.now,
+            row,
+            customer_id,
+            facts,
+        )
+    }
+
+    /// A fold of orders for the customers added so far that can run on another thread; hand
+    /// its result back with [`FeatureBuilder::merge_orders`]. Loaders split big order files
+    /// into chunks and fold them in parallel; merging is exact whatever the split.
+    pub fn order_fold(&self) -> OrderFold<'_> {
+        OrderFold {
+            index: &self.index,
+            now: self.as_of.now,
+            aggs: vec![OrderAgg::default(); self.ids.len()],
+            stats: BuildStats::default(),
         }
-        let agg = &mut self.orders[row as usize];
-        let at = facts.created_at.secs();
-        agg.spent = agg
-            .spent
-            .checked_add(facts.net_total.raw())
-            .ok_or_else(|| BuildError::Overflow(customer_id.to_owned()))?;
-        if agg.count == 0 {
-            agg.first = at;
-            agg.last = at;
-        } else {
-            agg.first = agg.first.min(at);
-            agg.last = agg.last.max(at);
+    }
+
+    /// Merges orders folded by [`FeatureBuilder::order_fold`].
+    pub fn merge_orders(&mut self, folded: FoldedOrders) -> Result<(), BuildError> {
+        for (row, part) in folded.aggs.into_iter().enumerate() {
+            if part.count == 0 {
+                continue;
+            }
+            let agg = &mut self.orders[row];
+            agg.spent = agg
+                .spent
+                .checked_add(part.spent)
+                .ok_or_else(|| BuildError::Overflow(self.ids[row].to_string()))?;
+            if agg.count == 0 {
+                (agg.first, agg.last) = (part.first, part.last);
+            } else {
+                agg.first = agg.first.min(part.first);
+                agg.last = agg.last.max(part.last);
+            }
+            agg.count += part.count;
+            agg.items += part.items;
         }
-        agg.count += 1;
-        agg.items += u64::from(facts.item_count);
-        self.stats.orders += 1;
+        self.stats.orders += folded.stats.orders;
+        self.stats.orders_void += folded.stats.orders_void;
+        self.stats.orders_after_as_of += folded.stats.orders_after_as_of;
         Ok(())
     }
 
     /// Counts one engagement event. Kinds that no feature counts are accepted and ignored.
-    pub fn add_event(&mut self, customer_id: &str, kind: &EventKind, at: Timestamp) -> Result<(), BuildError> {
+    pub fn add_event(
+        &mut self,
+        customer_id: &str,
+        kind: &EventKind,
+        at: Timestamp,
+    ) -> Result<(), BuildError> {
         let row = self
             .index
             .get(customer_id)
@@ -328,11 +437,16 @@ impl FeatureBuilder {
             return Ok(());
         }
         self.stats.events += 1;
-        let Some(k) = ENGAGEMENT_KINDS.iter().position(|(name, _)| *name == kind.as_str()) else {
+        let Some(k) = ENGAGEMENT_KINDS
+            .iter()
+            .position(|(name, _)| *name == kind.as_str())
+        else {
             return Ok(());
         };
         let len = self.ids.len();
-        let events = self.events.get_or_insert_with(|| vec![EventAgg::default(); len]);
+        let events = self
+            .events
+            .get_or_insert_with(|| vec![EventAgg::default(); len]);
         let agg = &mut events[row as usize];
         if at > self.cut_30d {
             agg.in_30d[k] += 1;
@@ -348,143 +462,226 @@ impl FeatureBuilder {
 
     /// Computes the derived features (RFM, rates, recencies) and returns the table.
     pub fn finish(self) -> FeatureTable {
+        self.finish_only(|_| true)
+    }
+
+    /// Like [`FeatureBuilder::finish`], but computes only the features `keep` accepts
+    /// (`customer_id` and custom attributes are always kept).
+    ///
+    /// A run evaluating ten segments needs a dozen of the sixty features; leaving the rest
+    /// out saves most of the memory and time of this step.
+    pub fn finish_only(self, keep: impl Fn(&str) -> bool) -> FeatureTable {
         let n = self.ids.len();
         let as_of = self.as_of;
-        let mut cols: Vec<(&'static str, Column)> = Vec::with_capacity(FEATURES.len());
-        let mut ids_col = TextColumn::new();
-        for id in &self.ids {
-            ids_col.push(Some(id.as_str()));
-        }
-        cols.push(("customer_id", Column::Text(ids_col)));
-        cols.push(("email", Column::Text(self.email)));
-        cols.push(("email_domain", Column::Category(self.email_domain.finish())));
-        cols.push(("phone", Column::Text(self.phone)));
-        cols.push(("first_name", Column::Text(self.first_name)));
-        cols.push(("last_name", Column::Text(self.last_name)));
-        cols.push(("country", Column::Category(self.country.finish())));
-        cols.push(("region", Column::Category(self.region.finish())));
-        cols.push(("city", Column::Category(self.city.finish())));
-        cols.push(("postal_code", Column::Category(self.postal_code.finish())));
-        cols.push(("gender", Column::Category(self.gender.finish())));
-        cols.push(("birth_year", Column::Int(Nullable::from_options(self.birth_year))));
-        cols.push(("age", Column::Int(Nullable::from_options(self.age))));
-        cols.push(("tags", Column::Tags(self.tags.finish())));
         let all = Bitset::full(n);
-        let bools = |v: &[bool]| Column::Bool(BoolColumn { values: v.iter().copied().collect(), valid: all.clone() });
-        cols.push(("accepts_email_marketing", bools(&self.accepts_email)));
-        cols.push(("accepts_sms_marketing", bools(&self.accepts_sms)));
-        cols.push(("created_at", Column::Time(Nullable::from_options(self.created_at))));
-        cols.push(("updated_at", Column::Time(Nullable::from_options(self.updated_at))));
+        let mut out = Columns {
+            keep: &keep,
+            cols: Vec::with_capacity(FEATURES.len()),
+        };
+
+        out.add("customer_id", || {
+            let mut ids = TextColumn::new();
+            for id in &self.ids {
+                ids.push(Some(id.as_str()));
+            }
+            Column::Text(ids)
+        });
+        out.add("email", || Column::Text(self.email));
+        out.add("email_domain", || {
+            Column::Category(self.email_domain.finish())
+        });
+        out.add("phone", || Column::Text(self.phone));
+        out.add("first_name", || Column::Text(self.first_name));
+        out.add("last_name", || Column::Text(self.last_name));
+        out.add("country", || Column::Category(self.country.finish()));
+        out.add("region", || Column::Category(self.region.finish()));
+        out.add("city", || Column::Category(self.city.finish()));
+        out.add("postal_code", || {
+            Column::Category(self.postal_code.finish())
+        });
+        out.add("gender", || Column::Category(self.gender.finish()));
+        out.add("birth_year", || {
+            Column::Int(Nullable::from_options(self.birth_year))
+        });
+        out.add("age", || Column::Int(Nullable::from_options(self.age)));
+        out.add("tags", || Column::Tags(self.tags.finish()));
+        let bools = |v: &[bool]| {
+            Column::Bool(BoolColumn {
+                values: v.iter().copied().collect(),
+                valid: all.clone(),
+            })
+        };
+        out.add("accepts_email_marketing", || bools(&self.accepts_email));
+        out.add("accepts_sms_marketing", || bools(&self.accepts_sms));
+        out.add("created_at", || {
+            Column::Time(Nullable::from_options(self.created_at))
+        });
+        out.add("updated_at", || {
+            Column::Time(Nullable::from_options(self.updated_at))
+        });
 
         // Orders.
         let orders = &self.orders;
-        let bought = |i: usize| orders[i].count > 0;
-        let int_all = |f: &dyn Fn(&OrderAgg) -> i64| {
-            Column::Int(Nullable { values: orders.iter().map(f).collect(), valid: all.clone() })
+        let bought = Bitset::from_fn(n, |i| orders[i].count > 0);
+        let ints = |f: &dyn Fn(&OrderAgg) -> i64, valid: &Bitset| {
+            Column::Int(Nullable {
+                values: orders.iter().map(f).collect(),
+                valid: valid.clone(),
+            })
         };
-        let time_if_bought = |f: &dyn Fn(&OrderAgg) -> i64| {
+        let times = |f: &dyn Fn(&OrderAgg) -> i64| {
             Column::Time(Nullable {
                 values: orders.iter().map(|a| Timestamp::from_secs(f(a))).collect(),
-                valid: Bitset::from_fn(n, bought),
+                valid: bought.clone(),
             })
         };
-        let days_if_bought = |f: &dyn Fn(&OrderAgg) -> i64| {
-            Column::Int(Nullable {
-                values: orders.iter().map(|a| as_of.days_since(Timestamp::from_secs(f(a)))).collect(),
-                valid: Bitset::from_fn(n, bought),
+        let today = as_of.now.day_number_in(as_of.tz);
+        let days = |secs: i64| today - Timestamp::from_secs(secs).day_number_in(as_of.tz);
+        out.add("orders_count", || ints(&|a| i64::from(a.count), &all));
+        out.add("total_spent", || {
+            Column::Money(Nullable {
+                values: orders.iter().map(|a| Money::from_raw(a.spent)).collect(),
+                valid: all.clone(),
             })
-        };
-        cols.push(("orders_count", int_all(&|a| i64::from(a.count))));
-        cols.push((
-            "total_spent",
-            Column::Money(Nullable { values: orders.iter().map(|a| Money::from_raw(a.spent)).collect(), valid: all.clone() }),
-        ));
-        cols.push((
-            "avg_order_value",
+        });
+        out.add("avg_order_value", || {
             Column::Money(Nullable {
                 values: orders
                     .iter()
-                    .map(|a| Money::from_raw(a.spent).div_round(i64::from(a.count)).unwrap_or_default())
+                    .map(|a| {
+                        Money::from_raw(a.spent)
+                            .div_round(i64::from(a.count))
+                            .unwrap_or_default()
+                    })
                     .collect(),
-                valid: Bitset::from_fn(n, bought),
-            }),
-        ));
-        cols.push(("total_items", int_all(&|a| i64::try_from(a.items).unwrap_or(i64::MAX))));
-        cols.push(("first_order_at", time_if_bought(&|a| a.first)));
-        cols.push(("last_order_at", time_if_bought(&|a| a.last)));
-        cols.push(("days_since_first_order", days_if_bought(&|a| a.first)));
-        cols.push(("days_since_last_order", days_if_bought(&|a| a.last)));
+                valid: bought.clone(),
+            })
+        });
+        out.add("total_items", || {
+            ints(&|a| i64::try_from(a.items).unwrap_or(i64::MAX), &all)
+        });
+        out.add("first_order_at", || times(&|a| a.first));
+        out.add("last_order_at", || times(&|a| a.last));
+        out.add("days_since_first_order", || {
+            ints(&|a| days(a.first), &bought)
+        });
+        out.add("days_since_last_order", || ints(&|a| days(a.last), &bought));
 
         // RFM over buyers.
-        let buyers: Vec<u32> = (0..n as u32).filter(|&r| bought(r as usize)).collect();
-        let id_key = order_keys(&self.ids);
-        let recency: Vec<i64> = buyers.iter().map(|&r| as_of.days_since(Timestamp::from_secs(orders[r as usize].last))).collect();
-        // Descending recency: negate the key; `buyers` and `recency` are parallel, so look up by
-        // position through a row → position map.
-        let mut pos = vec![0u32; n];
-        for (i, &r) in buyers.iter().enumerate() {
-            pos[r as usize] = i as u32;
+        if out.wants_any(["r_score", "f_score", "m_score", "rfm_group"]) {
+            let buyers: Vec<u32> = bought.iter().map(|r| r as u32).collect();
+            let id_key = order_keys(&self.ids);
+            // Descending recency is ascending days since the last order, negated.
+            let r = scores_by(&buyers, |r| -days(orders[r as usize].last), &id_key);
+            let f = scores_by(&buyers, |r| i64::from(orders[r as usize].count), &id_key);
+            let m = scores_by(&buyers, |r| orders[r as usize].spent, &id_key);
+            let spread = |scores: &[u8]| {
+                let mut values = vec![0i64; n];
+                for (&row, &score) in buyers.iter().zip(scores) {
+                    values[row as usize] = i64::from(score);
+                }
+                Column::Int(Nullable {
+                    values,
+                    valid: bought.clone(),
+                })
+            };
+            out.add("r_score", || spread(&r));
+            out.add("f_score", || spread(&f));
+            out.add("m_score", || spread(&m));
+            out.add("rfm_group", || {
+                let mut groups = vec![None; n];
+                for (i, &row) in buyers.iter().enumerate() {
+                    groups[row as usize] = Some(RfmGroup::from_scores(r[i], f[i]));
+                }
+                let mut column = CategoryBuilder::default();
+                for g in groups {
+                    column.push(g.map(RfmGroup::as_str));
+                }
+                Column::Category(column.finish())
+            });
         }
-        let r_scores = scores_by(&buyers, |r| -recency[pos[r as usize] as usize], &id_key);
-        let f_scores = scores_by(&buyers, |r| i64::from(orders[r as usize].count), &id_key);
-        let m_scores = scores_by(&buyers, |r| orders[r as usize].spent, &id_key);
-        let mut score_cols = [vec![0i64; n], vec![0i64; n], vec![0i64; n]];
-        let mut groups = vec![None; n];
-        for (i, &r) in buyers.iter().enumerate() {
-            score_cols[0][r as usize] = i64::from(r_scores[i]);
-            score_cols[1][r as usize] = i64::from(f_scores[i]);
-            score_cols[2][r as usize] = i64::from(m_scores[i]);
-            groups[r as usize] = Some(RfmGroup::from_scores(r_scores[i], f_scores[i]));
-        }
-        let [r_col, f_col, m_col] = score_cols;
-        for (name, values) in [("r_score", r_col), ("f_score", f_col), ("m_score", m_col)] {
-            cols.push((name, Column::Int(Nullable { values, valid: Bitset::from_fn(n, bought) })));
-        }
-        let mut group_col = CategoryBuilder::default();
-        for g in &groups {
-            group_col.push(g.map(RfmGroup::as_str));
-        }
-        cols.push(("rfm_group", Column::Category(group_col.finish())));
 
         // Engagement.
-        let events = self.events.unwrap_or_else(|| vec![EventAgg::default(); n]);
-        for (k, (singular, _)) in ENGAGEMENT_KINDS.iter().enumerate() {
-            let name_30: &'static str = feature_name(&format!("{}_30d", ENGAGEMENT_KINDS[k].1));
-            let name_90: &'static str = feature_name(&format!("{}_90d", ENGAGEMENT_KINDS[k].1));
-            let name_last: &'static str = feature_name(&format!("last_{singular}_at"));
-            cols.push((name_30, Column::Int(Nullable { values: events.iter().map(|e| i64::from(e.in_30d[k])).collect(), valid: all.clone() })));
-            cols.push((name_90, Column::Int(Nullable { values: events.iter().map(|e| i64::from(e.in_90d[k])).collect(), valid: all.clone() })));
-            cols.push((name_last, Column::Time(Nullable::from_options(events.iter().map(|e| e.last[k])))));
-        }
-        let kind = |name: &str| ENGAGEMENT_KINDS.iter().position(|(k, _)| *k == name).unwrap_or(0);
-        let (delivered, open, click) = (kind("email_delivered"), kind("email_open"), kind("email_click"));
-        let rate = |num: usize| {
-            Column::Float(Nullable::from_options(events.iter().map(|e| {
-                (e.in_90d[delivered] > 0).then(|| f64::from(e.in_90d[num]) / f64::from(e.in_90d[delivered]))
-            })))
-        };
-        cols.push(("email_open_rate_90d", rate(open)));
-        cols.push(("email_click_rate_90d", rate(click)));
-        let engaged: Vec<usize> = ["email_open", "email_click", "page_view", "add_to_cart", "checkout_started"]
+        let engagement = FEATURES
+            .iter()
+            .filter(|f| f.group == Group::Engagement)
+            .map(|f| f.name);
+        if out.wants_any(engagement) {
+            let events = self.events.unwrap_or_else(|| vec![EventAgg::default(); n]);
+            for (k, (singular, plural)) in ENGAGEMENT_KINDS.iter().enumerate() {
+                let counts = |pick: &dyn Fn(&EventAgg) -> u32| {
+                    Column::Int(Nullable {
+                        values: events.iter().map(|e| i64::from(pick(e))).collect(),
+                        valid: all.clone(),
+                    })
+                };
+                out.add(feature_name(&format!("{plural}_30d")), || {
+                    counts(&|e| e.in_30d[k])
+                });
+                out.add(feature_name(&format!("{plural}_90d")), || {
+                    counts(&|e| e.in_90d[k])
+                });
+                out.add(feature_name(&format!("last_{singular}_at")), || {
+                    Column::Time(Nullable::from_options(events.iter().map(|e| e.last[k])))
+                });
+            }
+            let kind = |name: &str| {
+                ENGAGEMENT_KINDS
+                    .iter()
+                    .position(|(k, _)| *k == name)
+                    .unwrap_or(0)
+            };
+            let delivered = kind("email_delivered");
+            let rate = |num: usize| {
+                Column::Float(Nullable::from_options(events.iter().map(|e| {
+                    (e.in_90d[delivered] > 0)
+                        .then(|| f64::from(e.in_90d[num]) / f64::from(e.in_90d[delivered]))
+                })))
+            };
+            out.add("email_open_rate_90d", || rate(kind("email_open")));
+            out.add("email_click_rate_90d", || rate(kind("email_click")));
+            let engaged: Vec<usize> = [
+                "email_open",
+                "email_click",
+                "page_view",
+                "add_to_cart",
+                "checkout_started",
+            ]
             .iter()
             .map(|k| kind(k))
             .collect();
-        let last_engaged: Vec<Option<Timestamp>> =
-            events.iter().map(|e| engaged.iter().filter_map(|&k| e.last[k]).max()).collect();
-        cols.push((
-            "days_since_last_engaged",
-            Column::Int(Nullable::from_options(last_engaged.iter().map(|t| t.map(|t| as_of.days_since(t))))),
-        ));
-        cols.push(("last_engaged_at", Column::Time(Nullable::from_options(last_engaged))));
+            let last_engaged: Vec<Option<Timestamp>> = events
+                .iter()
+                .map(|e| engaged.iter().filter_map(|&k| e.last[k]).max())
+                .collect();
+            out.add("days_since_last_engaged", || {
+                Column::Int(Nullable::from_options(
+                    last_engaged.iter().map(|t| t.map(|t| days(t.secs()))),
+                ))
+            });
+            out.add("last_engaged_at", || {
+                Column::Time(Nullable::from_options(last_engaged))
+            });
+        }
 
         // Assemble in catalogue order, then attributes by name.
-        let mut by_name: BTreeMap<&str, Column> = cols.into_iter().collect();
+        let mut by_name: BTreeMap<&str, Column> = out.cols.into_iter().collect();
         let mut columns = Vec::with_capacity(by_name.len() + self.attributes.len());
         for feat in FEATURES {
-            let column = by_name.remove(feat.name).unwrap_or_else(|| panic!("feature `{}` not built", feat.name));
-            columns.push((FieldInfo { name: feat.name.to_owned(), ty: feat.ty, doc: feat.doc.to_owned() }, column));
+            if let Some(column) = by_name.remove(feat.name) {
+                let info = FieldInfo {
+                    name: feat.name.to_owned(),
+                    ty: feat.ty,
+                    doc: feat.doc.to_owned(),
+                };
+                columns.push((info, column));
+            }
         }
-        debug_assert!(by_name.is_empty(), "features missing from the catalogue: {:?}", by_name.keys());
+        debug_assert!(
+            by_name.is_empty(),
+            "features missing from the catalogue: {:?}",
+            by_name.keys()
+        );
         for (name, builder) in self.attributes {
             let column = builder.finish();
             let info = FieldInfo {
@@ -511,6 +708,29 @@ impl FeatureBuilder {
     }
 }
 
+/// Columns being assembled, with the filter of which to build at all.
+struct Columns<'k> {
+    keep: &'k dyn Fn(&str) -> bool,
+    cols: Vec<(&'static str, Column)>,
+}
+
+impl Columns<'_> {
+    fn wanted(&self, name: &str) -> bool {
+        name == "customer_id" || (self.keep)(name)
+    }
+
+    fn wants_any<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> bool {
+        names.into_iter().any(|n| self.wanted(n))
+    }
+
+    /// Builds the column only when it is wanted.
+    fn add(&mut self, name: &'static str, make: impl FnOnce() -> Column) {
+        if self.wanted(name) {
+            self.cols.push((name, make()));
+        }
+    }
+}
+
 /// The catalogue's `'static` copy of a feature name built at run time.
 fn feature_name(name: &str) -> &'static str {
     FEATURES
@@ -530,7 +750,11 @@ mod tests {
     }
 
     fn facts(at: &str, total: &str) -> Option<OrderFacts> {
-        Some(OrderFacts { created_at: ts(at), net_total: Money::parse(total).expect("amount"), item_count: 1 })
+        Some(OrderFacts {
+            created_at: ts(at),
+            net_total: Money::parse(total).expect("amount"),
+            item_count: 1,
+        })
     }
 
     fn build() -> FeatureTable {
@@ -540,27 +764,56 @@ mod tests {
         alice.tags = vec!["VIP".into(), "vip".into(), " b2b ".into()];
         alice.accepts_email_marketing = true;
         alice.birth_year = Some(1990);
-        alice.attributes.insert("tier".into(), AttributeValue::Number(2.0));
+        alice
+            .attributes
+            .insert("tier".into(), AttributeValue::Number(2.0));
         b.add_customer(&alice).expect("first add");
         let mut bob = Customer::new("2");
-        bob.attributes.insert("tier".into(), AttributeValue::Text("gold".into()));
+        bob.attributes
+            .insert("tier".into(), AttributeValue::Text("gold".into()));
         b.add_customer(&bob).expect("second add");
         b.add_customer(&Customer::new("3")).expect("third add");
-        assert_eq!(b.add_customer(&Customer::new("2")), Err(BuildError::DuplicateCustomer("2".into())));
+        assert_eq!(
+            b.add_customer(&Customer::new("2")),
+            Err(BuildError::DuplicateCustomer("2".into()))
+        );
 
-        b.add_order("1", facts("2024-06-30T23:00:00Z", "10.10")).expect("order");
-        b.add_order("1", facts("2024-01-01T00:00:00Z", "20.20")).expect("order");
-        b.add_order("1", facts("2024-07-02T00:00:00Z", "999")).expect("future order is accepted");
-        b.add_order("2", facts("2023-07-01T00:00:00Z", "5")).expect("order");
+        b.add_order("1", facts("2024-06-30T23:00:00Z", "10.10"))
+            .expect("order");
+        b.add_order("1", facts("2024-01-01T00:00:00Z", "20.20"))
+            .expect("order");
+        b.add_order("1", facts("2024-07-02T00:00:00Z", "999"))
+            .expect("future order is accepted");
+        b.add_order("2", facts("2023-07-01T00:00:00Z", "5"))
+            .expect("order");
         b.add_order("2", None).expect("void order");
-        assert_eq!(b.add_order("9", facts("2024-01-01", "1")), Err(BuildError::UnknownCustomer("9".into())));
+        assert_eq!(
+            b.add_order("9", facts("2024-01-01", "1")),
+            Err(BuildError::UnknownCustomer("9".into()))
+        );
 
-        b.add_event("1", &EventKind::EmailDelivered, ts("2024-06-20T00:00:00Z")).expect("event");
-        b.add_event("1", &EventKind::EmailDelivered, ts("2024-05-01T00:00:00Z")).expect("event");
-        b.add_event("1", &EventKind::EmailOpen, ts("2024-06-21T00:00:00Z")).expect("event");
-        b.add_event("1", &EventKind::Other("wishlist".into()), ts("2024-06-21T00:00:00Z")).expect("event");
+        b.add_event("1", &EventKind::EmailDelivered, ts("2024-06-20T00:00:00Z"))
+            .expect("event");
+        b.add_event("1", &EventKind::EmailDelivered, ts("2024-05-01T00:00:00Z"))
+            .expect("event");
+        b.add_event("1", &EventKind::EmailOpen, ts("2024-06-21T00:00:00Z"))
+            .expect("event");
+        b.add_event(
+            "1",
+            &EventKind::Other("wishlist".into()),
+            ts("2024-06-21T00:00:00Z"),
+        )
+        .expect("event");
         let stats = b.stats().clone();
-        assert_eq!((stats.customers, stats.orders, stats.orders_void, stats.orders_after_as_of), (3, 3, 1, 1));
+        assert_eq!(
+            (
+                stats.customers,
+                stats.orders,
+                stats.orders_void,
+                stats.orders_after_as_of
+            ),
+            (3, 3, 1, 1)
+        );
         assert_eq!(stats.events, 4);
         b.finish()
     }
@@ -570,9 +823,18 @@ mod tests {
         let t = build();
         let alice = t.row_of("1").expect("alice");
         assert_eq!(t.value(alice, "orders_count"), Value::Int(2));
-        assert_eq!(t.value(alice, "total_spent"), Value::Money(Money::parse("30.30").expect("m")));
-        assert_eq!(t.value(alice, "avg_order_value"), Value::Money(Money::parse("15.15").expect("m")));
-        assert_eq!(t.value(alice, "last_order_at"), Value::Time(ts("2024-06-30T23:00:00Z")));
+        assert_eq!(
+            t.value(alice, "total_spent"),
+            Value::Money(Money::parse("30.30").expect("m"))
+        );
+        assert_eq!(
+            t.value(alice, "avg_order_value"),
+            Value::Money(Money::parse("15.15").expect("m"))
+        );
+        assert_eq!(
+            t.value(alice, "last_order_at"),
+            Value::Time(ts("2024-06-30T23:00:00Z"))
+        );
         assert_eq!(t.value(alice, "days_since_last_order"), Value::Int(1));
         let carol = t.row_of("3").expect("carol");
         assert_eq!(t.value(carol, "orders_count"), Value::Int(0));
@@ -598,19 +860,37 @@ mod tests {
     fn customer_fields_are_normalised() {
         let t = build();
         let alice = t.row_of("1").expect("alice");
-        assert_eq!(t.value(alice, "email_domain"), Value::Str("example.com".into()));
-        assert_eq!(t.value(alice, "tags"), Value::Tags(vec!["vip".into(), "b2b".into()]));
+        assert_eq!(
+            t.value(alice, "email_domain"),
+            Value::Str("example.com".into())
+        );
+        assert_eq!(
+            t.value(alice, "tags"),
+            Value::Tags(vec!["vip".into(), "b2b".into()])
+        );
         assert_eq!(t.value(alice, "age"), Value::Int(34));
         assert_eq!(t.value(alice, "accepts_email_marketing"), Value::Bool(true));
-        assert_eq!(t.value(t.row_of("3").expect("c"), "accepts_email_marketing"), Value::Bool(false));
+        assert_eq!(
+            t.value(t.row_of("3").expect("c"), "accepts_email_marketing"),
+            Value::Bool(false)
+        );
     }
 
     #[test]
     fn mixed_attribute_types_widen_to_text_without_loss() {
         let t = build();
-        assert_eq!(t.value(t.row_of("1").expect("a"), "attributes.tier"), Value::Str("2".into()));
-        assert_eq!(t.value(t.row_of("2").expect("b"), "attributes.tier"), Value::Str("gold".into()));
-        assert_eq!(t.value(t.row_of("3").expect("c"), "attributes.tier"), Value::Null);
+        assert_eq!(
+            t.value(t.row_of("1").expect("a"), "attributes.tier"),
+            Value::Str("2".into())
+        );
+        assert_eq!(
+            t.value(t.row_of("2").expect("b"), "attributes.tier"),
+            Value::Str("gold".into())
+        );
+        assert_eq!(
+            t.value(t.row_of("3").expect("c"), "attributes.tier"),
+            Value::Null
+        );
     }
 
     #[test]
@@ -621,9 +901,81 @@ mod tests {
         assert_eq!(t.value(alice, "emails_delivered_90d"), Value::Int(2));
         assert_eq!(t.value(alice, "email_opens_30d"), Value::Int(1));
         assert_eq!(t.value(alice, "email_open_rate_90d"), Value::Float(0.5));
-        assert_eq!(t.value(alice, "last_engaged_at"), Value::Time(ts("2024-06-21T00:00:00Z")));
+        assert_eq!(
+            t.value(alice, "last_engaged_at"),
+            Value::Time(ts("2024-06-21T00:00:00Z"))
+        );
         assert_eq!(t.value(alice, "days_since_last_engaged"), Value::Int(10));
-        assert_eq!(t.value(t.row_of("2").expect("b"), "email_open_rate_90d"), Value::Null);
+        assert_eq!(
+            t.value(t.row_of("2").expect("b"), "email_open_rate_90d"),
+            Value::Null
+        );
+    }
+
+    #[test]
+    fn finish_only_builds_just_the_features_asked_for() {
+        let mut b = FeatureBuilder::new(AsOf::utc(ts("2024-07-01")));
+        b.add_customer(&Customer::new("1")).expect("add");
+        b.add_order("1", facts("2024-06-01", "5")).expect("order");
+        let t = b.finish_only(|name| name == "r_score" || name == "total_spent");
+        let names: Vec<&str> = t.fields().iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["customer_id", "total_spent", "r_score"]);
+        assert_eq!(t.value(0, "r_score"), Value::Int(1));
+    }
+
+    #[test]
+    fn folding_orders_in_parallel_chunks_equals_folding_them_in_one_pass() {
+        let orders: Vec<(String, Option<OrderFacts>)> = (0..500u32)
+            .map(|i| {
+                let day = 1 + (i * 7919) % 28;
+                let f = facts(
+                    &format!("2024-0{}-{day:02}", 1 + i % 6),
+                    &format!("{}.{:02}", i % 97, i % 100),
+                );
+                (
+                    (1 + (i * 31) % 17).to_string(),
+                    if i % 13 == 0 { None } else { f },
+                )
+            })
+            .collect();
+        let customers = || {
+            let mut b = FeatureBuilder::new(AsOf::utc(ts("2024-05-15")));
+            for id in 1..=17 {
+                b.add_customer(&Customer::new(id.to_string())).expect("add");
+            }
+            b
+        };
+        let mut sequential = customers();
+        for (id, f) in &orders {
+            sequential.add_order(id, *f).expect("order");
+        }
+        let mut parallel = customers();
+        let folded: Vec<FoldedOrders> = std::thread::scope(|s| {
+            let handles: Vec<_> = orders
+                .chunks(170)
+                .map(|chunk| {
+                    let mut fold = parallel.order_fold();
+                    s.spawn(move || {
+                        for (id, f) in chunk {
+                            fold.add_order(id, *f).expect("order");
+                        }
+                        fold.finish()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
+        });
+        for f in folded {
+            parallel.merge_orders(f).expect("merge");
+        }
+        assert_eq!(sequential.stats(), parallel.stats());
+        let (a, b) = (sequential.finish(), parallel.finish());
+        for row in 0..a.len() {
+            assert_eq!(a.row_values(row), b.row_values(row), "row {row}");
+        }
     }
 
     #[test]

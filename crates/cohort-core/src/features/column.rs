@@ -63,7 +63,10 @@ impl<T: Copy + Default> Nullable<T> {
             valid.push(item.is_some());
             values.push(item.unwrap_or_default());
         }
-        Nullable { values, valid: valid.into_iter().collect() }
+        Nullable {
+            values,
+            valid: valid.into_iter().collect(),
+        }
     }
 
     /// The value of `row`, if it has one.
@@ -75,7 +78,12 @@ impl<T: Copy + Default> Nullable<T> {
 
 impl<T> fmt::Debug for Nullable<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Nullable({} rows, {} valid)", self.values.len(), self.valid.count())
+        write!(
+            f,
+            "Nullable({} rows, {} valid)",
+            self.values.len(),
+            self.valid.count()
+        )
     }
 }
 
@@ -109,13 +117,20 @@ pub struct CategoryColumn {
 impl CategoryColumn {
     /// The value of `row`, if it has one.
     pub fn get(&self, row: usize) -> Option<&str> {
-        self.valid.contains(row).then(|| &*self.dict[self.codes[row] as usize])
+        self.valid
+            .contains(row)
+            .then(|| &*self.dict[self.codes[row] as usize])
     }
 }
 
 impl fmt::Debug for CategoryColumn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CategoryColumn({} rows, {} distinct)", self.codes.len(), self.dict.len())
+        write!(
+            f,
+            "CategoryColumn({} rows, {} distinct)",
+            self.codes.len(),
+            self.dict.len()
+        )
     }
 }
 
@@ -154,7 +169,11 @@ impl CategoryBuilder {
 
     /// The finished column.
     pub fn finish(self) -> CategoryColumn {
-        CategoryColumn { codes: self.codes, valid: self.valid.into_iter().collect(), dict: self.dict }
+        CategoryColumn {
+            codes: self.codes,
+            valid: self.valid.into_iter().collect(),
+            dict: self.dict,
+        }
     }
 }
 
@@ -178,13 +197,18 @@ impl Default for TextColumn {
 impl TextColumn {
     /// An empty column.
     pub fn new() -> Self {
-        TextColumn { offsets: vec![0], bytes: String::new(), valid: Vec::new() }
+        TextColumn {
+            offsets: vec![0],
+            bytes: String::new(),
+            valid: Vec::new(),
+        }
     }
 
     /// Appends one row.
     pub fn push(&mut self, value: Option<&str>) {
         self.bytes.push_str(value.unwrap_or(""));
-        self.offsets.push(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
+        self.offsets
+            .push(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
         self.valid.push(value.is_some());
     }
 
@@ -200,7 +224,12 @@ impl TextColumn {
 
 impl fmt::Debug for TextColumn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TextColumn({} rows, {} bytes)", self.valid.len(), self.bytes.len())
+        write!(
+            f,
+            "TextColumn({} rows, {} bytes)",
+            self.valid.len(),
+            self.bytes.len()
+        )
     }
 }
 
@@ -226,18 +255,29 @@ impl TagsColumn {
     /// The code of a tag, compared case-insensitively.
     pub fn code_of(&self, tag: &str) -> Option<u32> {
         let lower = tag.to_lowercase();
-        self.dict.iter().position(|t| **t == *lower).and_then(|p| u32::try_from(p).ok())
+        self.dict
+            .iter()
+            .position(|t| **t == *lower)
+            .and_then(|p| u32::try_from(p).ok())
     }
 
     /// `row`'s tags as text, in dictionary order.
     pub fn tags(&self, row: usize) -> Vec<&str> {
-        self.row(row).iter().map(|&c| &*self.dict[c as usize]).collect()
+        self.row(row)
+            .iter()
+            .map(|&c| &*self.dict[c as usize])
+            .collect()
     }
 }
 
 impl fmt::Debug for TagsColumn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TagsColumn({} rows, {} distinct)", self.offsets.len() - 1, self.dict.len())
+        write!(
+            f,
+            "TagsColumn({} rows, {} distinct)",
+            self.offsets.len() - 1,
+            self.dict.len()
+        )
     }
 }
 
@@ -291,12 +331,17 @@ impl TagsBuilder {
         self.scratch.sort_unstable();
         self.scratch.dedup();
         self.codes.extend_from_slice(&self.scratch);
-        self.offsets.push(u32::try_from(self.codes.len()).unwrap_or(u32::MAX));
+        self.offsets
+            .push(u32::try_from(self.codes.len()).unwrap_or(u32::MAX));
     }
 
     /// The finished column.
     pub fn finish(self) -> TagsColumn {
-        TagsColumn { offsets: self.offsets, codes: self.codes, dict: self.dict }
+        TagsColumn {
+            offsets: self.offsets,
+            codes: self.codes,
+            dict: self.dict,
+        }
     }
 }
 

@@ -15,10 +15,10 @@ mod ids;
 mod rfm;
 mod table;
 
-pub use builder::{BuildError, BuildStats, FeatureBuilder};
+pub use builder::{BuildError, BuildStats, FeatureBuilder, FoldedOrders, OrderFold};
 pub use column::{
-    BoolColumn, CategoryBuilder, CategoryColumn, Column, FieldType, Nullable, TagsBuilder, TagsColumn,
-    TextColumn,
+    BoolColumn, CategoryBuilder, CategoryColumn, Column, FieldType, Nullable, TagsBuilder,
+    TagsColumn, TextColumn,
 };
 pub use rfm::{RfmGroup, rfm_score};
 pub use table::{FeatureTable, FieldInfo, TableError, Value};

@@ -25,8 +25,11 @@ pub fn rfm_score(k: u64, n: u64) -> u8 {
 ///
 /// Returns scores parallel to `rows`.
 pub(crate) fn scores_by(rows: &[u32], key: impl Fn(u32) -> i64, id_key: &[u64]) -> Vec<u8> {
-    let mut order: Vec<(i64, u64, u32)> =
-        rows.iter().enumerate().map(|(i, &r)| (key(r), id_key[r as usize], i as u32)).collect();
+    let mut order: Vec<(i64, u64, u32)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, &r)| (key(r), id_key[r as usize], i as u32))
+        .collect();
     order.sort_unstable();
     let n = order.len() as u64;
     let mut scores = vec![0u8; rows.len()];

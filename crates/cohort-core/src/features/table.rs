@@ -108,7 +108,9 @@ impl FeatureTable {
 
     /// A feature's description and column.
     pub fn field(&self, name: &str) -> Option<(&FieldInfo, &Column)> {
-        self.by_name.get(name).map(|&i| (&self.fields[i], &self.columns[i]))
+        self.by_name
+            .get(name)
+            .map(|&i| (&self.fields[i], &self.columns[i]))
     }
 
     /// A feature's column.
@@ -118,7 +120,8 @@ impl FeatureTable {
 
     /// One customer's value of one feature (`Value::Null` for an unknown field).
     pub fn value(&self, row: usize, name: &str) -> Value {
-        self.column(name).map_or(Value::Null, |c| column_value(c, row))
+        self.column(name)
+            .map_or(Value::Null, |c| column_value(c, row))
     }
 
     /// Every feature of one customer, in field order.
@@ -187,7 +190,11 @@ impl FeatureTable {
         for (i, (info, column)) in columns.into_iter().enumerate() {
             let got = column_len(&column);
             if got != ids.len() {
-                return Err(TableError::Length { name: info.name, got, expected: ids.len() });
+                return Err(TableError::Length {
+                    name: info.name,
+                    got,
+                    expected: ids.len(),
+                });
             }
             if by_name.insert(info.name.clone(), i).is_some() {
                 return Err(TableError::DuplicateName(info.name));
@@ -195,7 +202,14 @@ impl FeatureTable {
             fields.push(info);
             cols.push(column);
         }
-        Ok(FeatureTable { as_of, ids, row_by_id, fields, columns: cols, by_name })
+        Ok(FeatureTable {
+            as_of,
+            ids,
+            row_by_id,
+            fields,
+            columns: cols,
+            by_name,
+        })
     }
 }
 
