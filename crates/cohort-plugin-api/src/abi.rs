@@ -73,11 +73,17 @@ pub struct Bytes {
 
 impl Bytes {
     /// The empty slice.
-    pub const EMPTY: Bytes = Bytes { ptr: std::ptr::null(), len: 0 };
+    pub const EMPTY: Bytes = Bytes {
+        ptr: std::ptr::null(),
+        len: 0,
+    };
 
     /// Borrows a Rust slice for the duration of a call.
     pub fn from_slice(bytes: &[u8]) -> Bytes {
-        Bytes { ptr: bytes.as_ptr(), len: bytes.len() }
+        Bytes {
+            ptr: bytes.as_ptr(),
+            len: bytes.len(),
+        }
     }
 
     /// Views the bytes as a slice.
@@ -109,12 +115,20 @@ pub struct Buf {
 
 impl Buf {
     /// The empty buffer: nothing to free.
-    pub const EMPTY: Buf = Buf { ptr: std::ptr::null_mut(), len: 0, cap: 0 };
+    pub const EMPTY: Buf = Buf {
+        ptr: std::ptr::null_mut(),
+        len: 0,
+        cap: 0,
+    };
 
     /// Hands a `Vec` across; release it with [`Buf::into_vec`] on the same side.
     pub fn from_vec(bytes: Vec<u8>) -> Buf {
         let mut bytes = std::mem::ManuallyDrop::new(bytes);
-        Buf { ptr: bytes.as_mut_ptr(), len: bytes.len(), cap: bytes.capacity() }
+        Buf {
+            ptr: bytes.as_mut_ptr(),
+            len: bytes.len(),
+            cap: bytes.capacity(),
+        }
     }
 
     /// Takes back a buffer made by [`Buf::from_vec`].
@@ -137,7 +151,13 @@ impl Buf {
     /// `ptr` must point to `len` readable bytes that stay valid for `'a` (or be null).
     pub unsafe fn as_slice<'a>(&self) -> &'a [u8] {
         // SAFETY: forwarded contract.
-        unsafe { Bytes { ptr: self.ptr, len: self.len }.as_slice() }
+        unsafe {
+            Bytes {
+                ptr: self.ptr,
+                len: self.len,
+            }
+            .as_slice()
+        }
     }
 }
 
@@ -195,12 +215,14 @@ pub struct PluginVtable {
     ) -> Status,
     /// Source: answers a [`PageRequest`](crate::wire::PageRequest) with a
     /// [`Page`](crate::wire::Page). Null for a plugin that is not a source.
-    pub next_page:
-        Option<unsafe extern "C" fn(instance: *mut c_void, request_json: Bytes, out: *mut Buf) -> Status>,
+    pub next_page: Option<
+        unsafe extern "C" fn(instance: *mut c_void, request_json: Bytes, out: *mut Buf) -> Status,
+    >,
     /// Destination: answers a [`Batch`](crate::wire::Batch) with a
     /// [`PushResult`](crate::wire::PushResult). Null for a plugin that is not a destination.
-    pub push:
-        Option<unsafe extern "C" fn(instance: *mut c_void, batch_json: Bytes, out: *mut Buf) -> Status>,
+    pub push: Option<
+        unsafe extern "C" fn(instance: *mut c_void, batch_json: Bytes, out: *mut Buf) -> Status,
+    >,
     /// Releases an instance. Called exactly once per successful `open`, never concurrently with
     /// another call on the same instance.
     pub close: unsafe extern "C" fn(instance: *mut c_void),

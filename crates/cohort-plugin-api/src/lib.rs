@@ -27,10 +27,12 @@ pub use serde_json;
 
 /// Everything a plugin author usually needs, in one `use`.
 pub mod prelude {
-    pub use crate::sdk::{Destination, Host, Level, PageEnd, PageWriter, Plugin, PluginError, Source};
+    pub use crate::sdk::{
+        Destination, Host, Level, PageEnd, PageWriter, Plugin, PluginError, Source,
+    };
     pub use crate::wire::{
-        Action, Batch, DestinationMode, HttpRequest, HttpResponse, Kind, Manifest, Message, Operation, Outcome,
-        OutcomeStatus, PushResult, Stream,
+        Action, Batch, DestinationMode, HttpRequest, HttpResponse, Kind, Manifest, Message,
+        Operation, Outcome, OutcomeStatus, PushResult, Stream,
     };
     pub use cohort_core::{Customer, CustomerId, Event, EventKind, Money, Order, Timestamp};
 }
@@ -53,7 +55,11 @@ macro_rules! export_plugin {
         $crate::__export_plugin!($t, None, $crate::sdk::ffi::push_fn::<$t>());
     };
     (source + destination: $t:ty) => {
-        $crate::__export_plugin!($t, $crate::sdk::ffi::next_page_fn::<$t>(), $crate::sdk::ffi::push_fn::<$t>());
+        $crate::__export_plugin!(
+            $t,
+            $crate::sdk::ffi::next_page_fn::<$t>(),
+            $crate::sdk::ffi::push_fn::<$t>()
+        );
     };
 }
 
@@ -63,7 +69,10 @@ macro_rules! __export_plugin {
     ($t:ty, $next:expr, $push:expr) => {
         /// The plugin's entry point (Cohort plugin ABI).
         #[unsafe(no_mangle)]
-        pub extern "C" fn cohort_plugin_entry(host_major: u32, host_minor: u32) -> *const $crate::abi::PluginVtable {
+        pub extern "C" fn cohort_plugin_entry(
+            host_major: u32,
+            host_minor: u32,
+        ) -> *const $crate::abi::PluginVtable {
             static VTABLE: $crate::abi::PluginVtable = $crate::sdk::ffi::vtable::<$t>($next, $push);
             $crate::sdk::ffi::entered(host_major, host_minor);
             &VTABLE

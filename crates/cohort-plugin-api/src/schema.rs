@@ -104,7 +104,10 @@ impl Schema {
         // A config schema must accept objects: an empty object may fail `required`, but never
         // `type`.
         let issues = schema.validate(&probe);
-        if let Some(issue) = issues.iter().find(|i| i.path.is_empty() && i.message.starts_with("expected")) {
+        if let Some(issue) = issues
+            .iter()
+            .find(|i| i.path.is_empty() && i.message.starts_with("expected"))
+        {
             return Err(SchemaError {
                 path: String::new(),
                 message: format!("the root must describe a JSON object ({})", issue.message),
@@ -121,7 +124,14 @@ impl Schema {
     /// Every problem with `config`, each located by a JSON Pointer; empty when it is valid.
     pub fn validate(&self, config: &Value) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
-        validate(&self.root, &self.root, config, &mut String::new(), &mut issues, 0);
+        validate(
+            &self.root,
+            &self.root,
+            config,
+            &mut String::new(),
+            &mut issues,
+            0,
+        );
         issues
     }
 
@@ -142,11 +152,18 @@ fn resolve<'a>(root: &'a Value, reference: &str) -> Option<&'a Value> {
 }
 
 fn type_names() -> &'static [&'static str] {
-    &["object", "array", "string", "number", "integer", "boolean", "null"]
+    &[
+        "object", "array", "string", "number", "integer", "boolean", "null",
+    ]
 }
 
 fn check_schema(root: &Value, schema: &Value, path: &str, depth: usize) -> Result<(), SchemaError> {
-    let err = |p: &str, m: String| Err(SchemaError { path: p.to_owned(), message: m });
+    let err = |p: &str, m: String| {
+        Err(SchemaError {
+            path: p.to_owned(),
+            message: m,
+        })
+    };
     if depth > MAX_DEPTH {
         return err(path, "schema nests too deeply".to_owned());
     }
@@ -171,7 +188,9 @@ fn check_schema(root: &Value, schema: &Value, path: &str, depth: usize) -> Resul
         if !KEYWORDS.contains(&key.as_str()) {
             return err(
                 &here,
-                format!("keyword `{key}` is not supported by Cohort's config validator, so it would not be enforced"),
+                format!(
+                    "keyword `{key}` is not supported by Cohort's config validator, so it would not be enforced"
+                ),
             );
         }
         match key.as_str() {
@@ -195,12 +214,16 @@ fn check_schema(root: &Value, schema: &Value, path: &str, depth: usize) -> Resul
                     check_schema(root, sub, &format!("{here}/{}", escape(name)), depth + 1)?;
                 }
             }
-            "required" => {
-                if !value.as_array().is_some_and(|a| a.iter().all(Value::is_string)) {
-                    return err(&here, "must be an array of property names".to_owned());
-                }
+            "required"
+                if !value
+                    .as_array()
+                    .is_some_and(|a| a.iter().all(Value::is_string)) =>
+            {
+                return err(&here, "must be an array of property names".to_owned());
             }
-            "additionalProperties" | "items" | "not" => check_schema(root, value, &here, depth + 1)?,
+            "additionalProperties" | "items" | "not" => {
+                check_schema(root, value, &here, depth + 1)?
+            }
             "anyOf" | "oneOf" | "allOf" => {
                 let Some(list) = value.as_array().filter(|a| !a.is_empty()) else {
                     return err(&here, "must be a non-empty array of schemas".to_owned());
@@ -209,31 +232,33 @@ fn check_schema(root: &Value, schema: &Value, path: &str, depth: usize) -> Resul
                     check_schema(root, sub, &format!("{here}/{i}"), depth + 1)?;
                 }
             }
-            "enum" => {
-                if !value.is_array() {
-                    return err(&here, "must be an array".to_owned());
-                }
+            "enum" if !value.is_array() => {
+                return err(&here, "must be an array".to_owned());
             }
             "$ref" => {
                 let target = value.as_str().and_then(|r| resolve(root, r));
                 if target.is_none() {
-                    return err(&here, format!("{value} does not point into this schema (only local `#/…` references work)"));
+                    return err(
+                        &here,
+                        format!(
+                            "{value} does not point into this schema (only local `#/…` references work)"
+                        ),
+                    );
                 }
             }
-            "minLength" | "maxLength" | "minItems" | "maxItems" | "minProperties" | "maxProperties" => {
-                if !value.is_u64() {
-                    return err(&here, "must be a non-negative integer".to_owned());
-                }
+            "minLength" | "maxLength" | "minItems" | "maxItems" | "minProperties"
+            | "maxProperties"
+                if !value.is_u64() =>
+            {
+                return err(&here, "must be a non-negative integer".to_owned());
             }
-            "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum" | "multipleOf" => {
-                if !value.is_number() {
-                    return err(&here, "must be a number".to_owned());
-                }
+            "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum" | "multipleOf"
+                if !value.is_number() =>
+            {
+                return err(&here, "must be a number".to_owned());
             }
-            "uniqueItems" => {
-                if !value.is_boolean() {
-                    return err(&here, "must be a boolean".to_owned());
-                }
+            "uniqueItems" if !value.is_boolean() => {
+                return err(&here, "must be a boolean".to_owned());
             }
             _ => {}
         }
@@ -261,7 +286,9 @@ fn type_of(v: &Value) -> &'static str {
 fn matches_type(v: &Value, name: &str) -> bool {
     match name {
         "integer" => match v {
-            Value::Number(n) => n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0),
+            Value::Number(n) => {
+                n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0)
+            }
             _ => false,
         },
         "number" => v.is_number(),
@@ -288,11 +315,27 @@ fn short(v: &Value) -> String {
 }
 
 fn plural(n: u64, word: &str) -> String {
-    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }
 
-fn validate(root: &Value, schema: &Value, value: &Value, path: &mut String, issues: &mut Vec<ConfigIssue>, depth: usize) {
-    let mut push = |path: &str, message: String| issues.push(ConfigIssue { path: path.to_owned(), message });
+fn validate(
+    root: &Value,
+    schema: &Value,
+    value: &Value,
+    path: &mut String,
+    issues: &mut Vec<ConfigIssue>,
+    depth: usize,
+) {
+    let mut push = |path: &str, message: String| {
+        issues.push(ConfigIssue {
+            path: path.to_owned(),
+            message,
+        })
+    };
     if depth > MAX_DEPTH {
         push(path, "nests too deeply".to_owned());
         return;
@@ -306,12 +349,17 @@ fn validate(root: &Value, schema: &Value, value: &Value, path: &mut String, issu
         Value::Object(o) => o,
         _ => return,
     };
-    if let Some(reference) = obj.get("$ref").and_then(Value::as_str) {
-        if let Some(target) = resolve(root, reference) {
-            validate(root, target, value, path, issues, depth + 1);
-        }
+    if let Some(reference) = obj.get("$ref").and_then(Value::as_str)
+        && let Some(target) = resolve(root, reference)
+    {
+        validate(root, target, value, path, issues, depth + 1);
     }
-    let mut push = |path: &str, message: String| issues.push(ConfigIssue { path: path.to_owned(), message });
+    let mut push = |path: &str, message: String| {
+        issues.push(ConfigIssue {
+            path: path.to_owned(),
+            message,
+        })
+    };
 
     if let Some(t) = obj.get("type") {
         let names: Vec<&str> = match t {
@@ -321,22 +369,33 @@ fn validate(root: &Value, schema: &Value, value: &Value, path: &mut String, issu
         };
         if !names.iter().any(|n| matches_type(value, n)) {
             let expected: Vec<String> = names.iter().map(|n| article(n)).collect();
-            push(path, format!("expected {}, got {} {}", expected.join(" or "), article(type_of(value)), short(value)));
+            push(
+                path,
+                format!(
+                    "expected {}, got {} {}",
+                    expected.join(" or "),
+                    article(type_of(value)),
+                    short(value)
+                ),
+            );
             return;
         }
     }
-    if let Some(allowed) = obj.get("enum").and_then(Value::as_array) {
-        if !allowed.contains(value) {
-            let list: Vec<String> = allowed.iter().map(short).collect();
-            push(path, format!("expected one of {}, got {}", list.join(", "), short(value)));
-            return;
-        }
+    if let Some(allowed) = obj.get("enum").and_then(Value::as_array)
+        && !allowed.contains(value)
+    {
+        let list: Vec<String> = allowed.iter().map(short).collect();
+        push(
+            path,
+            format!("expected one of {}, got {}", list.join(", "), short(value)),
+        );
+        return;
     }
-    if let Some(c) = obj.get("const") {
-        if c != value {
-            push(path, format!("expected {}, got {}", short(c), short(value)));
-            return;
-        }
+    if let Some(c) = obj.get("const")
+        && c != value
+    {
+        push(path, format!("expected {}, got {}", short(c), short(value)));
+        return;
     }
 
     match value {
@@ -345,62 +404,81 @@ fn validate(root: &Value, schema: &Value, value: &Value, path: &mut String, issu
             let min = obj.get("minLength").and_then(Value::as_u64);
             let max = obj.get("maxLength").and_then(Value::as_u64);
             match (min, max) {
-                (Some(1), Some(1)) if n != 1 => push(path, format!("expected a single character, got {}", short(value))),
+                (Some(1), Some(1)) if n != 1 => push(
+                    path,
+                    format!("expected a single character, got {}", short(value)),
+                ),
                 (Some(lo), _) if n < lo => {
                     if lo == 1 {
                         push(path, "must not be empty".to_owned());
                     } else {
-                        push(path, format!("expected at least {}, got {n}", plural(lo, "character")));
+                        push(
+                            path,
+                            format!("expected at least {}, got {n}", plural(lo, "character")),
+                        );
                     }
                 }
-                (_, Some(hi)) if n > hi => push(path, format!("expected at most {}, got {n}", plural(hi, "character"))),
+                (_, Some(hi)) if n > hi => push(
+                    path,
+                    format!("expected at most {}, got {n}", plural(hi, "character")),
+                ),
                 _ => {}
             }
         }
         Value::Number(num) => {
             let x = num.as_f64().unwrap_or(f64::NAN);
-            if let Some(lo) = obj.get("minimum").and_then(Value::as_f64) {
-                if x < lo {
-                    push(path, format!("expected at least {lo}, got {num}"));
-                }
+            if let Some(lo) = obj.get("minimum").and_then(Value::as_f64)
+                && x < lo
+            {
+                push(path, format!("expected at least {lo}, got {num}"));
             }
-            if let Some(hi) = obj.get("maximum").and_then(Value::as_f64) {
-                if x > hi {
-                    push(path, format!("expected at most {hi}, got {num}"));
-                }
+            if let Some(hi) = obj.get("maximum").and_then(Value::as_f64)
+                && x > hi
+            {
+                push(path, format!("expected at most {hi}, got {num}"));
             }
-            if let Some(lo) = obj.get("exclusiveMinimum").and_then(Value::as_f64) {
-                if x <= lo {
-                    push(path, format!("expected more than {lo}, got {num}"));
-                }
+            if let Some(lo) = obj.get("exclusiveMinimum").and_then(Value::as_f64)
+                && x <= lo
+            {
+                push(path, format!("expected more than {lo}, got {num}"));
             }
-            if let Some(hi) = obj.get("exclusiveMaximum").and_then(Value::as_f64) {
-                if x >= hi {
-                    push(path, format!("expected less than {hi}, got {num}"));
-                }
+            if let Some(hi) = obj.get("exclusiveMaximum").and_then(Value::as_f64)
+                && x >= hi
+            {
+                push(path, format!("expected less than {hi}, got {num}"));
             }
-            if let Some(m) = obj.get("multipleOf").and_then(Value::as_f64) {
-                if m > 0.0 && ((x / m).round() * m - x).abs() > 1e-9 * x.abs().max(1.0) {
-                    push(path, format!("expected a multiple of {m}, got {num}"));
-                }
+            if let Some(m) = obj.get("multipleOf").and_then(Value::as_f64)
+                && m > 0.0
+                && ((x / m).round() * m - x).abs() > 1e-9 * x.abs().max(1.0)
+            {
+                push(path, format!("expected a multiple of {m}, got {num}"));
             }
         }
         Value::Array(items) => {
             let n = items.len() as u64;
-            if let Some(lo) = obj.get("minItems").and_then(Value::as_u64) {
-                if n < lo {
-                    push(path, format!("expected at least {}, got {n}", plural(lo, "item")));
-                }
+            if let Some(lo) = obj.get("minItems").and_then(Value::as_u64)
+                && n < lo
+            {
+                push(
+                    path,
+                    format!("expected at least {}, got {n}", plural(lo, "item")),
+                );
             }
-            if let Some(hi) = obj.get("maxItems").and_then(Value::as_u64) {
-                if n > hi {
-                    push(path, format!("expected at most {}, got {n}", plural(hi, "item")));
-                }
+            if let Some(hi) = obj.get("maxItems").and_then(Value::as_u64)
+                && n > hi
+            {
+                push(
+                    path,
+                    format!("expected at most {}, got {n}", plural(hi, "item")),
+                );
             }
             if obj.get("uniqueItems") == Some(&Value::Bool(true)) {
                 for (i, item) in items.iter().enumerate() {
                     if items[..i].contains(item) {
-                        push(&format!("{path}/{i}"), format!("duplicates an earlier item {}", short(item)));
+                        push(
+                            &format!("{path}/{i}"),
+                            format!("duplicates an earlier item {}", short(item)),
+                        );
                     }
                 }
             }
@@ -426,11 +504,16 @@ fn validate(root: &Value, schema: &Value, value: &Value, path: &mut String, issu
         let mut scratch = Vec::new();
         validate(root, not, value, &mut path.clone(), &mut scratch, depth + 1);
         if scratch.is_empty() {
-            issues.push(ConfigIssue { path: path.clone(), message: format!("{} is not allowed here", short(value)) });
+            issues.push(ConfigIssue {
+                path: path.clone(),
+                message: format!("{} is not allowed here", short(value)),
+            });
         }
     }
     for (keyword, exactly_one) in [("anyOf", false), ("oneOf", true)] {
-        let Some(branches) = obj.get(keyword).and_then(Value::as_array) else { continue };
+        let Some(branches) = obj.get(keyword).and_then(Value::as_array) else {
+            continue;
+        };
         let results: Vec<Vec<ConfigIssue>> = branches
             .iter()
             .map(|b| {
@@ -445,7 +528,10 @@ fn validate(root: &Value, schema: &Value, value: &Value, path: &mut String, issu
         } else if exactly_one && passing > 1 {
             issues.push(ConfigIssue {
                 path: path.clone(),
-                message: format!("{} matches more than one of the allowed forms", short(value)),
+                message: format!(
+                    "{} matches more than one of the allowed forms",
+                    short(value)
+                ),
             });
         }
     }
@@ -464,7 +550,12 @@ fn explain_no_branch(
         .iter()
         .map(|b| {
             let b = deref(root, b);
-            b.get("const").or_else(|| b.get("enum").and_then(Value::as_array).filter(|a| a.len() == 1).map(|a| &a[0]))
+            b.get("const").or_else(|| {
+                b.get("enum")
+                    .and_then(Value::as_array)
+                    .filter(|a| a.len() == 1)
+                    .map(|a| &a[0])
+            })
         })
         .collect();
     if let Some(constants) = constants {
@@ -478,7 +569,12 @@ fn explain_no_branch(
     // shape (`Option<T>` is `anyOf [T, null]`): report the best of those.
     let about_shape: Vec<&Vec<ConfigIssue>> = results
         .iter()
-        .filter(|r| !(r.len() == 1 && r[0].path == path && r[0].message.starts_with("expected ") && r[0].message.contains(", got ")))
+        .filter(|r| {
+            !(r.len() == 1
+                && r[0].path == path
+                && r[0].message.starts_with("expected ")
+                && r[0].message.contains(", got "))
+        })
         .collect();
     if let Some(best) = about_shape.iter().min_by_key(|r| r.len()) {
         return (*best).clone();
@@ -486,7 +582,11 @@ fn explain_no_branch(
     let expected: Vec<String> = results
         .iter()
         .filter_map(|r| r.first())
-        .filter_map(|i| i.message.strip_prefix("expected ").and_then(|m| m.split(", got ").next()))
+        .filter_map(|i| {
+            i.message
+                .strip_prefix("expected ")
+                .and_then(|m| m.split(", got ").next())
+        })
         .map(str::to_owned)
         .collect();
     let mut unique = Vec::new();
@@ -504,7 +604,11 @@ fn explain_no_branch(
 fn deref<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
     let mut s = schema;
     for _ in 0..MAX_DEPTH {
-        match s.get("$ref").and_then(Value::as_str).and_then(|r| resolve(root, r)) {
+        match s
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| resolve(root, r))
+        {
             Some(t) => s = t,
             None => break,
         }
@@ -532,15 +636,21 @@ fn validate_object(
         }
     }
     let n = map.len() as u64;
-    if let Some(lo) = obj.get("minProperties").and_then(Value::as_u64) {
-        if n < lo {
-            issues.push(ConfigIssue { path: path.clone(), message: format!("expected at least {}", plural(lo, "field")) });
-        }
+    if let Some(lo) = obj.get("minProperties").and_then(Value::as_u64)
+        && n < lo
+    {
+        issues.push(ConfigIssue {
+            path: path.clone(),
+            message: format!("expected at least {}", plural(lo, "field")),
+        });
     }
-    if let Some(hi) = obj.get("maxProperties").and_then(Value::as_u64) {
-        if n > hi {
-            issues.push(ConfigIssue { path: path.clone(), message: format!("expected at most {}", plural(hi, "field")) });
-        }
+    if let Some(hi) = obj.get("maxProperties").and_then(Value::as_u64)
+        && n > hi
+    {
+        issues.push(ConfigIssue {
+            path: path.clone(),
+            message: format!("expected at most {}", plural(hi, "field")),
+        });
     }
     let additional = obj.get("additionalProperties");
     for (name, v) in map {
@@ -551,16 +661,27 @@ fn validate_object(
             Some(sub) => validate(root, sub, v, path, issues, depth + 1),
             None => match additional {
                 Some(Value::Bool(false)) => {
-                    let known: Vec<&str> = props.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+                    let known: Vec<&str> = props
+                        .map(|p| p.keys().map(String::as_str).collect())
+                        .unwrap_or_default();
                     let message = match nearest(name, &known) {
                         Some(s) => format!("unknown field; did you mean `{s}`?"),
-                        None if known.is_empty() => "unknown field; this plugin takes no fields here".to_owned(),
+                        None if known.is_empty() => {
+                            "unknown field; this plugin takes no fields here".to_owned()
+                        }
                         None => format!(
                             "unknown field; expected one of {}",
-                            known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                            known
+                                .iter()
+                                .map(|k| format!("`{k}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     };
-                    issues.push(ConfigIssue { path: path.clone(), message });
+                    issues.push(ConfigIssue {
+                        path: path.clone(),
+                        message,
+                    });
                 }
                 Some(sub) => validate(root, sub, v, path, issues, depth + 1),
                 None => {}
@@ -572,7 +693,16 @@ fn validate_object(
 
 /// The known name closest to `name`, if it is close enough to be a typo.
 fn nearest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
-    let best = known.iter().map(|k| (edit_distance(name, k), *k)).min_by_key(|(d, _)| *d)?;
+    // A truncated or extended name (`sleep` for `sleep_ms`) is a typo too.
+    if name.len() >= 3 {
+        if let Some(k) = known.iter().find(|k| k.starts_with(name) || name.starts_with(**k)) {
+            return Some(k);
+        }
+    }
+    let best = known
+        .iter()
+        .map(|k| (edit_distance(name, k), *k))
+        .min_by_key(|(d, _)| *d)?;
     (best.0 <= 2.max(name.len() / 4)).then_some(best.1)
 }
 
@@ -590,18 +720,31 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-fn collect_secrets(root: &Value, schema: &Value, value: &Value, out: &mut Vec<String>, depth: usize) {
+fn collect_secrets(
+    root: &Value,
+    schema: &Value,
+    value: &Value,
+    out: &mut Vec<String>,
+    depth: usize,
+) {
     if depth > MAX_DEPTH {
         return;
     }
     let schema = deref(root, schema);
-    let Some(obj) = schema.as_object() else { return };
+    let Some(obj) = schema.as_object() else {
+        return;
+    };
     if obj.get(SECRET_KEYWORD) == Some(&Value::Bool(true)) {
         secret_strings(value, out);
         return;
     }
     for keyword in ["anyOf", "oneOf", "allOf"] {
-        for sub in obj.get(keyword).and_then(Value::as_array).into_iter().flatten() {
+        for sub in obj
+            .get(keyword)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             collect_secrets(root, sub, value, out, depth + 1);
         }
     }
@@ -609,7 +752,10 @@ fn collect_secrets(root: &Value, schema: &Value, value: &Value, out: &mut Vec<St
         Value::Object(map) => {
             let props = obj.get("properties").and_then(Value::as_object);
             for (name, v) in map {
-                if let Some(sub) = props.and_then(|p| p.get(name)).or_else(|| obj.get("additionalProperties")) {
+                if let Some(sub) = props
+                    .and_then(|p| p.get(name))
+                    .or_else(|| obj.get("additionalProperties"))
+                {
                     collect_secrets(root, sub, v, out, depth + 1);
                 }
             }
@@ -662,14 +808,18 @@ mod tests {
         .unwrap()
     }
 
-    fn messages(schema: &Schema, config: Value) -> Vec<String> {
-        schema.validate(&config).iter().map(ToString::to_string).collect()
+    fn messages(schema: &Schema, config: &Value) -> Vec<String> {
+        schema
+            .validate(config)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     #[test]
     fn a_valid_config_has_no_issues() {
         let s = csv_like();
-        assert!(messages(&s, json!({"paths": ["a.csv"], "delimiter": ";", "preset": "shopify", "header": {"row": 2}})).is_empty());
+        assert!(messages(&s, &json!({"paths": ["a.csv"], "delimiter": ";", "preset": "shopify", "header": {"row": 2}})).is_empty());
     }
 
     #[test]
@@ -677,7 +827,7 @@ mod tests {
         let s = csv_like();
         let got = messages(
             &s,
-            json!({"paths": ["", 3], "delimiter": ";;", "page_size": 0, "preset": "excel", "delimeter": ","}),
+            &json!({"paths": ["", 3], "delimiter": ";;", "page_size": 0, "preset": "excel", "delimeter": ","}),
         );
         assert_eq!(
             got,
@@ -694,19 +844,24 @@ mod tests {
 
     #[test]
     fn missing_required_fields_are_reported_at_their_own_path() {
-        assert_eq!(messages(&csv_like(), json!({})), ["/paths: is required but missing"]);
+        assert_eq!(
+            messages(&csv_like(), &json!({})),
+            ["/paths: is required but missing"]
+        );
     }
 
     #[test]
     fn optional_structs_report_the_inner_problem_not_the_null_branch() {
-        let got = messages(&csv_like(), json!({"paths": ["x"], "header": {"row": -1}}));
+        let got = messages(&csv_like(), &json!({"paths": ["x"], "header": {"row": -1}}));
         assert_eq!(got, ["/header/row: expected at least 0, got -1"]);
     }
 
     #[test]
     fn unsupported_keywords_are_refused_so_nothing_is_silently_unenforced() {
-        let err = Schema::new(json!({"type": "object", "properties": {"x": {"type": "string", "pattern": "^a"}}}))
-            .unwrap_err();
+        let err = Schema::new(
+            json!({"type": "object", "properties": {"x": {"type": "string", "pattern": "^a"}}}),
+        )
+        .unwrap_err();
         assert_eq!(err.path, "/properties/x/pattern");
         assert!(err.message.contains("not supported"));
     }
@@ -719,15 +874,23 @@ mod tests {
 
     #[test]
     fn broken_references_are_refused() {
-        let err = Schema::new(json!({"type": "object", "properties": {"x": {"$ref": "#/$defs/Nope"}}})).unwrap_err();
+        let err =
+            Schema::new(json!({"type": "object", "properties": {"x": {"$ref": "#/$defs/Nope"}}}))
+                .unwrap_err();
         assert_eq!(err.path, "/properties/x/$ref");
     }
 
     #[test]
     fn secrets_are_found_wherever_the_schema_marks_them() {
         let s = csv_like();
-        assert_eq!(s.secrets(&json!({"paths": ["x"], "api_key": "sk_live_123"})), ["sk_live_123"]);
-        assert!(s.secrets(&json!({"paths": ["x"], "api_key": null})).is_empty());
+        assert_eq!(
+            s.secrets(&json!({"paths": ["x"], "api_key": "sk_live_123"})),
+            ["sk_live_123"]
+        );
+        assert!(
+            s.secrets(&json!({"paths": ["x"], "api_key": null}))
+                .is_empty()
+        );
     }
 
     #[test]
@@ -754,8 +917,12 @@ mod tests {
             /// Two.
             Second,
         }
-        let schema = Schema::new(serde_json::to_value(schemars::schema_for!(Config)).unwrap()).unwrap();
-        let got = messages(&schema, json!({"paths": [], "delimiter": "ab", "page_size": -1, "mode": "third"}));
+        let schema =
+            Schema::new(serde_json::to_value(schemars::schema_for!(Config)).unwrap()).unwrap();
+        let got = messages(
+            &schema,
+            &json!({"paths": [], "delimiter": "ab", "page_size": -1, "mode": "third"}),
+        );
         assert_eq!(
             got,
             [

@@ -190,7 +190,11 @@ impl Manifest {
 
     /// The kinds as text: `source`, `destination` or `source+destination`.
     pub fn kinds_label(&self) -> String {
-        self.kinds.iter().map(Kind::to_string).collect::<Vec<_>>().join("+")
+        self.kinds
+            .iter()
+            .map(Kind::to_string)
+            .collect::<Vec<_>>()
+            .join("+")
     }
 
     /// Checks what the ABI requires of a manifest, collecting every problem.
@@ -198,7 +202,10 @@ impl Manifest {
         let mut problems = Vec::new();
         let name_ok = !self.name.is_empty()
             && self.name.len() <= 64
-            && self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if !name_ok {
             problems.push(format!(
                 "name `{}` must be 1-64 characters of lowercase letters, digits, `-` or `_`",
@@ -212,11 +219,13 @@ impl Manifest {
             problems.push("kinds is empty: declare `source`, `destination` or both".to_owned());
         }
         if self.is(Kind::Source) && self.capabilities.streams.is_empty() {
-            problems.push("a source must list at least one stream in capabilities.streams".to_owned());
+            problems
+                .push("a source must list at least one stream in capabilities.streams".to_owned());
         }
         if self.is(Kind::Destination) && self.capabilities.destination_modes.is_empty() {
             problems.push(
-                "a destination must list at least one mode in capabilities.destination_modes".to_owned(),
+                "a destination must list at least one mode in capabilities.destination_modes"
+                    .to_owned(),
             );
         }
         if !self.is(Kind::Source) && !self.capabilities.streams.is_empty() {
@@ -240,7 +249,11 @@ pub struct ConfigIssue {
 
 impl fmt::Display for ConfigIssue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path.is_empty() { "/" } else { &self.path };
+        let path = if self.path.is_empty() {
+            "/"
+        } else {
+            &self.path
+        };
         write!(f, "{path}: {}", self.message)
     }
 }
@@ -503,7 +516,10 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// The first header of that name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Whether the status is 2xx.
@@ -521,10 +537,16 @@ mod tests {
     fn outcome_json_is_flat_with_a_status_tag() {
         let o = Outcome {
             key: "k1".into(),
-            status: OutcomeStatus::Retry { reason: "busy".into(), retry_after_ms: Some(500) },
+            status: OutcomeStatus::Retry {
+                reason: "busy".into(),
+                retry_after_ms: Some(500),
+            },
         };
         let v = serde_json::to_value(&o).unwrap();
-        assert_eq!(v, json!({"key":"k1","status":"retry","reason":"busy","retry_after_ms":500}));
+        assert_eq!(
+            v,
+            json!({"key":"k1","status":"retry","reason":"busy","retry_after_ms":500})
+        );
         let back: Outcome = serde_json::from_value(json!({"key":"k2","status":"ok"})).unwrap();
         assert_eq!(back.status, OutcomeStatus::Ok);
     }

@@ -40,7 +40,9 @@ fn rust_side() -> Vec<String> {
             format!("{}.{}={}", $c, stringify!($m), offset_of!($t, $m))
         };
     }
-    let entry = std::str::from_utf8(ENTRY_SYMBOL).unwrap().trim_end_matches('\0');
+    let entry = std::str::from_utf8(ENTRY_SYMBOL)
+        .unwrap()
+        .trim_end_matches('\0');
     vec![
         format!("CohortBytes={}", size_of::<Bytes>()),
         f!("CohortBytes", Bytes, ptr),
@@ -102,6 +104,10 @@ fn c_header_declares_the_same_layout_and_constants_as_the_rust_abi() {
         .unwrap_or_else(|e| panic!("running the C compiler `{cc}`: {e}"));
     assert!(status.success(), "the header does not compile");
     let output = Command::new(&exe).output().unwrap();
-    let c_side: Vec<String> = String::from_utf8(output.stdout).unwrap().lines().map(str::to_owned).collect();
+    let c_side: Vec<String> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
     assert_eq!(c_side, rust_side());
 }

@@ -15,7 +15,8 @@ use serde_json::Value;
 
 use super::{Destination, Host, PageEnd, PageWriter, Plugin, PluginError, Source};
 use crate::abi::{
-    self, Buf, Bytes, HostVtable, PluginVtable, STATUS_ERROR, STATUS_OK, STATUS_PANICKED, STATUS_RETRY, Status,
+    self, Buf, Bytes, HostVtable, PluginVtable, STATUS_ERROR, STATUS_OK, STATUS_PANICKED,
+    STATUS_RETRY, Status,
 };
 use crate::wire::{Batch, ConfigIssue, ErrorBody, PageRequest};
 
@@ -25,7 +26,10 @@ pub type NextPageFn = unsafe extern "C" fn(*mut c_void, Bytes, *mut Buf) -> Stat
 pub type PushFn = unsafe extern "C" fn(*mut c_void, Bytes, *mut Buf) -> Status;
 
 /// Builds the vtable for `T` (used by `export_plugin!` in a `static`).
-pub const fn vtable<T: Plugin>(next_page: Option<NextPageFn>, push: Option<PushFn>) -> PluginVtable {
+pub const fn vtable<T: Plugin>(
+    next_page: Option<NextPageFn>,
+    push: Option<PushFn>,
+) -> PluginVtable {
     PluginVtable {
         abi_major: abi::ABI_MAJOR,
         abi_minor: abi::ABI_MINOR,
@@ -58,7 +62,9 @@ pub fn entered(_host_major: u32, _host_minor: u32) {
             if IN_CALL.get() {
                 // Inside a plugin call the host reports the panic; printing it here as well
                 // would put a second, unattributed copy on the host's stderr.
-                let location = info.location().map(|l| format!(" at {}:{}:{}", l.file(), l.line(), l.column()));
+                let location = info
+                    .location()
+                    .map(|l| format!(" at {}:{}:{}", l.file(), l.line(), l.column()));
                 LAST_PANIC.with(|p| *p.borrow_mut() = location);
             } else {
                 previous(info);
@@ -92,8 +98,13 @@ fn guarded<R>(f: impl FnOnce() -> Result<R, PluginError>) -> Result<R, Failure> 
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(Failure::Error(e)),
         Err(payload) => {
-            let location = LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_default();
-            Err(Failure::Panic(format!("plugin panicked{location}: {}", panic_message(&*payload))))
+            let location = LAST_PANIC
+                .with(|p| p.borrow_mut().take())
+                .unwrap_or_default();
+            Err(Failure::Panic(format!(
+                "plugin panicked{location}: {}",
+                panic_message(&*payload)
+            )))
         }
     }
 }
@@ -125,11 +136,18 @@ unsafe fn write_out(out: *mut Buf, bytes: Vec<u8>) {
 /// `out` must be null or valid for a write of a `Buf`.
 unsafe fn fail(out: *mut Buf, failure: Failure) -> Status {
     let (status, body) = match failure {
-        Failure::Panic(message) => (STATUS_PANICKED, ErrorBody { message, ..ErrorBody::default() }),
+        Failure::Panic(message) => (
+            STATUS_PANICKED,
+            ErrorBody {
+                message,
+                ..ErrorBody::default()
+            },
+        ),
         Failure::Error(e @ PluginError::Retry { .. }) => (STATUS_RETRY, e.to_body()),
         Failure::Error(e) => (STATUS_ERROR, e.to_body()),
     };
-    let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"message\":\"unencodable error\"}".to_vec());
+    let bytes = serde_json::to_vec(&body)
+        .unwrap_or_else(|_| b"{\"message\":\"unencodable error\"}".to_vec());
     // SAFETY: forwarded contract.
     unsafe { write_out(out, bytes) };
     status
@@ -139,7 +157,8 @@ unsafe fn fail(out: *mut Buf, failure: Failure) -> Status {
 /// Called by the host per the ABI: `out` is valid for a write.
 unsafe extern "C" fn manifest<T: Plugin>(out: *mut Buf) -> Status {
     let result = guarded(|| {
-        serde_json::to_vec(&T::manifest()).map_err(|e| PluginError::failed(format!("encoding the manifest: {e}")))
+        serde_json::to_vec(&T::manifest())
+            .map_err(|e| PluginError::failed(format!("encoding the manifest: {e}")))
     });
     match result {
         // SAFETY: per the ABI `out` is writable.
@@ -156,16 +175,22 @@ fn parse_config<C: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<C, Plugi
     let value: Value = if bytes.is_empty() {
         Value::Object(Default::default())
     } else {
-        serde_json::from_slice(bytes).map_err(|e| PluginError::config("", format!("not valid JSON: {e}")))?
+        serde_json::from_slice(bytes)
+            .map_err(|e| PluginError::config("", format!("not valid JSON: {e}")))?
     };
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let pointer = if path == "." {
             String::new()
         } else {
-            path.split('.').map(|seg| format!("/{}", seg.trim_start_matches('[').trim_end_matches(']'))).collect()
+            path.split('.')
+                .map(|seg| format!("/{}", seg.trim_start_matches('[').trim_end_matches(']')))
+                .collect()
         };
-        PluginError::Config(vec![ConfigIssue { path: pointer, message: e.into_inner().to_string() }])
+        PluginError::Config(vec![ConfigIssue {
+            path: pointer,
+            message: e.into_inner().to_string(),
+        }])
     })
 }
 
@@ -189,7 +214,10 @@ unsafe extern "C" fn open<T: Plugin>(
     });
     match result {
         Ok(plugin) => {
-            let boxed = Box::new(Instance { plugin, poisoned: None });
+            let boxed = Box::new(Instance {
+                plugin,
+                poisoned: None,
+            });
             // SAFETY: per the ABI `instance` is writable.
             match unsafe { instance.as_mut() } {
                 Some(slot) => {
@@ -197,7 +225,12 @@ unsafe extern "C" fn open<T: Plugin>(
                     STATUS_OK
                 }
                 // SAFETY: `out` is writable per the ABI.
-                None => unsafe { fail(out, Failure::Error(PluginError::failed("host passed no instance slot"))) },
+                None => unsafe {
+                    fail(
+                        out,
+                        Failure::Error(PluginError::failed("host passed no instance slot")),
+                    )
+                },
             }
         }
         // SAFETY: `out` is writable per the ABI.
@@ -218,10 +251,17 @@ unsafe fn with_instance<T: Plugin>(
     // uses from two threads at once.
     let Some(inst) = (unsafe { instance.cast::<Instance<T>>().as_mut() }) else {
         // SAFETY: `out` is writable.
-        return unsafe { fail(out, Failure::Error(PluginError::failed("host passed a null instance"))) };
+        return unsafe {
+            fail(
+                out,
+                Failure::Error(PluginError::failed("host passed a null instance")),
+            )
+        };
     };
     if let Some(first) = &inst.poisoned {
-        let e = PluginError::failed(format!("this instance panicked earlier and cannot be used again ({first})"));
+        let e = PluginError::failed(format!(
+            "this instance panicked earlier and cannot be used again ({first})"
+        ));
         // SAFETY: `out` is writable.
         return unsafe { fail(out, Failure::Error(e)) };
     }
@@ -243,20 +283,24 @@ unsafe fn with_instance<T: Plugin>(
 
 /// # Safety
 /// Called by the host per the ABI.
-unsafe extern "C" fn next_page<T: Source>(instance: *mut c_void, request: Bytes, out: *mut Buf) -> Status {
+unsafe extern "C" fn next_page<T: Source>(
+    instance: *mut c_void,
+    request: Bytes,
+    out: *mut Buf,
+) -> Status {
     // SAFETY: per the ABI, `request` is readable during this call.
     let request = unsafe { request.as_slice() };
     // SAFETY: forwarded ABI contract.
     unsafe {
         with_instance::<T>(instance, out, |plugin| {
-            let request: PageRequest = serde_json::from_slice(request)
-                .map_err(|e| PluginError::failed(format!("the host sent an unreadable page request: {e}")))?;
+            let request: PageRequest = serde_json::from_slice(request).map_err(|e| {
+                PluginError::failed(format!("the host sent an unreadable page request: {e}"))
+            })?;
             let cursor = match request.cursor {
                 Value::Null => None,
-                c => Some(
-                    serde_json::from_value::<T::Cursor>(c)
-                        .map_err(|e| PluginError::BadCursor(format!("{e} (was it saved by another plugin version?)")))?,
-                ),
+                c => Some(serde_json::from_value::<T::Cursor>(c).map_err(|e| {
+                    PluginError::BadCursor(format!("{e} (was it saved by another plugin version?)"))
+                })?),
             };
             let mut page = PageWriter::new(request.stream, request.max_records);
             let end: PageEnd<T::Cursor> = plugin.next_page(request.stream, cursor, &mut page)?;
@@ -267,16 +311,22 @@ unsafe extern "C" fn next_page<T: Source>(instance: *mut c_void, request: Bytes,
 
 /// # Safety
 /// Called by the host per the ABI.
-unsafe extern "C" fn push<T: Destination>(instance: *mut c_void, batch: Bytes, out: *mut Buf) -> Status {
+unsafe extern "C" fn push<T: Destination>(
+    instance: *mut c_void,
+    batch: Bytes,
+    out: *mut Buf,
+) -> Status {
     // SAFETY: per the ABI, `batch` is readable during this call.
     let batch = unsafe { batch.as_slice() };
     // SAFETY: forwarded ABI contract.
     unsafe {
         with_instance::<T>(instance, out, |plugin| {
-            let batch: Batch = serde_json::from_slice(batch)
-                .map_err(|e| PluginError::failed(format!("the host sent an unreadable batch: {e}")))?;
+            let batch: Batch = serde_json::from_slice(batch).map_err(|e| {
+                PluginError::failed(format!("the host sent an unreadable batch: {e}"))
+            })?;
             let result = plugin.push(batch)?;
-            serde_json::to_vec(&result).map_err(|e| PluginError::failed(format!("encoding the push result: {e}")))
+            serde_json::to_vec(&result)
+                .map_err(|e| PluginError::failed(format!("encoding the push result: {e}")))
         })
     }
 }

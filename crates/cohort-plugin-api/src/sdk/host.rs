@@ -89,9 +89,20 @@ impl Host {
     /// Writes a log line with structured fields (a JSON object).
     pub fn log_with(&self, level: Level, message: &str, fields: &Value) {
         let Some(vt) = self.vtable else { return };
-        let fields = if fields.is_null() { Vec::new() } else { serde_json::to_vec(fields).unwrap_or_default() };
+        let fields = if fields.is_null() {
+            Vec::new()
+        } else {
+            serde_json::to_vec(fields).unwrap_or_default()
+        };
         // SAFETY: the vtable is valid while the instance is open; both slices outlive the call.
-        unsafe { (vt.log)(vt.ctx, level.to_raw(), Bytes::from_slice(message.as_bytes()), Bytes::from_slice(&fields)) };
+        unsafe {
+            (vt.log)(
+                vt.ctx,
+                level.to_raw(),
+                Bytes::from_slice(message.as_bytes()),
+                Bytes::from_slice(&fields),
+            )
+        };
     }
 
     /// Logs at error level.
@@ -130,7 +141,11 @@ impl Host {
 
     /// `Err(PluginError::Cancelled)` when the host asked the work to stop: use with `?` in loops.
     pub fn check_cancelled(&self) -> Result<(), PluginError> {
-        if self.is_cancelled() { Err(PluginError::Cancelled) } else { Ok(()) }
+        if self.is_cancelled() {
+            Err(PluginError::Cancelled)
+        } else {
+            Ok(())
+        }
     }
 
     /// Performs an HTTP request through the host, with its timeouts, retries (429 and 5xx,
@@ -140,9 +155,12 @@ impl Host {
     /// [`PluginError::Retry`], so a `?` does the right thing.
     pub fn http(&self, request: &HttpRequest) -> Result<HttpResponse, PluginError> {
         let Some(vt) = self.vtable else {
-            return Err(PluginError::Unsupported("HTTP without a host (detached)".to_owned()));
+            return Err(PluginError::Unsupported(
+                "HTTP without a host (detached)".to_owned(),
+            ));
         };
-        let body = serde_json::to_vec(request).map_err(|e| PluginError::failed(format!("encoding HTTP request: {e}")))?;
+        let body = serde_json::to_vec(request)
+            .map_err(|e| PluginError::failed(format!("encoding HTTP request: {e}")))?;
         let mut out = Buf::EMPTY;
         // SAFETY: the vtable is valid while the instance is open; `body` outlives the call and
         // `out` is a valid place for the host to write its buffer.
@@ -154,17 +172,24 @@ impl Host {
             unsafe { (vt.free_buf)(vt.ctx, out) };
         }
         match status {
-            abi::STATUS_OK => serde_json::from_slice(&bytes)
-                .map_err(|e| PluginError::failed(format!("the host's HTTP response is not valid JSON: {e}"))),
+            abi::STATUS_OK => serde_json::from_slice(&bytes).map_err(|e| {
+                PluginError::failed(format!("the host's HTTP response is not valid JSON: {e}"))
+            }),
             _ => {
                 let err: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
                     message: String::from_utf8_lossy(&bytes).into_owned(),
                     ..ErrorBody::default()
                 });
                 if status == abi::STATUS_RETRY {
-                    Err(PluginError::retry(err.message, err.retry_after_ms.map(Duration::from_millis)))
+                    Err(PluginError::retry(
+                        err.message,
+                        err.retry_after_ms.map(Duration::from_millis),
+                    ))
                 } else {
-                    Err(PluginError::Failed { message: err.message, details: err.details })
+                    Err(PluginError::Failed {
+                        message: err.message,
+                        details: err.details,
+                    })
                 }
             }
         }

@@ -126,21 +126,33 @@ pub enum PluginError {
 impl PluginError {
     /// A failure with a message.
     pub fn failed(message: impl Into<String>) -> Self {
-        PluginError::Failed { message: message.into(), details: Value::Null }
+        PluginError::Failed {
+            message: message.into(),
+            details: Value::Null,
+        }
     }
 
     /// A transient failure.
     pub fn retry(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
-        PluginError::Retry { message: message.into(), retry_after }
+        PluginError::Retry {
+            message: message.into(),
+            retry_after,
+        }
     }
 
     /// One config problem at a JSON Pointer (`/paths/0`).
     pub fn config(path: impl Into<String>, message: impl Into<String>) -> Self {
-        PluginError::Config(vec![ConfigIssue { path: path.into(), message: message.into() }])
+        PluginError::Config(vec![ConfigIssue {
+            path: path.into(),
+            message: message.into(),
+        }])
     }
 
     pub(crate) fn to_body(&self) -> ErrorBody {
-        let mut body = ErrorBody { message: self.to_string(), ..ErrorBody::default() };
+        let mut body = ErrorBody {
+            message: self.to_string(),
+            ..ErrorBody::default()
+        };
         match self {
             PluginError::Config(issues) => {
                 body.kind = ErrorKind::Config;
@@ -148,7 +160,8 @@ impl PluginError {
             }
             PluginError::Failed { details, .. } => body.details = details.clone(),
             PluginError::Retry { retry_after, .. } => {
-                body.retry_after_ms = retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                body.retry_after_ms =
+                    retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
             }
             PluginError::Unsupported(_) => body.kind = ErrorKind::Unsupported,
             PluginError::BadCursor(_) => body.kind = ErrorKind::BadCursor,
@@ -171,7 +184,9 @@ impl fmt::Display for PluginError {
                 }
                 Ok(())
             }
-            PluginError::Failed { message, .. } | PluginError::Retry { message, .. } => f.write_str(message),
+            PluginError::Failed { message, .. } | PluginError::Retry { message, .. } => {
+                f.write_str(message)
+            }
             PluginError::Unsupported(what) => write!(f, "unsupported: {what}"),
             PluginError::BadCursor(why) => write!(f, "the saved cursor cannot be used: {why}"),
             PluginError::Cancelled => f.write_str("cancelled by the host"),

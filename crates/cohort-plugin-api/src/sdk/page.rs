@@ -33,7 +33,13 @@ impl PageWriter {
     pub fn new(stream: Stream, max_records: usize) -> PageWriter {
         let mut buf = Vec::with_capacity(64 + max_records.min(100_000) * 160);
         buf.extend_from_slice(b"{\"records\":[");
-        PageWriter { buf, stream, max_records: max_records.max(1), count: 0, rejects: Vec::new() }
+        PageWriter {
+            buf,
+            stream,
+            max_records: max_records.max(1),
+            count: 0,
+            rejects: Vec::new(),
+        }
     }
 
     /// The stream this page is for.
@@ -93,7 +99,10 @@ impl PageWriter {
 
     /// Reports a record that was found but could not be read, and is skipped.
     pub fn reject(&mut self, location: impl Into<String>, reason: impl Into<String>) {
-        self.rejects.push(Reject { location: location.into(), reason: reason.into() });
+        self.rejects.push(Reject {
+            location: location.into(),
+            reason: reason.into(),
+        });
     }
 
     /// Rejects reported so far.
@@ -109,7 +118,11 @@ impl PageWriter {
         self.buf.extend_from_slice(b",\"next_cursor\":");
         serde_json::to_writer(&mut self.buf, &end.next_cursor)
             .map_err(|e| PluginError::failed(format!("encoding the cursor: {e}")))?;
-        self.buf.extend_from_slice(if end.done { b",\"done\":true}" } else { b",\"done\":false}" });
+        self.buf.extend_from_slice(if end.done {
+            b",\"done\":true}"
+        } else {
+            b",\"done\":false}"
+        });
         Ok(self.buf)
     }
 }
@@ -127,7 +140,12 @@ mod tests {
         page.push(&Customer::new("2")).unwrap();
         page.reject("c.csv:4:2", "bad email");
         assert!(page.is_full());
-        let bytes = page.finish(&PageEnd { next_cursor: 3u32, done: false }).unwrap();
+        let bytes = page
+            .finish(&PageEnd {
+                next_cursor: 3u32,
+                done: false,
+            })
+            .unwrap();
         let parsed: Page<Customer> = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(parsed.records.len(), 2);
         assert_eq!(parsed.rejects[0].location, "c.csv:4:2");

@@ -1,0 +1,445 @@
+//! Loading a plugin library and calling through its vtable.
+//!
+//! The library lives in an `Arc` that every instance holds: it is unloaded only when the last
+//! instance is closed and the last [`LoadedPlugin`] handle dropped, so code is never unmapped
+//! under a running call (a timed-out call keeps its instance, and so the library, alive until it
+//! returns).
+
+use std::ffi::c_void;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cohort_plugin_api::abi::{self, Buf, Bytes, EntryFn, PluginVtable, STATUS_OK, Status};
+use cohort_plugin_api::schema::Schema;
+use cohort_plugin_api::wire::{
+    Batch, ConfigIssue, Kind, Manifest, Outcome, OutcomeStatus, Page, PageRequest, PushResult,
+    Stream, StreamRecord,
+};
+use serde_json::Value;
+
+use crate::error::{CallError, LoadError};
+use crate::services::{CancelToken, HostContext, HostServices};
+
+/// A loaded library and its vtable.
+struct Library {
+    vtable: *const PluginVtable,
+    /// Kept last: dropping it unloads the code the vtable points into.
+    _lib: libloading::Library,
+}
+
+// SAFETY: the vtable is immutable static data of the loaded library; the ABI requires plugin
+// entry points to be callable from any thread (never concurrently on one instance, which
+// `Instance` enforces with `&mut self`).
+unsafe impl Send for Library {}
+// SAFETY: as above; only `manifest` and `open` may be called concurrently, and the ABI allows it.
+unsafe impl Sync for Library {}
+
+impl Library {
+    fn vtable(&self) -> &PluginVtable {
+        // SAFETY: checked non-null at load; points into the library, which self keeps loaded.
+        unsafe { &*self.vtable }
+    }
+
+    /// Calls a function that fills an out-buffer, copying the bytes and freeing the plugin's
+    /// buffer with the plugin's own `free_buf`.
+    fn with_out(&self, f: impl FnOnce(*mut Buf) -> Status) -> (Status, Vec<u8>) {
+        let mut out = Buf::EMPTY;
+        let status = f(&mut out);
+        // SAFETY: the plugin wrote `len` readable bytes at `ptr` (or left the empty buffer).
+        let bytes = unsafe { out.as_slice() }.to_vec();
+        if !out.ptr.is_null() {
+            // SAFETY: the buffer was allocated by this plugin, and is freed once, by it.
+            unsafe { (self.vtable().free_buf)(out) };
+        }
+        (status, bytes)
+    }
+}
+
+/// A plugin library, loaded, version-checked, with a valid manifest.
+#[derive(Clone)]
+pub struct LoadedPlugin {
+    lib: Arc<Library>,
+    path: PathBuf,
+    manifest: Manifest,
+    schema: Schema,
+    abi_version: (u32, u32),
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.manifest.name)
+            .field("version", &self.manifest.version)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedPlugin {
+    /// Loads a plugin file: handshake, version check, manifest check.
+    pub fn load(path: impl AsRef<Path>) -> Result<LoadedPlugin, LoadError> {
+        let path = path.as_ref().to_path_buf();
+        // SAFETY: loading a library runs its initialisers. A Cohort plugin is trusted code by
+        // design (installed by the operator, like a database driver); this is the one place
+        // where it starts to run.
+        let lib = unsafe { libloading::Library::new(&path) }.map_err(|source| LoadError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        // SAFETY: the symbol's type is fixed by the ABI (`EntryFn`); a library that exports the
+        // name with another type breaks the ABI and cannot be detected here.
+        let entry: EntryFn = match unsafe { lib.get::<EntryFn>(abi::ENTRY_SYMBOL) } {
+            Ok(sym) => *sym,
+            Err(_) => return Err(LoadError::NotAPlugin { path }),
+        };
+        // SAFETY: calling the entry point per the ABI; it only returns a pointer.
+        let vtable = unsafe { entry(abi::ABI_MAJOR, abi::ABI_MINOR) };
+        if vtable.is_null() {
+            return Err(LoadError::Refused {
+                path,
+                host_major: abi::ABI_MAJOR,
+                host_minor: abi::ABI_MINOR,
+            });
+        }
+        // SAFETY: every ABI version starts with the same frozen header (two u32 and a usize),
+        // so reading it is valid whatever the plugin's version.
+        let (major, minor, size) =
+            unsafe { ((*vtable).abi_major, (*vtable).abi_minor, (*vtable).size) };
+        if major != abi::ABI_MAJOR {
+            return Err(LoadError::AbiMismatch {
+                path,
+                plugin_major: major,
+                plugin_minor: minor,
+                host_major: abi::ABI_MAJOR,
+                host_minor: abi::ABI_MINOR,
+            });
+        }
+        if size < abi::PLUGIN_VTABLE_V1_0_SIZE {
+            return Err(LoadError::VtableTooSmall {
+                path,
+                size,
+                min: abi::PLUGIN_VTABLE_V1_0_SIZE,
+            });
+        }
+        let lib = Arc::new(Library { vtable, _lib: lib });
+        let manifest = read_manifest(&lib).map_err(|source| LoadError::Manifest {
+            path: path.clone(),
+            source,
+        })?;
+        let mut problems = manifest.problems();
+        if manifest.is(Kind::Source) && lib.vtable().next_page.is_none() {
+            problems.push("declares kind `source` but exports no next_page".to_owned());
+        }
+        if manifest.is(Kind::Destination) && lib.vtable().push.is_none() {
+            problems.push("declares kind `destination` but exports no push".to_owned());
+        }
+        let schema = match Schema::new(manifest.config_schema.clone()) {
+            Ok(s) if problems.is_empty() => s,
+            _ => return Err(LoadError::BadManifest { path, problems }),
+        };
+        Ok(LoadedPlugin {
+            lib,
+            path,
+            manifest,
+            schema,
+            abi_version: (major, minor),
+        })
+    }
+
+    /// The plugin's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    /// The file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The ABI version the plugin was built for, `(major, minor)`.
+    pub fn abi_version(&self) -> (u32, u32) {
+        self.abi_version
+    }
+
+    /// The config schema.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// Checks a config against the plugin's schema, reporting every problem with its path.
+    pub fn validate_config(&self, config: &Value) -> Result<(), CallError> {
+        let issues = self.schema.validate(config);
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(CallError::Config(issues))
+        }
+    }
+
+    /// Validates the config, then opens an instance.
+    pub fn open(&self, config: &Value, services: HostServices) -> Result<Instance, CallError> {
+        self.validate_config(config)?;
+        self.open_unvalidated(config, services)
+    }
+
+    /// Opens an instance without validating the config first (the conformance kit uses it to
+    /// check that a plugin defends itself).
+    pub fn open_unvalidated(
+        &self,
+        config: &Value,
+        services: HostServices,
+    ) -> Result<Instance, CallError> {
+        let secrets = self.schema.secrets(config);
+        let cancel = services.cancel.clone();
+        let host = HostContext::new(&self.manifest.name, services, secrets);
+        let config_bytes =
+            serde_json::to_vec(config).map_err(|e| CallError::Protocol(e.to_string()))?;
+        let mut raw: *mut c_void = std::ptr::null_mut();
+        let (status, bytes) = self.lib.with_out(|out| {
+            // SAFETY: per the ABI: the host vtable lives in `host`, which the instance keeps
+            // (boxed, unmoved) until after close; the config bytes outlive the call.
+            unsafe {
+                (self.lib.vtable().open)(
+                    &host.vtable,
+                    Bytes::from_slice(&config_bytes),
+                    &mut raw,
+                    out,
+                )
+            }
+        });
+        if status != STATUS_OK {
+            return Err(CallError::from_status(status, &bytes));
+        }
+        if raw.is_null() {
+            return Err(CallError::Protocol(
+                "open succeeded but returned no instance".to_owned(),
+            ));
+        }
+        Ok(Instance {
+            raw,
+            host,
+            lib: self.lib.clone(),
+            name: self.manifest.name.clone(),
+            cancel,
+            poisoned: None,
+        })
+    }
+}
+
+fn read_manifest(lib: &Library) -> Result<Manifest, CallError> {
+    // SAFETY: calling the plugin's manifest entry per the ABI with a valid out-buffer.
+    let (status, bytes) = lib.with_out(|out| unsafe { (lib.vtable().manifest)(out) });
+    if status != STATUS_OK {
+        return Err(CallError::from_status(status, &bytes));
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| CallError::Protocol(format!("the manifest is not valid JSON: {e}")))
+}
+
+/// An open plugin instance. Closed when dropped.
+///
+/// Calls take `&mut self`: the ABI promises a plugin that calls on one instance never overlap.
+pub struct Instance {
+    raw: *mut c_void,
+    /// Boxed host services; the plugin holds pointers into it until close.
+    host: Box<HostContext>,
+    lib: Arc<Library>,
+    name: String,
+    cancel: CancelToken,
+    poisoned: Option<String>,
+}
+
+// SAFETY: a plugin instance may be called from any thread (ABI requirement; the Rust SDK demands
+// `Send` plugin types), never from two at once, which `&mut self` guarantees.
+unsafe impl Send for Instance {}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("plugin", &self.name)
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A page pulled from a source, as raw JSON (for callers that parse it themselves, or later).
+#[derive(Debug, Clone)]
+pub struct RawPage(pub Vec<u8>);
+
+impl RawPage {
+    /// Parses the page as records of `R`.
+    pub fn parse<R: StreamRecord>(&self) -> Result<Page<R>, CallError> {
+        serde_json::from_slice(&self.0)
+            .map_err(|e| CallError::Protocol(format!("unreadable {} page: {e}", R::STREAM)))
+    }
+}
+
+impl Instance {
+    /// The plugin's name.
+    pub fn plugin_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The token that cancels this instance's work.
+    pub fn cancel_token(&self) -> CancelToken {
+        self.cancel.clone()
+    }
+
+    /// Marks the instance unusable (after a timeout the caller gave up on).
+    pub(crate) fn poison(&mut self, why: String) {
+        self.poisoned.get_or_insert(why);
+    }
+
+    fn call(
+        &mut self,
+        f: impl FnOnce(&PluginVtable, *mut c_void, Bytes, *mut Buf) -> Option<Status>,
+        input: &[u8],
+        what: &str,
+    ) -> Result<Vec<u8>, CallError> {
+        if let Some(why) = &self.poisoned {
+            return Err(CallError::Poisoned(why.clone()));
+        }
+        let raw = self.raw;
+        let lib = self.lib.clone();
+        let mut missing = false;
+        let (status, bytes) =
+            lib.with_out(
+                |out| match f(lib.vtable(), raw, Bytes::from_slice(input), out) {
+                    Some(s) => s,
+                    None => {
+                        missing = true;
+                        STATUS_OK
+                    }
+                },
+            );
+        if missing {
+            return Err(CallError::Unsupported(format!(
+                "plugin `{}` does not implement {what}",
+                self.name
+            )));
+        }
+        if status == STATUS_OK {
+            return Ok(bytes);
+        }
+        let err = CallError::from_status(status, &bytes);
+        if let CallError::Panicked { message } = &err {
+            self.poisoned = Some(message.clone());
+            self.host.log(
+                cohort_plugin_api::sdk::Level::Error,
+                "Plugin panicked; the panic was contained and this instance is closed for use",
+                &serde_json::json!({"call": what, "panic": message}),
+            );
+        }
+        Err(err)
+    }
+
+    /// Pulls the next page of `R`'s stream, as raw JSON.
+    pub fn next_page_raw(
+        &mut self,
+        stream: Stream,
+        cursor: &Value,
+        max_records: usize,
+    ) -> Result<RawPage, CallError> {
+        let request = PageRequest {
+            stream,
+            cursor: cursor.clone(),
+            max_records,
+        };
+        let input = serde_json::to_vec(&request).map_err(|e| CallError::Protocol(e.to_string()))?;
+        let bytes = self.call(
+            |vt, raw, input, out| {
+                // SAFETY: per the ABI: live instance, readable input, writable out.
+                vt.next_page.map(|f| unsafe { f(raw, input, out) })
+            },
+            &input,
+            "next_page (it is not a source)",
+        )?;
+        Ok(RawPage(bytes))
+    }
+
+    /// Pulls the next page of `R`'s stream from `cursor` (`Value::Null` = from the start).
+    pub fn next_page<R: StreamRecord>(
+        &mut self,
+        cursor: &Value,
+        max_records: usize,
+    ) -> Result<Page<R>, CallError> {
+        let raw = self.next_page_raw(R::STREAM, cursor, max_records)?;
+        let page: Page<R> = raw.parse()?;
+        if page.records.len() > max_records {
+            return Err(CallError::Protocol(format!(
+                "asked for at most {max_records} records, got {}",
+                page.records.len()
+            )));
+        }
+        Ok(page)
+    }
+
+    /// Pushes a batch, checking that the plugin answered exactly one outcome per operation.
+    pub fn push(&mut self, batch: &Batch) -> Result<PushResult, CallError> {
+        let input = serde_json::to_vec(batch).map_err(|e| CallError::Protocol(e.to_string()))?;
+        let bytes = self.call(
+            |vt, raw, input, out| {
+                // SAFETY: per the ABI: live instance, readable input, writable out.
+                vt.push.map(|f| unsafe { f(raw, input, out) })
+            },
+            &input,
+            "push (it is not a destination)",
+        )?;
+        let result: PushResult = serde_json::from_slice(&bytes)
+            .map_err(|e| CallError::Protocol(format!("unreadable push result: {e}")))?;
+        check_outcomes(batch, &result)?;
+        Ok(result)
+    }
+}
+
+/// One outcome per operation key, no more, no less: anything else would lose or invent sends.
+fn check_outcomes(batch: &Batch, result: &PushResult) -> Result<(), CallError> {
+    let mut expected: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for op in &batch.operations {
+        *expected.entry(op.key.as_str()).or_default() += 1;
+    }
+    for Outcome { key, .. } in &result.outcomes {
+        match expected.get_mut(key.as_str()) {
+            Some(n) if *n > 0 => *n -= 1,
+            _ => {
+                return Err(CallError::Protocol(format!(
+                    "outcome for key `{key}` that was not in the batch (or twice)"
+                )));
+            }
+        }
+    }
+    if let Some((key, _)) = expected.iter().find(|(_, n)| **n > 0) {
+        return Err(CallError::Protocol(format!("no outcome for key `{key}`")));
+    }
+    Ok(())
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from this library's open and is closed exactly once, here; no call is
+        // in progress (we hold the only reference). The host context outlives the call.
+        unsafe { (self.lib.vtable().close)(self.raw) };
+    }
+}
+
+/// Counts outcomes by kind: `(ok, rejected, retry)`.
+pub fn tally(result: &PushResult) -> (usize, usize, usize) {
+    result
+        .outcomes
+        .iter()
+        .fold((0, 0, 0), |(ok, rej, retry), o| match o.status {
+            OutcomeStatus::Ok => (ok + 1, rej, retry),
+            OutcomeStatus::Rejected { .. } => (ok, rej + 1, retry),
+            OutcomeStatus::Retry { .. } => (ok, rej, retry + 1),
+        })
+}
+
+/// Turns config issues into one line per issue, for the CLI.
+pub fn describe_issues(issues: &[ConfigIssue]) -> Vec<String> {
+    issues.iter().map(ToString::to_string).collect()
+}

@@ -1,0 +1,63 @@
+//! The outbox's config: raw (as the user writes it) and validated.
+
+use std::path::PathBuf;
+
+use cohort_plugin_api::prelude::PluginError;
+use serde::Deserialize;
+
+/// Config of the `outbox` destination.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Folder the operations are written to. Audience operations go to
+    /// `DIR/audiences/AUDIENCE/KEY.json`, emails to `DIR/messages/KEY.eml`.
+    #[schemars(length(min = 1))]
+    pub dir: PathBuf,
+    /// Create the folder when it does not exist.
+    #[serde(default = "yes")]
+    pub create_dir: bool,
+    /// Flush every file to disk before acknowledging it (slower, survives power loss).
+    #[serde(default = "yes")]
+    pub fsync: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A config checked against the file system.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    /// The folder, existing.
+    pub dir: PathBuf,
+    /// Whether to fsync.
+    pub fsync: bool,
+}
+
+impl Config {
+    /// Checks the folder, creating it if allowed.
+    pub fn validate(self) -> Result<Validated, PluginError> {
+        if self.dir.as_os_str().is_empty() {
+            return Err(PluginError::config("/dir", "must not be empty"));
+        }
+        match std::fs::metadata(&self.dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(PluginError::config(
+                    "/dir",
+                    format!("{} exists but is not a folder", self.dir.display()),
+                ));
+            }
+            Err(_) if self.create_dir => std::fs::create_dir_all(&self.dir).map_err(|e| {
+                PluginError::config("/dir", format!("cannot create {}: {e}", self.dir.display()))
+            })?,
+            Err(_) => {
+                return Err(PluginError::config(
+                    "/dir",
+                    format!("{} does not exist (set create_dir = true to create it)", self.dir.display()),
+                ));
+            }
+        }
+        Ok(Validated { dir: self.dir, fsync: self.fsync })
+    }
+}
