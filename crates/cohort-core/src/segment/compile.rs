@@ -216,6 +216,15 @@ fn leaf<'t>(pred: &Predicate, table: &'t FeatureTable) -> Result<Leaf<'t>, Diagn
             pred.field.span.clone(),
         ));
     };
+    if !consistent(column, table.len()) {
+        return Err(Diagnostic::new(
+            format!(
+                "column `{}` is malformed: its parts disagree on the number of rows",
+                pred.field.name
+            ),
+            pred.field.span.clone(),
+        ));
+    }
     if let Test::IsNull { negated } = pred.test {
         let valid = match column {
             Column::Int(c) => Validity::Bits(&c.valid),
@@ -295,6 +304,32 @@ fn leaf<'t>(pred: &Predicate, table: &'t FeatureTable) -> Result<Leaf<'t>, Diagn
             }
         }
     })
+}
+
+/// Whether every part of `column` has one entry per row, so evaluation can index without
+/// checking. (`FeatureTable::from_columns` checks the values, not the validity.)
+fn consistent(column: &Column, rows: usize) -> bool {
+    match column {
+        Column::Int(c) => c.values.len() == rows && c.valid.len() == rows,
+        Column::Float(c) => c.values.len() == rows && c.valid.len() == rows,
+        Column::Money(c) => c.values.len() == rows && c.valid.len() == rows,
+        Column::Time(c) => c.values.len() == rows && c.valid.len() == rows,
+        Column::Bool(c) => c.values.len() == rows && c.valid.len() == rows,
+        Column::Category(c) => c.codes.len() == rows && c.valid.len() == rows,
+        Column::Text(c) => {
+            c.valid.len() == rows
+                && c.offsets.len() == rows + 1
+                && c.offsets
+                    .last()
+                    .is_some_and(|&end| end as usize == c.bytes.len())
+        }
+        Column::Tags(c) => {
+            c.offsets.len() == rows + 1
+                && c.offsets
+                    .last()
+                    .is_some_and(|&end| end as usize == c.codes.len())
+        }
+    }
 }
 
 /// Lowers an ordered test given how each literal maps to the inclusive range of raw values it

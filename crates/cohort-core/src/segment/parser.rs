@@ -35,7 +35,12 @@ const OPERATORS: &str =
 /// Parses one segment expression.
 pub fn parse(src: &str) -> Result<Expr, Diagnostic> {
     let toks = lex(src)?;
-    let mut p = Parser { src, toks, pos: 0 };
+    let mut p = Parser {
+        src,
+        toks,
+        pos: 0,
+        depth: 0,
+    };
     let expr = p.or()?;
     let t = p.peek();
     match t.tok {
@@ -56,7 +61,13 @@ struct Parser<'a> {
     src: &'a str,
     toks: Vec<Token>,
     pos: usize,
+    /// Open `(` and `not` around the current token, bounded so that no input can exhaust the
+    /// stack of the parser or of the recursive passes after it.
+    depth: usize,
 }
+
+/// Deepest nesting of parentheses and `not` accepted; real segments stay in single digits.
+const MAX_DEPTH: usize = 64;
 
 impl Parser<'_> {
     fn peek(&self) -> &Token {
@@ -128,6 +139,24 @@ impl Parser<'_> {
     }
 
     fn unary(&mut self) -> Result<Expr, Diagnostic> {
+        let nests = self.at_kw("not") || self.peek().tok == Tok::LParen;
+        if !nests {
+            return self.primary();
+        }
+        if self.depth == MAX_DEPTH {
+            return Err(Diagnostic::new(
+                format!("expression nested too deeply (more than {MAX_DEPTH} levels)"),
+                self.peek().span.clone(),
+            )
+            .with_help("split it into segments combined with in_segment('…')"));
+        }
+        self.depth += 1;
+        let result = self.primary();
+        self.depth -= 1;
+        result
+    }
+
+    fn primary(&mut self) -> Result<Expr, Diagnostic> {
         if self.at_kw("not") {
             self.bump();
             return Ok(Expr::Not(Box::new(self.unary()?)));
@@ -688,6 +717,20 @@ mod tests {
             err("in_segment(vip)").message,
             "expected a segment name in quotes, found `vip`"
         );
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = |n: usize| format!("{}x{}", "(".repeat(n), ")".repeat(n));
+        assert!(parse(&deep(MAX_DEPTH)).is_ok());
+        let e = err(&deep(MAX_DEPTH + 1));
+        assert_eq!(
+            e.message,
+            "expression nested too deeply (more than 64 levels)"
+        );
+        assert_eq!(e.span, MAX_DEPTH..MAX_DEPTH + 1);
+        assert!(parse(&format!("{}x", "not ".repeat(100_000))).is_err());
+        assert!(parse(&deep(100_000)).is_err());
     }
 
     #[test]

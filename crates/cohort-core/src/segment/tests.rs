@@ -586,3 +586,17 @@ fn an_empty_table_has_empty_segments() {
         SegmentSet::compile(&[SegmentDef::new("s", "n > 1 or not (n < 5)")], &t).expect("compiles");
     assert_eq!(set.evaluate(), vec![("s".to_owned(), Bitset::new(0))]);
 }
+
+#[test]
+fn malformed_columns_are_refused_not_panicked_on() {
+    let col = Column::Int(Nullable {
+        values: vec![1, 2],
+        valid: Bitset::full(1),
+    });
+    let t = table(vec![("n", col)]);
+    let e = compile_errors(&t, &[("s", "n > 1")]);
+    assert_eq!(
+        e[0].diagnostic.message,
+        "column `n` is malformed: its parts disagree on the number of rows"
+    );
+}
