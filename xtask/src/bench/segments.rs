@@ -120,14 +120,8 @@ pub(crate) fn run(args: Vec<String>) -> Result<()> {
 
     let cohort_counts = same_counts_every_run("cohort", &cohort_runs, |r| &r.counts)?;
     let duckdb_counts = same_counts_every_run("duckdb", &duckdb_runs, |r| &r.counts)?;
-    check_names(
-        "cohort's output",
-        &names,
-        cohort_counts.iter().map(|s| &s.name),
-    )?;
+    check_names("cohort's output", &names, cohort_counts.keys())?;
     check_names("duckdb_segments.py", &names, duckdb_counts.keys())?;
-    let cohort_counts: BTreeMap<&str, &SegmentRow> =
-        cohort_counts.iter().map(|s| (s.name.as_str(), s)).collect();
 
     println!();
     println!(
@@ -144,14 +138,12 @@ pub(crate) fn run(args: Vec<String>) -> Result<()> {
     );
     let mut disagreements = Vec::new();
     for name in &names {
-        let c = cohort_counts[name.as_str()].members;
+        let c = cohort_counts[name];
         let d = duckdb_counts[name];
         let diff = c as i64 - d as i64;
         let time = best_cohort
-            .counts
-            .iter()
-            .find(|s| &s.name == name)
-            .and_then(|s| s.time_ms)
+            .segment_ms
+            .get(name)
             .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2}"));
         let verdict = if diff == 0 {
             "ok".to_owned()
@@ -432,7 +424,9 @@ struct Timings {
 struct CohortRun {
     wall: Duration,
     max_rss_bytes: u64,
-    counts: Vec<SegmentRow>,
+    counts: BTreeMap<String, u64>,
+    /// Each segment's evaluation time, where cohort's table gives one.
+    segment_ms: BTreeMap<String, f64>,
     timings: Timings,
 }
 
@@ -451,12 +445,25 @@ fn parse_cohort_run(m: &Measured) -> Result<CohortRun> {
         m.status,
         tail(&m.stderr)
     );
-    let counts = parse_counts_table(&m.stdout)?;
+    let rows = parse_counts_table(&m.stdout)?;
     let timings = parse_timings(&m.stderr)?;
+    let mut counts = BTreeMap::new();
+    let mut segment_ms = BTreeMap::new();
+    for row in rows {
+        if let Some(ms) = row.time_ms {
+            segment_ms.insert(row.name.clone(), ms);
+        }
+        let name = row.name;
+        ensure!(
+            counts.insert(name.clone(), row.members).is_none(),
+            "cohort's table lists segment `{name}` twice"
+        );
+    }
     Ok(CohortRun {
         wall: m.wall,
         max_rss_bytes: m.max_rss_bytes,
         counts,
+        segment_ms,
         timings,
     })
 }
@@ -562,19 +569,31 @@ fn parse_timings(stderr: &str) -> Result<Timings> {
 }
 
 /// The counts of the first run, after checking every run gave the same.
-fn same_counts_every_run<'a, R, C: PartialEq + std::fmt::Debug>(
+fn same_counts_every_run<'a, R>(
     side: &str,
     runs: &'a [R],
-    counts: impl Fn(&'a R) -> &'a C,
-) -> Result<&'a C> {
+    counts: impl Fn(&'a R) -> &'a BTreeMap<String, u64>,
+) -> Result<&'a BTreeMap<String, u64>> {
     let first = counts(&runs[0]);
     for (i, run) in runs.iter().enumerate().skip(1) {
-        ensure!(
-            counts(run) == first,
-            "{side} gave different counts in run {} than in run 1:\n{:?}\nvs\n{first:?}",
-            i + 1,
-            counts(run)
-        );
+        let other = counts(run);
+        if other != first {
+            let names: std::collections::BTreeSet<&String> =
+                first.keys().chain(other.keys()).collect();
+            let diffs: Vec<String> = names
+                .into_iter()
+                .filter(|n| first.get(*n) != other.get(*n))
+                .map(|n| {
+                    format!(
+                        "{n}: {:?} in run 1, {:?} in run {}",
+                        first.get(n),
+                        other.get(n),
+                        i + 1
+                    )
+                })
+                .collect();
+            bail!("{side} is not deterministic:\n  {}", diffs.join("\n  "));
+        }
     }
     Ok(first)
 }
