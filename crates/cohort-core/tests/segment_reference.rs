@@ -494,7 +494,11 @@ fn only_earlier(expr: Expr, k: usize) -> Expr {
 // The properties.
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+    // 400 cases unless PROPTEST_CASES asks for another number.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn columnar_evaluation_matches_the_reference(
