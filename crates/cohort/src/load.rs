@@ -75,10 +75,12 @@ impl BadRows {
     }
 }
 
-/// Reads every input and computes features as of `as_of`.
+/// Reads every input and computes features as of `as_of`: all of them, or only those in
+/// `keep`.
 pub(crate) fn load(
     inputs: &Inputs,
     as_of: AsOf,
+    keep: Option<&[String]>,
     show: ShowProgress,
     max_bad_rows: usize,
 ) -> Result<(FeatureTable, LoadReport)> {
@@ -129,37 +131,15 @@ pub(crate) fn load(
     files.push(counts);
 
     if let Some(path) = &inputs.orders {
-        let mut reader = open(path, Kind::Orders, &inputs.overrides)?;
-        let mut counts = FileCounts {
-            path: path.clone(),
-            rows: 0,
-            bad: 0,
-        };
-        loop {
-            let outcome = match reader.next_order_line() {
-                None => break,
-                Some(Ok(line)) => match builder.add_order(line.customer_id, line.facts) {
-                    Ok(()) => Ok(()),
-                    Err(e @ BuildError::UnknownCustomer(_)) => {
-                        Err(Some(("customer_id", e.to_string())))
-                    }
-                    Err(e) => Err(Some(("total", e.to_string()))),
-                },
-                Some(Err(RowError::Bad(b))) => {
-                    counts.bad += 1;
-                    bad.report(&b, &progress);
-                    Err(None)
-                }
-                Some(Err(RowError::Fatal(e))) => return Err(e).context("reading orders"),
-            };
-            counts.rows += 1;
-            if let Err(Some((field, reason))) = outcome {
-                counts.bad += 1;
-                bad.report(&reader.bad_row(Some(field), reason), &progress);
-            }
-            tick(&progress, &reader, done_bytes, counts.rows);
-        }
-        done_bytes += reader.position().byte;
+        let counts = load_orders(
+            &mut builder,
+            path,
+            &inputs.overrides,
+            &mut bad,
+            &progress,
+            done_bytes,
+        )?;
+        done_bytes += fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         files.push(counts);
     }
 
@@ -192,7 +172,10 @@ pub(crate) fn load(
     let stats = builder.stats().clone();
     let read = started.elapsed();
     let started = Instant::now();
-    let table = builder.finish();
+    let table = match keep {
+        Some(names) => builder.finish_only(|name| names.iter().any(|n| n == name)),
+        None => builder.finish(),
+    };
     let features = started.elapsed();
     if bad.total > bad.shown.len() as u64 {
         eprintln!(
@@ -211,6 +194,105 @@ pub(crate) fn load(
             features,
         },
     ))
+}
+
+/// Order files at least this large are read on several threads.
+const PARALLEL_ORDERS: u64 = 16 * 1024 * 1024;
+
+/// Folds the orders file into the builder, in parallel chunks when it is large.
+///
+/// Each chunk folds into aggregates of its own that merge exactly afterwards, so the result
+/// does not depend on how the file was split. Bad rows are collected per chunk and reported
+/// in file order.
+fn load_orders(
+    builder: &mut FeatureBuilder,
+    path: &Path,
+    overrides: &Overrides,
+    bad: &mut BadRows,
+    progress: &ProgressBar,
+    done_bytes: u64,
+) -> Result<FileCounts> {
+    let size = fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    let threads = if size >= PARALLEL_ORDERS {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(8)) as u64
+    } else {
+        1
+    };
+    // Open every chunk first, so an unusable header fails before any work starts.
+    let readers = (0..threads)
+        .map(|i| {
+            CsvReader::open_chunk(path, Kind::Orders, overrides, i, threads)
+                .context("opening orders file")
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let builder_ref = &*builder;
+    let results = std::thread::scope(|scope| {
+        let handles: Vec<_> = readers
+            .into_iter()
+            .map(|mut reader| {
+                scope.spawn(move || {
+                    let mut fold = builder_ref.order_fold();
+                    let (mut rows, mut bad_rows) = (0u64, Vec::new());
+                    let mut reported = 0u64;
+                    loop {
+                        let outcome = match reader.next_order_line() {
+                            None => break,
+                            Some(Ok(line)) => {
+                                fold.add_order(line.customer_id, line.facts).map_err(|e| {
+                                    let field = match e {
+                                        BuildError::UnknownCustomer(_) => "customer_id",
+                                        _ => "total",
+                                    };
+                                    reader.bad_row(Some(field), e.to_string())
+                                })
+                            }
+                            Some(Err(RowError::Bad(b))) => Err(b),
+                            Some(Err(RowError::Fatal(e))) => {
+                                return Err(anyhow::Error::new(e).context("reading orders"));
+                            }
+                        };
+                        rows += 1;
+                        if let Err(b) = outcome {
+                            bad_rows.push(b);
+                        }
+                        if rows.is_multiple_of(65_536) && !progress.is_hidden() {
+                            let at = reader.position().byte;
+                            progress.inc(at - reported);
+                            reported = at;
+                        }
+                    }
+                    Ok((fold.finish(), rows, bad_rows))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut counts = FileCounts {
+        path: path.to_owned(),
+        rows: 0,
+        bad: 0,
+    };
+    for result in results {
+        let (folded, rows, bad_rows) = result?;
+        builder
+            .merge_orders(folded)
+            .context("merging order aggregates")?;
+        counts.rows += rows;
+        counts.bad += bad_rows.len() as u64;
+        for b in &bad_rows {
+            bad.report(b, progress);
+        }
+    }
+    progress.set_position(done_bytes + size);
+    Ok(counts)
 }
 
 fn open(path: &Path, kind: Kind, overrides: &Overrides) -> Result<CsvReader> {

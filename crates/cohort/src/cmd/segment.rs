@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use cohort_core::features::catalog::{self, FEATURES};
 use cohort_core::features::{FeatureTable, FieldInfo, Value};
 use cohort_core::membership::{Overlap, overlap};
-use cohort_core::segment::{Explanation, SegmentSet};
+use cohort_core::segment::{Explanation, SegmentSet, parse};
 use cohort_core::{AsOf, Bitset, Timestamp};
 use cohort_csv::Overrides;
 use serde::Serialize;
@@ -119,7 +119,9 @@ fn eval(args: &EvalArgs) -> Result<ExitCode> {
         Progress::Always => ShowProgress::Always,
         Progress::Never => ShowProgress::Never,
     };
-    let (table, report) = load::load(&inputs, as_of, show, args.max_bad_rows)?;
+    // Build only the features the segments use, unless every feature is to be printed.
+    let keep: Option<Vec<String>> = (args.output != Output::Features).then(|| used_fields(&file));
+    let (table, report) = load::load(&inputs, as_of, keep.as_deref(), show, args.max_bad_rows)?;
 
     let set = SegmentSet::compile(&file.defs(), &table)
         .map_err(|errors| anyhow::anyhow!("{}", file.render_errors(&errors)))?;
@@ -210,6 +212,24 @@ fn eval(args: &EvalArgs) -> Result<ExitCode> {
         t.read_ms, t.features_ms, t.segments_ms, t.total_ms
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every field any segment of the file tests (the file has been checked already).
+fn used_fields(file: &SegmentsFile) -> Vec<String> {
+    let mut names: Vec<String> = file
+        .segments
+        .iter()
+        .filter_map(|s| parse(&s.def.expr).ok())
+        .flat_map(|expr| {
+            expr.predicates()
+                .into_iter()
+                .map(|p| p.field.name.clone())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 fn ms(d: Duration) -> f64 {
