@@ -222,7 +222,7 @@ fn check_schema(root: &Value, schema: &Value, path: &str, depth: usize) -> Resul
                 return err(&here, "must be an array of property names".to_owned());
             }
             "additionalProperties" | "items" | "not" => {
-                check_schema(root, value, &here, depth + 1)?
+                check_schema(root, value, &here, depth + 1)?;
             }
             "anyOf" | "oneOf" | "allOf" => {
                 let Some(list) = value.as_array().filter(|a| !a.is_empty()) else {
@@ -334,7 +334,7 @@ fn validate(
         issues.push(ConfigIssue {
             path: path.to_owned(),
             message,
-        })
+        });
     };
     if depth > MAX_DEPTH {
         push(path, "nests too deeply".to_owned());
@@ -358,7 +358,7 @@ fn validate(
         issues.push(ConfigIssue {
             path: path.to_owned(),
             message,
-        })
+        });
     };
 
     if let Some(t) = obj.get("type") {
@@ -694,10 +694,12 @@ fn validate_object(
 /// The known name closest to `name`, if it is close enough to be a typo.
 fn nearest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
     // A truncated or extended name (`sleep` for `sleep_ms`) is a typo too.
-    if name.len() >= 3 {
-        if let Some(k) = known.iter().find(|k| k.starts_with(name) || name.starts_with(**k)) {
-            return Some(k);
-        }
+    if name.len() >= 3
+        && let Some(k) = known
+            .iter()
+            .find(|k| k.starts_with(name) || name.starts_with(**k))
+    {
+        return Some(k);
     }
     let best = known
         .iter()

@@ -525,7 +525,7 @@ fn check_foreign_cursor(plugin: &LoadedPlugin, fixture: &Fixture, report: &mut R
     let foreign = json!({"conformance": "not a cursor this plugin wrote", "n": [1, 2, 3]});
     match instance.next_page_raw(stream, &foreign, fixture.page_size) {
         Err(CallError::Panicked { message }) => {
-            report.push(name, Verdict::Failed(format!("it panicked: {message}")))
+            report.push(name, Verdict::Failed(format!("it panicked: {message}")));
         }
         Err(e) => report.push(name, Verdict::Passed(e.to_string())),
         Ok(_) => report.push(

@@ -15,7 +15,15 @@ use util::{Logs, c_plugin, plugin, workspace_root};
 fn a_plugin_built_for_another_abi_major_is_refused_naming_both_versions_and_the_path() {
     let path = plugin("cohort-testplugin-wrong-abi");
     let err = LoadedPlugin::load(&path).unwrap_err();
-    assert!(matches!(err, LoadError::AbiMismatch { plugin_major: 2, plugin_minor: 3, host_major: 1, .. }));
+    assert!(matches!(
+        err,
+        LoadError::AbiMismatch {
+            plugin_major: 2,
+            plugin_minor: 3,
+            host_major: 1,
+            ..
+        }
+    ));
     let message = err.to_string();
     assert!(message.contains("ABI 2.3"), "{message}");
     assert!(message.contains("ABI 1.0"), "{message}");
@@ -30,13 +38,20 @@ fn a_library_without_the_entry_symbol_is_not_a_plugin() {
     let lib = c_plugin(&src, "libcohort_plugin_empty.so");
     let err = LoadedPlugin::load(&lib).unwrap_err();
     assert!(matches!(err, LoadError::NotAPlugin { .. }), "{err}");
-    assert!(err.to_string().contains("does not export `cohort_plugin_entry`"));
+    assert!(
+        err.to_string()
+            .contains("does not export `cohort_plugin_entry`")
+    );
 }
 
 #[test]
 fn a_missing_file_is_reported_with_its_path() {
     let err = LoadedPlugin::load("/nonexistent/libcohort_plugin_x.so").unwrap_err();
-    assert!(err.to_string().contains("/nonexistent/libcohort_plugin_x.so"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("/nonexistent/libcohort_plugin_x.so"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -44,14 +59,27 @@ fn a_panic_in_next_page_fails_the_call_poisons_the_instance_and_the_host_goes_on
     let p = LoadedPlugin::load(plugin("cohort-testplugin-panicking")).unwrap();
     let logs = Arc::new(Logs::default());
     let services = HostServices::default().with_log(logs.clone());
-    let mut broken = p.open(&json!({"panic_in": "next_page"}), services.clone()).unwrap();
+    let mut broken = p
+        .open(&json!({"panic_in": "next_page"}), services.clone())
+        .unwrap();
     let err = broken.next_page::<Customer>(&Value::Null, 5).unwrap_err();
-    let CallError::Panicked { message } = &err else { panic!("expected a contained panic, got {err:?}") };
-    assert!(message.contains("test plugin panics in NextPage"), "{message}");
-    assert!(message.contains("src/lib.rs:"), "the panic location is reported: {message}");
+    let CallError::Panicked { message } = &err else {
+        panic!("expected a contained panic, got {err:?}")
+    };
+    assert!(
+        message.contains("test plugin panics in NextPage"),
+        "{message}"
+    );
+    assert!(
+        message.contains("src/lib.rs:"),
+        "the panic location is reported: {message}"
+    );
     assert!(logs.all().contains("Plugin panicked"), "{}", logs.all());
     // The instance is not called again on half-updated state.
-    assert!(matches!(broken.next_page::<Customer>(&Value::Null, 5), Err(CallError::Poisoned(_))));
+    assert!(matches!(
+        broken.next_page::<Customer>(&Value::Null, 5),
+        Err(CallError::Poisoned(_))
+    ));
     drop(broken);
     // The host and the library go on working.
     let mut fine = p.open(&json!({"records": 4}), services).unwrap();
@@ -63,10 +91,14 @@ fn a_panic_in_next_page_fails_the_call_poisons_the_instance_and_the_host_goes_on
 #[test]
 fn panics_in_open_push_and_close_are_contained_too() {
     let p = LoadedPlugin::load(plugin("cohort-testplugin-panicking")).unwrap();
-    let err = p.open(&json!({"panic_in": "open"}), HostServices::default()).unwrap_err();
+    let err = p
+        .open(&json!({"panic_in": "open"}), HostServices::default())
+        .unwrap_err();
     assert!(matches!(err, CallError::Panicked { .. }), "{err:?}");
 
-    let mut i = p.open(&json!({"panic_in": "push"}), HostServices::default()).unwrap();
+    let mut i = p
+        .open(&json!({"panic_in": "push"}), HostServices::default())
+        .unwrap();
     let batch = cohort_plugin_api::wire::Batch {
         mode: cohort_plugin_api::wire::DestinationMode::Upsert,
         audience: None,
@@ -75,7 +107,9 @@ fn panics_in_open_push_and_close_are_contained_too() {
     assert!(matches!(i.push(&batch), Err(CallError::Panicked { .. })));
 
     // Dropping an instance whose Drop panics must not take the host down.
-    let closing = p.open(&json!({"panic_in": "drop"}), HostServices::default()).unwrap();
+    let closing = p
+        .open(&json!({"panic_in": "drop"}), HostServices::default())
+        .unwrap();
     drop(closing);
     assert!(p.open(&json!({}), HostServices::default()).is_ok());
 }
@@ -84,15 +118,31 @@ fn panics_in_open_push_and_close_are_contained_too() {
 fn an_invalid_config_never_reaches_the_plugin_and_each_problem_names_its_path() {
     let p = LoadedPlugin::load(plugin("cohort-testplugin-panicking")).unwrap();
     // `panic_in: open` would panic if the plugin were opened at all.
-    let err = p.open(&json!({"panic_in": "open", "records": -1, "sleep": 5}), HostServices::default()).unwrap_err();
-    let CallError::Config(issues) = &err else { panic!("expected config issues, got {err:?}") };
+    let err = p
+        .open(
+            &json!({"panic_in": "open", "records": -1, "sleep": 5}),
+            HostServices::default(),
+        )
+        .unwrap_err();
+    let CallError::Config(issues) = &err else {
+        panic!("expected config issues, got {err:?}")
+    };
     let lines: Vec<String> = issues.iter().map(ToString::to_string).collect();
-    assert_eq!(lines, ["/records: expected at least 0, got -1", "/sleep: unknown field; did you mean `sleep_ms`?"]);
+    assert_eq!(
+        lines,
+        [
+            "/records: expected at least 0, got -1",
+            "/sleep: unknown field; did you mean `sleep_ms`?"
+        ]
+    );
 }
 
 #[test]
 fn asking_a_source_only_plugin_to_push_is_unsupported() {
-    let c = c_plugin(&workspace_root().join("tests/plugins/c-minimal/minimal.c"), "libcohort_plugin_c_minimal.so");
+    let c = c_plugin(
+        &workspace_root().join("tests/plugins/c-minimal/minimal.c"),
+        "libcohort_plugin_c_minimal.so",
+    );
     let p = LoadedPlugin::load(c).unwrap();
     let mut i = p.open(&json!({}), HostServices::default()).unwrap();
     let batch = cohort_plugin_api::wire::Batch {
@@ -101,12 +151,18 @@ fn asking_a_source_only_plugin_to_push_is_unsupported() {
         operations: vec![],
     };
     assert!(matches!(i.push(&batch), Err(CallError::Unsupported(_))));
-    assert!(matches!(i.next_page::<Order>(&Value::Null, 5), Err(CallError::Unsupported(_))));
+    assert!(matches!(
+        i.next_page::<Order>(&Value::Null, 5),
+        Err(CallError::Unsupported(_))
+    ));
 }
 
 #[test]
 fn the_c_plugin_loads_serves_pages_reports_progress_and_passes_conformance() {
-    let c = c_plugin(&workspace_root().join("tests/plugins/c-minimal/minimal.c"), "libcohort_plugin_c_minimal.so");
+    let c = c_plugin(
+        &workspace_root().join("tests/plugins/c-minimal/minimal.c"),
+        "libcohort_plugin_c_minimal.so",
+    );
     let p = LoadedPlugin::load(&c).unwrap();
     assert_eq!(p.name(), "c-minimal");
     assert_eq!(p.abi_version(), (1, 0));
@@ -115,7 +171,9 @@ fn the_c_plugin_loads_serves_pages_reports_progress_and_passes_conformance() {
     let progress = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = progress.clone();
     let services = HostServices {
-        progress: Some(Arc::new(move |done, total| seen.lock().unwrap().push((done, total)))),
+        progress: Some(Arc::new(move |done, total| {
+            seen.lock().unwrap().push((done, total));
+        })),
         ..HostServices::default().with_log(logs.clone())
     };
     let mut i = p.open(&json!({"count": 7}), services).unwrap();
@@ -127,18 +185,35 @@ fn the_c_plugin_loads_serves_pages_reports_progress_and_passes_conformance() {
     .unwrap();
     assert_eq!(ids, ["c-1", "c-2", "c-3", "c-4", "c-5", "c-6", "c-7"]);
     assert_eq!(cursor, json!(7));
-    assert_eq!(*progress.lock().unwrap(), [(3, Some(7)), (6, Some(7)), (7, Some(7))]);
-    assert!(logs.all().contains("Info c-minimal: C plugin opened"), "{}", logs.all());
+    assert_eq!(
+        *progress.lock().unwrap(),
+        [(3, Some(7)), (6, Some(7)), (7, Some(7))]
+    );
+    assert!(
+        logs.all().contains("Info c-minimal: C plugin opened"),
+        "{}",
+        logs.all()
+    );
 
-    let report = conformance::run(&c, &Fixture::new(json!({"count": 8})).bad_config(json!({"count": 5000})));
+    let report = conformance::run(
+        &c,
+        &Fixture::new(json!({"count": 8})).bad_config(json!({"count": 5000})),
+    );
     report.assert_passed();
-    assert!(matches!(report.verdict("customers: a cursor resumes where it stopped"), Some(Verdict::Passed(_))), "{report}");
+    assert!(
+        matches!(
+            report.verdict("customers: a cursor resumes where it stopped"),
+            Some(Verdict::Passed(_))
+        ),
+        "{report}"
+    );
 }
 
 #[test]
 fn the_panicking_test_plugin_passes_conformance_including_panic_containment() {
     let path = plugin("cohort-testplugin-panicking");
-    let fixture = Fixture::new(json!({"records": 10})).panic_config(json!({"panic_in": "next_page"}));
+    let fixture =
+        Fixture::new(json!({"records": 10})).panic_config(json!({"panic_in": "next_page"}));
     let report = conformance::run(&path, &fixture);
     report.assert_passed();
     for check in [
@@ -150,18 +225,35 @@ fn the_panicking_test_plugin_passes_conformance_including_panic_containment() {
         "a cursor the plugin never made is refused cleanly",
         "push answers one outcome per operation",
     ] {
-        assert!(matches!(report.verdict(check), Some(Verdict::Passed(_))), "{check} did not pass:\n{report}");
+        assert!(
+            matches!(report.verdict(check), Some(Verdict::Passed(_))),
+            "{check} did not pass:\n{report}"
+        );
     }
 }
 
 #[test]
 fn conformance_fails_a_plugin_that_breaks_its_promises() {
     // The wrong-ABI plugin cannot even be loaded: the report says so instead of crashing.
-    let report = conformance::run(&plugin("cohort-testplugin-wrong-abi"), &Fixture::new(json!({})));
+    let report = conformance::run(
+        &plugin("cohort-testplugin-wrong-abi"),
+        &Fixture::new(json!({})),
+    );
     assert!(!report.passed());
-    assert!(report.to_string().contains("FAIL  loads and speaks this ABI"), "{report}");
+    assert!(
+        report
+            .to_string()
+            .contains("FAIL  loads and speaks this ABI"),
+        "{report}"
+    );
     // A panic config that does not panic is reported as a failure, not a pass.
     let fixture = Fixture::new(json!({})).panic_config(json!({"panic_in": "never"}));
     let report = conformance::run(&plugin("cohort-testplugin-panicking"), &fixture);
-    assert!(matches!(report.verdict("a panic is contained and the host goes on"), Some(Verdict::Failed(_))), "{report}");
+    assert!(
+        matches!(
+            report.verdict("a panic is contained and the host goes on"),
+            Some(Verdict::Failed(_))
+        ),
+        "{report}"
+    );
 }

@@ -54,10 +54,16 @@ impl Config {
             Err(_) => {
                 return Err(PluginError::config(
                     "/dir",
-                    format!("{} does not exist (set create_dir = true to create it)", self.dir.display()),
+                    format!(
+                        "{} does not exist (set create_dir = true to create it)",
+                        self.dir.display()
+                    ),
                 ));
             }
         }
-        Ok(Validated { dir: self.dir, fsync: self.fsync })
+        Ok(Validated {
+            dir: self.dir,
+            fsync: self.fsync,
+        })
     }
 }

@@ -21,7 +21,10 @@ pub fn render(key: &str, message: &Message, date: &str) -> Result<String, String
     header("To", &message.to.join(", "));
     header("Subject", message.subject.as_deref().unwrap_or(""));
     header("Date", date);
-    header("Message-ID", &format!("<{}@cohort.outbox>", super::files::file_stem(key)));
+    header(
+        "Message-ID",
+        &format!("<{}@cohort.outbox>", super::files::file_stem(key)),
+    );
     header("X-Cohort-Key", key);
     for (name, value) in &message.headers {
         if name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
@@ -35,8 +38,13 @@ pub fn render(key: &str, message: &Message, date: &str) -> Result<String, String
     let html = message.html.as_deref();
     match (text, html) {
         (Some(text), Some(html)) => {
-            let boundary = format!("cohort-{}", super::files::file_stem(key).len() * 7919 + text.len() + html.len());
-            out.push_str(&format!("Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n"));
+            let boundary = format!(
+                "cohort-{}",
+                super::files::file_stem(key).len() * 7919 + text.len() + html.len()
+            );
+            out.push_str(&format!(
+                "Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n"
+            ));
             for (kind, body) in [("plain", text), ("html", html)] {
                 out.push_str(&format!("--{boundary}\r\n"));
                 out.push_str(&format!("Content-Type: text/{kind}; charset=utf-8\r\n"));
@@ -64,7 +72,10 @@ pub fn render(key: &str, message: &Message, date: &str) -> Result<String, String
 /// Header values: non-ASCII text as an RFC 2047 encoded word; line breaks removed, so a value
 /// can never inject a header.
 fn encode_header(value: &str) -> String {
-    let flat: String = value.chars().map(|c| if c == '\r' || c == '\n' { ' ' } else { c }).collect();
+    let flat: String = value
+        .chars()
+        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+        .collect();
     if flat.is_ascii() {
         flat
     } else {
@@ -80,7 +91,10 @@ fn base64(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));

@@ -43,7 +43,9 @@ pub fn file_stem(key: &str) -> String {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Writes `bytes` to `target` unless it exists. `tmp_dir` must be on the same file system.
@@ -106,8 +108,14 @@ mod tests {
     fn writing_the_same_target_twice_keeps_the_first_file() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("k.json");
-        assert_eq!(write_once(dir.path(), &target, b"first", true).unwrap(), Written::Created);
-        assert_eq!(write_once(dir.path(), &target, b"second", true).unwrap(), Written::AlreadyThere);
+        assert_eq!(
+            write_once(dir.path(), &target, b"first", true).unwrap(),
+            Written::Created
+        );
+        assert_eq!(
+            write_once(dir.path(), &target, b"second", true).unwrap(),
+            Written::AlreadyThere
+        );
         assert_eq!(fs::read(&target).unwrap(), b"first");
         let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file is left behind");

@@ -32,12 +32,19 @@ impl Plugin for Outbox {
     fn manifest() -> Manifest {
         Manifest::destination("outbox", env!("CARGO_PKG_VERSION"))
             .description("Writes each operation to a folder: JSON for audiences, .eml for emails")
-            .modes([DestinationMode::Upsert, DestinationMode::Mirror, DestinationMode::Send])
+            .modes([
+                DestinationMode::Upsert,
+                DestinationMode::Mirror,
+                DestinationMode::Send,
+            ])
             .config_schema_of::<Config>()
     }
 
     fn open(config: Config, host: Host) -> Result<Self, PluginError> {
-        Ok(Outbox { config: config.validate()?, host })
+        Ok(Outbox {
+            config: config.validate()?,
+            host,
+        })
     }
 }
 
@@ -45,18 +52,30 @@ impl Outbox {
     fn target(&self, batch: &Batch, op: &Operation) -> Result<PathBuf, String> {
         let dir = &self.config.dir;
         Ok(match op.action {
-            Action::Send => dir.join("messages").join(format!("{}.eml", file_stem(&op.key))),
+            Action::Send => dir
+                .join("messages")
+                .join(format!("{}.eml", file_stem(&op.key))),
             Action::Upsert | Action::Remove => {
                 let audience = batch.audience.as_deref().unwrap_or("default");
-                dir.join("audiences").join(file_stem(audience)).join(format!("{}.json", file_stem(&op.key)))
+                dir.join("audiences")
+                    .join(file_stem(audience))
+                    .join(format!("{}.json", file_stem(&op.key)))
             }
         })
     }
 
-    fn render(&self, batch: &Batch, op: &Operation, now: &chrono::DateTime<chrono::Utc>) -> Result<Vec<u8>, String> {
+    fn render(
+        &self,
+        batch: &Batch,
+        op: &Operation,
+        now: &chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<u8>, String> {
         match op.action {
             Action::Send => {
-                let message = op.message.as_ref().ok_or("a send operation needs a rendered message")?;
+                let message = op
+                    .message
+                    .as_ref()
+                    .ok_or("a send operation needs a rendered message")?;
                 eml::render(&op.key, message, &now.to_rfc2822()).map(String::into_bytes)
             }
             Action::Upsert | Action::Remove => {
@@ -75,9 +94,16 @@ impl Outbox {
         }
     }
 
-    fn apply(&self, batch: &Batch, op: &Operation, now: &chrono::DateTime<chrono::Utc>) -> OutcomeStatus {
+    fn apply(
+        &self,
+        batch: &Batch,
+        op: &Operation,
+        now: &chrono::DateTime<chrono::Utc>,
+    ) -> OutcomeStatus {
         if batch.mode == DestinationMode::Upsert && op.action == Action::Remove {
-            return OutcomeStatus::Rejected { reason: "remove operations need mode `mirror`".to_owned() };
+            return OutcomeStatus::Rejected {
+                reason: "remove operations need mode `mirror`".to_owned(),
+            };
         }
         let target = match self.target(batch, op) {
             Ok(t) => t,
@@ -91,14 +117,20 @@ impl Outbox {
             Err(reason) => return OutcomeStatus::Rejected { reason },
         };
         let tmp = self.config.dir.join(".tmp");
-        let parent = target.parent().map(PathBuf::from).unwrap_or_else(|| self.config.dir.clone());
+        let parent = target
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.config.dir.clone());
         let written = std::fs::create_dir_all(&tmp)
             .and_then(|()| std::fs::create_dir_all(&parent))
             .and_then(|()| write_once(&tmp, &target, &bytes, self.config.fsync));
         match written {
             Ok(Written::Created | Written::AlreadyThere) => OutcomeStatus::Ok,
             // Disk full, a permission fixed by an operator: worth another try, never a loss.
-            Err(e) => OutcomeStatus::Retry { reason: format!("writing {}: {e}", target.display()), retry_after_ms: None },
+            Err(e) => OutcomeStatus::Retry {
+                reason: format!("writing {}: {e}", target.display()),
+                retry_after_ms: None,
+            },
         }
     }
 }
@@ -109,8 +141,12 @@ impl Destination for Outbox {
         let mut outcomes = Vec::with_capacity(batch.operations.len());
         for (i, op) in batch.operations.iter().enumerate() {
             self.host.check_cancelled()?;
-            outcomes.push(Outcome { key: op.key.clone(), status: self.apply(&batch, op, &now) });
-            self.host.progress(i as u64 + 1, Some(batch.operations.len() as u64));
+            outcomes.push(Outcome {
+                key: op.key.clone(),
+                status: self.apply(&batch, op, &now),
+            });
+            self.host
+                .progress(i as u64 + 1, Some(batch.operations.len() as u64));
         }
         Ok(PushResult { outcomes })
     }

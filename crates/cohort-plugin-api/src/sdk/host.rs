@@ -101,7 +101,7 @@ impl Host {
                 level.to_raw(),
                 Bytes::from_slice(message.as_bytes()),
                 Bytes::from_slice(&fields),
-            )
+            );
         };
     }
 

@@ -14,7 +14,11 @@ use cohort_plugin_host::dev::build_cdylib;
 use serde_json::Value;
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Builds a plugin package and returns its library.
@@ -30,7 +34,9 @@ pub fn c_plugin(source: &Path, file_name: &str) -> PathBuf {
     let include = workspace_root().join("crates/cohort-plugin-api/include");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
     let status = Command::new(&cc)
-        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-I"])
+        .args([
+            "-std=c99", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-I",
+        ])
         .arg(&include)
         .arg(source)
         .arg("-o")
@@ -55,8 +61,17 @@ impl Logs {
 }
 
 impl LogSink for Logs {
-    fn log(&self, plugin: &str, level: cohort_plugin_api::sdk::Level, message: &str, fields: &Value) {
-        self.0.lock().unwrap().push(format!("{level:?} {plugin}: {message} {fields}"));
+    fn log(
+        &self,
+        plugin: &str,
+        level: cohort_plugin_api::sdk::Level,
+        message: &str,
+        fields: &Value,
+    ) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{level:?} {plugin}: {message} {fields}"));
     }
 }
 
@@ -71,7 +86,12 @@ pub struct Reply {
 
 impl Reply {
     pub fn new(status: u16, body: &str) -> Reply {
-        Reply { status, headers: Vec::new(), body: body.to_owned(), delay: Duration::ZERO }
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: body.to_owned(),
+            delay: Duration::ZERO,
+        }
     }
     pub fn header(mut self, k: &str, v: &str) -> Reply {
         self.headers.push((k.to_owned(), v.to_owned()));
@@ -139,7 +159,11 @@ fn serve(stream: TcpStream, reply: &Reply, seen: &Mutex<Vec<(Instant, String)>>)
     let _ = reader.read_exact(&mut body);
     seen.lock().unwrap().push((Instant::now(), head));
     std::thread::sleep(reply.delay);
-    let mut out = format!("HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n", reply.status, reply.body.len());
+    let mut out = format!(
+        "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+        reply.status,
+        reply.body.len()
+    );
     for (k, v) in &reply.headers {
         out.push_str(&format!("{k}: {v}\r\n"));
     }

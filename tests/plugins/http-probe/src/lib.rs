@@ -53,20 +53,35 @@ impl Source for HttpProbe {
         page: &mut PageWriter,
     ) -> Result<PageEnd<bool>, PluginError> {
         // A careless plugin logs its token; the host must not let it reach the logs.
-        self.host.info(&format!("Fetching customers with token {}", self.config.api_token));
+        self.host.info(&format!(
+            "Fetching customers with token {}",
+            self.config.api_token
+        ));
         let response = self.host.http(&HttpRequest {
             method: "GET".to_owned(),
             url: self.config.url.clone(),
-            headers: vec![("Authorization".to_owned(), format!("Bearer {}", self.config.api_token))],
+            headers: vec![(
+                "Authorization".to_owned(),
+                format!("Bearer {}", self.config.api_token),
+            )],
             timeout_ms: self.config.timeout_ms,
             ..HttpRequest::default()
         })?;
         if response.status == 429 || response.status >= 500 {
-            let after = response.header("retry-after").and_then(|s| s.parse().ok()).map(Duration::from_secs);
-            return Err(PluginError::retry(format!("server answered {}", response.status), after));
+            let after = response
+                .header("retry-after")
+                .and_then(|s| s.parse().ok())
+                .map(Duration::from_secs);
+            return Err(PluginError::retry(
+                format!("server answered {}", response.status),
+                after,
+            ));
         }
         if !response.is_success() {
-            return Err(PluginError::failed(format!("server answered {}: {}", response.status, response.body)));
+            return Err(PluginError::failed(format!(
+                "server answered {}: {}",
+                response.status, response.body
+            )));
         }
         let customers: Vec<Customer> = serde_json::from_str(&response.body)
             .map_err(|e| PluginError::failed(format!("unreadable customers: {e}")))?;
@@ -78,7 +93,10 @@ impl Source for HttpProbe {
             "Fetched customers",
             &serde_json::json!({"count": customers.len(), "attempts": response.attempts}),
         );
-        Ok(PageEnd { next_cursor: true, done: true })
+        Ok(PageEnd {
+            next_cursor: true,
+            done: true,
+        })
     }
 }
 

@@ -112,8 +112,12 @@ impl Source for Panicking {
             next += 1;
             page.push(&Customer::new(next.to_string()))?;
         }
-        self.host.progress(u64::from(next), Some(u64::from(self.config.records)));
-        Ok(PageEnd { next_cursor: next, done: next >= self.config.records })
+        self.host
+            .progress(u64::from(next), Some(u64::from(self.config.records)));
+        Ok(PageEnd {
+            next_cursor: next,
+            done: next >= self.config.records,
+        })
     }
 }
 
@@ -123,7 +127,10 @@ impl Destination for Panicking {
         let outcomes = batch
             .operations
             .into_iter()
-            .map(|op| Outcome { key: op.key, status: OutcomeStatus::Ok })
+            .map(|op| Outcome {
+                key: op.key,
+                status: OutcomeStatus::Ok,
+            })
             .collect();
         Ok(PushResult { outcomes })
     }

@@ -30,7 +30,10 @@ impl Source for WrongAbi {
         _cursor: Option<()>,
         _page: &mut PageWriter,
     ) -> Result<PageEnd<()>, PluginError> {
-        Ok(PageEnd { next_cursor: (), done: true })
+        Ok(PageEnd {
+            next_cursor: (),
+            done: true,
+        })
     }
 }
 
