@@ -230,7 +230,10 @@ pub(crate) fn run(args: Vec<String>) -> Result<()> {
             .fold(f64::INFINITY, f64::min);
         format!("{best:>9.1} ms {:>9.1} ms", f(&first_cohort.timings))
     };
-    println!("{:<24} {:>12} {:>12}", "cohort phases", "best", "first run");
+    println!(
+        "{:<24} {:>12} {:>12}",
+        "cohort phases", "min of runs", "first run"
+    );
     println!("{:<24} {}", "  read_ms", phase(|t| t.read_ms));
     println!("{:<24} {}", "  features_ms", phase(|t| t.features_ms));
     println!("{:<24} {}", "  segments_ms", phase(|t| t.segments_ms));
