@@ -46,9 +46,9 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         if p.is_dir() {
-            out.extend(walk(&p))
+            out.extend(walk(&p));
         } else {
-            out.push(p)
+            out.push(p);
         }
     }
     out
