@@ -214,6 +214,145 @@ const EVENT_FIELDS: &[FieldSpec] = &[
     ),
 ];
 
+/// A canonical field of one kind: where it sits in [`Kind::fields`] and its name. Readers
+/// look fields up by these constants, not by comparing names on every row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Field {
+    pub(crate) index: usize,
+    pub(crate) name: &'static str,
+}
+
+/// Fields of customer files, by position in `CUSTOMER_FIELDS`.
+pub(crate) mod customer {
+    use super::Field;
+    pub(crate) const ID: Field = Field {
+        index: 0,
+        name: "id",
+    };
+    pub(crate) const EMAIL: Field = Field {
+        index: 1,
+        name: "email",
+    };
+    pub(crate) const PHONE: Field = Field {
+        index: 2,
+        name: "phone",
+    };
+    pub(crate) const FIRST_NAME: Field = Field {
+        index: 3,
+        name: "first_name",
+    };
+    pub(crate) const LAST_NAME: Field = Field {
+        index: 4,
+        name: "last_name",
+    };
+    pub(crate) const COUNTRY: Field = Field {
+        index: 5,
+        name: "country",
+    };
+    pub(crate) const REGION: Field = Field {
+        index: 6,
+        name: "region",
+    };
+    pub(crate) const CITY: Field = Field {
+        index: 7,
+        name: "city",
+    };
+    pub(crate) const POSTAL_CODE: Field = Field {
+        index: 8,
+        name: "postal_code",
+    };
+    pub(crate) const BIRTH_DATE: Field = Field {
+        index: 9,
+        name: "birth_date",
+    };
+    pub(crate) const BIRTH_YEAR: Field = Field {
+        index: 10,
+        name: "birth_year",
+    };
+    pub(crate) const GENDER: Field = Field {
+        index: 11,
+        name: "gender",
+    };
+    pub(crate) const TAGS: Field = Field {
+        index: 12,
+        name: "tags",
+    };
+    pub(crate) const ACCEPTS_EMAIL_MARKETING: Field = Field {
+        index: 13,
+        name: "accepts_email_marketing",
+    };
+    pub(crate) const ACCEPTS_SMS_MARKETING: Field = Field {
+        index: 14,
+        name: "accepts_sms_marketing",
+    };
+    pub(crate) const CREATED_AT: Field = Field {
+        index: 15,
+        name: "created_at",
+    };
+    pub(crate) const UPDATED_AT: Field = Field {
+        index: 16,
+        name: "updated_at",
+    };
+}
+
+/// Fields of order files, by position in `ORDER_FIELDS`.
+pub(crate) mod order {
+    use super::Field;
+    pub(crate) const ID: Field = Field {
+        index: 0,
+        name: "id",
+    };
+    pub(crate) const CUSTOMER_ID: Field = Field {
+        index: 1,
+        name: "customer_id",
+    };
+    pub(crate) const CREATED_AT: Field = Field {
+        index: 2,
+        name: "created_at",
+    };
+    pub(crate) const TOTAL: Field = Field {
+        index: 3,
+        name: "total",
+    };
+    pub(crate) const CURRENCY: Field = Field {
+        index: 4,
+        name: "currency",
+    };
+    pub(crate) const ITEM_COUNT: Field = Field {
+        index: 5,
+        name: "item_count",
+    };
+    pub(crate) const CANCELLED_AT: Field = Field {
+        index: 6,
+        name: "cancelled_at",
+    };
+    pub(crate) const REFUNDED: Field = Field {
+        index: 7,
+        name: "refunded",
+    };
+}
+
+/// Fields of event files, by position in `EVENT_FIELDS`.
+pub(crate) mod event {
+    use super::Field;
+    pub(crate) const ID: Field = Field {
+        index: 0,
+        name: "id",
+    };
+    pub(crate) const CUSTOMER_ID: Field = Field {
+        index: 1,
+        name: "customer_id",
+    };
+    pub(crate) const KIND: Field = Field {
+        index: 2,
+        name: "kind",
+    };
+    pub(crate) const OCCURRED_AT: Field = Field {
+        index: 3,
+        name: "occurred_at",
+    };
+}
+
 /// Compares headers loosely: `Customer ID`, `customer-id` and `customer_id` are the same.
 pub(crate) fn normalise(header: &str) -> String {
     header
@@ -461,6 +600,56 @@ mod tests {
 
     fn headers(h: &str) -> Vec<String> {
         h.split(',').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn field_constants_match_the_field_lists() {
+        let check = |kind: Kind, consts: &[Field]| {
+            assert_eq!(consts.len(), kind.fields().len(), "{kind}");
+            for c in consts {
+                assert_eq!(kind.fields()[c.index].name, c.name, "{kind}");
+            }
+        };
+        use super::{customer as c, event as e, order as o};
+        check(
+            Kind::Customers,
+            &[
+                c::ID,
+                c::EMAIL,
+                c::PHONE,
+                c::FIRST_NAME,
+                c::LAST_NAME,
+                c::COUNTRY,
+                c::REGION,
+                c::CITY,
+                c::POSTAL_CODE,
+                c::BIRTH_DATE,
+                c::BIRTH_YEAR,
+                c::GENDER,
+                c::TAGS,
+                c::ACCEPTS_EMAIL_MARKETING,
+                c::ACCEPTS_SMS_MARKETING,
+                c::CREATED_AT,
+                c::UPDATED_AT,
+            ],
+        );
+        check(
+            Kind::Orders,
+            &[
+                o::ID,
+                o::CUSTOMER_ID,
+                o::CREATED_AT,
+                o::TOTAL,
+                o::CURRENCY,
+                o::ITEM_COUNT,
+                o::CANCELLED_AT,
+                o::REFUNDED,
+            ],
+        );
+        check(
+            Kind::Events,
+            &[e::ID, e::CUSTOMER_ID, e::KIND, e::OCCURRED_AT],
+        );
     }
 
     #[test]

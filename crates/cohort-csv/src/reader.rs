@@ -12,7 +12,7 @@ use cohort_core::record::{AttributeValue, OrderFacts};
 use cohort_core::{Customer, CustomerId, Event, EventKind, Money, Order, Timestamp};
 
 use crate::coerce;
-use crate::mapping::{Kind, Overrides, ResolveError, Resolved};
+use crate::mapping::{Field, Kind, Overrides, ResolveError, Resolved, customer, event, order};
 
 /// Why a file cannot be read at all.
 #[derive(Debug, thiserror::Error)]
@@ -269,14 +269,14 @@ impl CsvReader {
     }
 
     /// The raw text of `field` in the current row ("" when the file has no such column).
-    fn raw(&self, field: &str) -> (Option<usize>, &str) {
-        let col = self.resolved.column(field);
+    fn raw(&self, field: Field) -> (Option<usize>, &str) {
+        let col = self.resolved.fields[field.index];
         (col, col.and_then(|c| self.record.get(c)).unwrap_or(""))
     }
 
     fn get<T>(
         &self,
-        field: &str,
+        field: Field,
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> Result<T, RowError> {
         let (col, text) = self.raw(field);
@@ -294,11 +294,11 @@ impl CsvReader {
         Ok(())
     }
 
-    fn required_text(&self, field: &str) -> Result<&str, RowError> {
+    fn required_text(&self, field: Field) -> Result<&str, RowError> {
         let (col, text) = self.raw(field);
         let text = text.trim();
         if text.is_empty() {
-            return Err(self.bad(col, format!("missing {field}")));
+            return Err(self.bad(col, format!("missing {}", field.name)));
         }
         Ok(text)
     }
@@ -313,36 +313,39 @@ impl CsvReader {
 
     fn customer(&self) -> Result<Customer, RowError> {
         self.check_width()?;
-        let text = |f: &str| coerce::text(self.raw(f).1);
+        let text = |f: Field| coerce::text(self.raw(f).1);
         let mut c = Customer {
-            id: CustomerId::new(self.required_text("id")?),
-            email: text("email"),
-            phone: text("phone"),
-            first_name: text("first_name"),
-            last_name: text("last_name"),
-            country: text("country"),
-            region: text("region"),
-            city: text("city"),
-            postal_code: text("postal_code"),
-            birth_date: self.get("birth_date", coerce::date)?,
+            id: CustomerId::new(self.required_text(customer::ID)?),
+            email: text(customer::EMAIL),
+            phone: text(customer::PHONE),
+            first_name: text(customer::FIRST_NAME),
+            last_name: text(customer::LAST_NAME),
+            country: text(customer::COUNTRY),
+            region: text(customer::REGION),
+            city: text(customer::CITY),
+            postal_code: text(customer::POSTAL_CODE),
+            birth_date: self.get(customer::BIRTH_DATE, coerce::date)?,
             birth_year: self
-                .get("birth_year", coerce::integer)?
+                .get(customer::BIRTH_YEAR, coerce::integer)?
                 .map(|y| {
                     i32::try_from(y).map_err(|_| {
-                        self.bad(self.raw("birth_year").0, format!("`{y}` is not a year"))
+                        self.bad(
+                            self.raw(customer::BIRTH_YEAR).0,
+                            format!("`{y}` is not a year"),
+                        )
                     })
                 })
                 .transpose()?,
-            gender: text("gender"),
-            tags: coerce::tags(self.raw("tags").1),
+            gender: text(customer::GENDER),
+            tags: coerce::tags(self.raw(customer::TAGS).1),
             accepts_email_marketing: self
-                .get("accepts_email_marketing", coerce::boolean)?
+                .get(customer::ACCEPTS_EMAIL_MARKETING, coerce::boolean)?
                 .unwrap_or(false),
             accepts_sms_marketing: self
-                .get("accepts_sms_marketing", coerce::boolean)?
+                .get(customer::ACCEPTS_SMS_MARKETING, coerce::boolean)?
                 .unwrap_or(false),
-            created_at: self.get("created_at", coerce::timestamp)?,
-            updated_at: self.get("updated_at", coerce::timestamp)?,
+            created_at: self.get(customer::CREATED_AT, coerce::timestamp)?,
+            updated_at: self.get(customer::UPDATED_AT, coerce::timestamp)?,
             attributes: Default::default(),
         };
         for (name, col) in &self.resolved.attributes {
@@ -372,41 +375,43 @@ impl CsvReader {
 
     fn order(&self) -> Result<Order, RowError> {
         self.check_width()?;
-        let id = self.raw("id").1.trim();
+        let id = self.raw(order::ID).1.trim();
         Ok(Order {
             id: if id.is_empty() {
                 format!("line-{}", self.line)
             } else {
                 id.to_owned()
             },
-            customer_id: CustomerId::new(self.required_text("customer_id")?),
+            customer_id: CustomerId::new(self.required_text(order::CUSTOMER_ID)?),
             created_at: Some(self.required_timestamp()?),
             total: self.required_money()?,
-            currency: coerce::text(self.raw("currency").1),
+            currency: coerce::text(self.raw(order::CURRENCY).1),
             item_count: self.item_count()?,
             line_items: Vec::new(),
-            cancelled_at: self.get("cancelled_at", coerce::timestamp)?,
-            refunded: self.get("refunded", coerce::money)?.unwrap_or(Money::ZERO),
+            cancelled_at: self.get(order::CANCELLED_AT, coerce::timestamp)?,
+            refunded: self
+                .get(order::REFUNDED, coerce::money)?
+                .unwrap_or(Money::ZERO),
         })
     }
 
     fn required_timestamp(&self) -> Result<Timestamp, RowError> {
         let field = match self.resolved.kind {
-            Kind::Events => "occurred_at",
-            _ => "created_at",
+            Kind::Events => event::OCCURRED_AT,
+            _ => order::CREATED_AT,
         };
         self.get(field, coerce::timestamp)?
-            .ok_or_else(|| self.bad(self.raw(field).0, format!("missing {field}")))
+            .ok_or_else(|| self.bad(self.raw(field).0, format!("missing {}", field.name)))
     }
 
     fn required_money(&self) -> Result<Money, RowError> {
-        self.get("total", coerce::money)?
-            .ok_or_else(|| self.bad(self.raw("total").0, "missing total".to_owned()))
+        self.get(order::TOTAL, coerce::money)?
+            .ok_or_else(|| self.bad(self.raw(order::TOTAL).0, "missing total".to_owned()))
     }
 
     fn item_count(&self) -> Result<u32, RowError> {
-        let (col, _) = self.raw("item_count");
-        match self.get("item_count", coerce::integer)? {
+        let (col, _) = self.raw(order::ITEM_COUNT);
+        match self.get(order::ITEM_COUNT, coerce::integer)? {
             None => Ok(0),
             Some(n) => u32::try_from(n)
                 .map_err(|_| self.bad(col, format!("`{n}` is not a count of items"))),
@@ -423,11 +428,13 @@ impl CsvReader {
 
     fn order_line(&self) -> Result<OrderLine<'_>, RowError> {
         self.check_width()?;
-        let customer_id = self.required_text("customer_id")?;
+        let customer_id = self.required_text(order::CUSTOMER_ID)?;
         let created_at = self.required_timestamp()?;
         let total = self.required_money()?;
-        let refunded = self.get("refunded", coerce::money)?.unwrap_or(Money::ZERO);
-        let cancelled = self.get("cancelled_at", coerce::timestamp)?.is_some();
+        let refunded = self
+            .get(order::REFUNDED, coerce::money)?
+            .unwrap_or(Money::ZERO);
+        let cancelled = self.get(order::CANCELLED_AT, coerce::timestamp)?.is_some();
         let facts = (!cancelled).then(|| OrderFacts {
             created_at,
             net_total: total.checked_sub(refunded).unwrap_or(Money::ZERO),
@@ -440,9 +447,9 @@ impl CsvReader {
             }
             None => None,
         };
-        let currency = Some(self.raw("currency").1.trim()).filter(|c| !c.is_empty());
+        let currency = Some(self.raw(order::CURRENCY).1.trim()).filter(|c| !c.is_empty());
         Ok(OrderLine {
-            id: self.raw("id").1.trim(),
+            id: self.raw(order::ID).1.trim(),
             customer_id,
             currency,
             facts,
@@ -460,9 +467,9 @@ impl CsvReader {
     fn event(&self) -> Result<Event, RowError> {
         self.check_width()?;
         Ok(Event {
-            id: coerce::text(self.raw("id").1),
-            customer_id: CustomerId::new(self.required_text("customer_id")?),
-            kind: EventKind::parse(self.required_text("kind")?),
+            id: coerce::text(self.raw(event::ID).1),
+            customer_id: CustomerId::new(self.required_text(event::CUSTOMER_ID)?),
+            kind: EventKind::parse(self.required_text(event::KIND)?),
             occurred_at: self.required_timestamp()?,
             properties: Default::default(),
         })

@@ -26,6 +26,9 @@ pub(crate) enum Command {
     /// Evaluate, check and explain segments.
     #[command(subcommand)]
     Segment(SegmentCommand),
+    /// List plugins and check plugin files against the plugin ABI.
+    #[command(subcommand)]
+    Plugins(crate::cmd::plugins::PluginsCommand),
 }
 
 #[derive(Debug, Subcommand)]

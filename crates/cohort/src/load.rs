@@ -263,7 +263,7 @@ fn load_orders(
                             reported = at;
                         }
                     }
-                    Ok((fold.finish(), rows, bad_rows))
+                    Ok((fold.finish().context("folding orders")?, rows, bad_rows))
                 })
             })
             .collect();
