@@ -127,7 +127,14 @@ impl SegmentsFile {
 
     /// Every error, rendered, as one message.
     pub(crate) fn render_errors(&self, errors: &[SegmentError]) -> String {
-        let mut out: Vec<String> = errors.iter().map(|e| self.render_error(e)).collect();
+        // In file order, whatever order the checks found them in.
+        let position = |e: &SegmentError| {
+            let index = self.segments.iter().position(|s| s.def.name == e.segment);
+            (index, e.diagnostic.span.start)
+        };
+        let mut sorted: Vec<&SegmentError> = errors.iter().collect();
+        sorted.sort_by_key(|e| position(e));
+        let mut out: Vec<String> = sorted.into_iter().map(|e| self.render_error(e)).collect();
         out.push(format!(
             "{} error{} in {}",
             errors.len(),

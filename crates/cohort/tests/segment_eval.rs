@@ -1,0 +1,459 @@
+//! End-to-end tests of `cohort segment …` on real files.
+
+mod util;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use util::{Dir, demo, repo, shared};
+
+/// CDNOW's master file as CSVs in the folder: customers with ids only, and orders.
+fn cdnow(dir: &Dir) -> (String, String, BTreeMap<u32, Vec<(u32, String)>>) {
+    let raw = std::fs::read_to_string(shared().join("data/cdnow/CDNOW_master.txt")).unwrap();
+    let mut per_customer: BTreeMap<u32, Vec<(u32, String)>> = BTreeMap::new();
+    let mut orders = String::from("id,customer_id,created_at,total_price,items\n");
+    for (i, line) in raw.lines().skip(1).enumerate() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (id, date, cds, dollars) = (f[0].parse::<u32>().unwrap(), f[1], f[2], f[3]);
+        writeln!(orders, "{},{id},{date},{dollars},{cds}", i + 1).unwrap();
+        per_customer
+            .entry(id)
+            .or_default()
+            .push((date.parse().unwrap(), dollars.to_owned()));
+    }
+    let mut customers = String::from("id\n");
+    for id in per_customer.keys() {
+        writeln!(customers, "{id}").unwrap();
+    }
+    let c = dir.write("customers.csv", &customers).display().to_string();
+    let o = dir.write("orders.csv", &orders).display().to_string();
+    (c, o, per_customer)
+}
+
+/// Cents from a dollar amount with two decimals, for the reference computation.
+fn cents(d: &str) -> i64 {
+    let (whole, frac) = d.split_once('.').unwrap_or((d, "0"));
+    whole.parse::<i64>().unwrap() * 100 + format!("{frac:0<2}")[..2].parse::<i64>().unwrap()
+}
+
+/// Days since 0000-03-01 of a YYYYMMDD date, enough to subtract dates.
+fn day_number(yyyymmdd: u32) -> i64 {
+    let (y, m, d) = (
+        i64::from(yyyymmdd / 10000),
+        i64::from(yyyymmdd / 100 % 100),
+        i64::from(yyyymmdd % 100),
+    );
+    let (y, m) = if m <= 2 { (y - 1, m + 12) } else { (y, m) };
+    365 * y + y / 4 - y / 100 + y / 400 + (153 * (m - 3) + 2) / 5 + d
+}
+
+#[test]
+fn rfm_on_cdnow_splits_23570_customers_into_quintiles_of_4714() {
+    let dir = Dir::new();
+    let (customers, orders, _) = cdnow(&dir);
+    let mut segments = String::new();
+    for letter in ["r", "f", "m"] {
+        for score in 1..=5 {
+            write!(
+                segments,
+                "[[segment]]\nname = \"{letter}{score}\"\nwhere = \"{letter}_score = {score}\"\n\n"
+            )
+            .unwrap();
+        }
+    }
+    let segs = dir.write("segments.toml", &segments);
+    let run = dir
+        .run(&[
+            "segment",
+            "eval",
+            "--customers",
+            &customers,
+            "--orders",
+            &orders,
+            "--segments",
+            segs.to_str().unwrap(),
+            "--as-of",
+            "1998-07-01",
+        ])
+        .ok();
+    let counts = run.counts();
+    assert_eq!(counts.len(), 15, "{}", run.stdout);
+    for (name, members) in counts {
+        assert_eq!(members, 4714, "segment {name}");
+    }
+    assert!(
+        run.stderr.contains("23570 customers, 69659 orders"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn rfm_scores_match_an_independent_reference_customer_by_customer() {
+    let dir = Dir::new();
+    let (customers, orders, per_customer) = cdnow(&dir);
+    let segs = dir.write(
+        "segments.toml",
+        "[[segment]]\nname = \"all\"\nwhere = \"orders_count >= 0\"\n",
+    );
+    let run = dir
+        .run(&[
+            "segment",
+            "eval",
+            "--customers",
+            &customers,
+            "--orders",
+            &orders,
+            "--segments",
+            segs.to_str().unwrap(),
+            "--as-of",
+            "1998-07-01",
+            "--output",
+            "features",
+        ])
+        .ok();
+
+    // The reference: the definition in issue #2, written out naively.
+    let as_of = day_number(19980701);
+    let ids: Vec<u32> = per_customer.keys().copied().collect();
+    let n = ids.len() as i64;
+    let score = |k: i64| 1.max((5 * (k - 1) + n - 2) / (n - 1));
+    let rank = |key: &dyn Fn(u32) -> i64| -> BTreeMap<u32, i64> {
+        let mut sorted = ids.clone();
+        sorted.sort_by_key(|&id| (key(id), id));
+        sorted
+            .iter()
+            .enumerate()
+            .map(|(k, &id)| (id, score(k as i64 + 1)))
+            .collect()
+    };
+    let recency = |id: u32| {
+        as_of
+            - per_customer[&id]
+                .iter()
+                .map(|(d, _)| day_number(*d))
+                .max()
+                .unwrap()
+    };
+    let r = rank(&|id| -recency(id));
+    let f = rank(&|id| per_customer[&id].len() as i64);
+    let m = rank(&|id| per_customer[&id].iter().map(|(_, v)| cents(v)).sum());
+
+    let mut lines = run.stdout.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (id_col, r_col, f_col, m_col) = (
+        col("customer_id"),
+        col("r_score"),
+        col("f_score"),
+        col("m_score"),
+    );
+    let mut checked = 0;
+    for line in lines {
+        let v: Vec<&str> = line.split(',').collect();
+        let id: u32 = v[id_col].parse().unwrap();
+        let got: (i64, i64, i64) = (
+            v[r_col].parse().unwrap(),
+            v[f_col].parse().unwrap(),
+            v[m_col].parse().unwrap(),
+        );
+        assert_eq!(got, (r[&id], f[&id], m[&id]), "customer {id}");
+        checked += 1;
+    }
+    assert_eq!(checked, 23_570);
+}
+
+#[test]
+fn bad_rows_are_reported_by_file_line_and_column_skipped_and_counted() {
+    let dir = Dir::new();
+    let customers = dir.write(
+        "customers.csv",
+        "id,email,country,accepts_marketing,created_at\n\
+         1,a@x.com,US,yes,2020-01-01\n\
+         2,b@x.com,GB,perhaps,2020-01-01\n\
+         3,c@x.com,US,no,2020-02-30\n\
+         1,dup@x.com,US,no,2020-01-01\n\
+         4,d@x.com,CA,true,2020-01-01\n",
+    );
+    let orders = dir.write(
+        "orders.csv",
+        "id,customer_id,created_at,total_price,items\n\
+         1,1,2024-01-01,10.00,1\n\
+         2,4,2024-01-02,twelve,1\n\
+         3,99,2024-01-03,5.00,1\n\
+         4,4,2024-01-04,7.50,1\n",
+    );
+    let segs = dir.write(
+        "s.toml",
+        "[[segment]]\nname = \"buyers\"\nwhere = \"orders_count >= 1\"\n",
+    );
+    let run = dir
+        .run(&[
+            "segment",
+            "eval",
+            "--customers",
+            "customers.csv",
+            "--orders",
+            "orders.csv",
+            "--segments",
+            "s.toml",
+            "--as-of",
+            "2024-06-01",
+        ])
+        .ok();
+    let _ = (customers, orders, segs);
+    let warnings: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("warning: skipped"))
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "warning: skipped customers.csv:3:4: accepts_marketing: `perhaps` is not a boolean (expected true/false, yes/no or 1/0)",
+            "warning: skipped customers.csv:4:5: created_at: `2020-02-30` is not a date or date-time (expected e.g. 2024-03-01, 2024-03-01T12:00:00, 2024-03-01 12:00:00+02:00 or 03/01/2024)",
+            "warning: skipped customers.csv:5:1: id: customer `1` appears more than once; the first record was kept",
+            "warning: skipped orders.csv:3:4: total_price: `twelve` is not an amount (expected e.g. 12.50 or $1,234.50)",
+            "warning: skipped orders.csv:4:2: customer_id: unknown customer `99`",
+        ],
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("2 customers, 2 orders as of 2024-06-01T00:00:00Z (UTC); 5 bad rows skipped"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.counts(), [("buyers".to_owned(), 2)]);
+}
+
+#[test]
+fn a_bad_segment_fails_before_reading_with_file_line_column_and_a_suggestion() {
+    let dir = Dir::new();
+    dir.write("s.toml", "[[segment]]\nname = \"vip\"\nwhere = \"total_spend > 500 and country = 'US'\"\n\n[[segment]]\nname = \"x\"\nwhere = \"orders_count >\"\n");
+    let run = dir
+        .run(&[
+            "segment",
+            "eval",
+            "--customers",
+            "missing.csv",
+            "--segments",
+            "s.toml",
+        ])
+        .failed();
+    assert!(
+        run.stderr
+            .contains("s.toml:3:10: in segment `vip`: unknown field `total_spend`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("help: did you mean `total_spent`?"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("s.toml:7:24: in segment `x`: expected a value after `>`"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("2 errors in s.toml"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("missing.csv"),
+        "segments are checked before inputs are read"
+    );
+}
+
+#[test]
+fn an_unusable_input_fails_with_what_to_do() {
+    let dir = Dir::new();
+    dir.write("c.csv", "name,email\nann,a@x.com\n");
+    dir.write(
+        "s.toml",
+        "[[segment]]\nname = \"all\"\nwhere = \"orders_count = 0\"\n",
+    );
+    let run = dir
+        .run(&[
+            "segment",
+            "eval",
+            "--customers",
+            "c.csv",
+            "--segments",
+            "s.toml",
+        ])
+        .failed();
+    assert!(
+        run.stderr
+            .contains("c.csv: no column for required field `id` of customers"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("--map customers.id=COLUMN"),
+        "{}",
+        run.stderr
+    );
+    let run = dir
+        .run(&[
+            "segment",
+            "eval",
+            "--customers",
+            "c.csv",
+            "--segments",
+            "s.toml",
+            "--map",
+            "customers.id=name",
+        ])
+        .ok();
+    assert_eq!(run.counts(), [("all".to_owned(), 1)]);
+}
+
+#[test]
+fn the_demo_runs_and_every_output_format_agrees() {
+    let dir = Dir::new();
+    let args = |output: &'static str| {
+        vec![
+            "segment".to_owned(),
+            "eval".into(),
+            "--customers".into(),
+            demo("customers.csv"),
+            "--orders".into(),
+            demo("orders.csv"),
+            "--events".into(),
+            demo("events.csv"),
+            "--segments".into(),
+            demo("segments.toml"),
+            "--as-of".into(),
+            "1998-07-01".into(),
+            "--output".into(),
+            output.into(),
+        ]
+    };
+    let run = |output| {
+        let a = args(output);
+        dir.run(&a.iter().map(String::as_str).collect::<Vec<_>>())
+            .ok()
+    };
+    let counts: BTreeMap<String, u64> = run("counts").counts().into_iter().collect();
+    assert!(counts.len() >= 5, "{counts:?}");
+    assert!(
+        counts.values().all(|&n| n > 0),
+        "every demo segment has members: {counts:?}"
+    );
+
+    let members = run("members").stdout;
+    let mut from_members: BTreeMap<String, u64> = BTreeMap::new();
+    for line in members.lines().skip(1) {
+        *from_members
+            .entry(line.split(',').next().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(from_members, counts);
+
+    let json: serde_json::Value = serde_json::from_str(&run("json").stdout).unwrap();
+    for seg in json["segments"].as_array().unwrap() {
+        let name = seg["name"].as_str().unwrap();
+        assert_eq!(seg["members"].as_u64(), Some(counts[name]), "{name}");
+        assert_eq!(
+            seg["customer_ids"].as_array().unwrap().len() as u64,
+            counts[name]
+        );
+    }
+    assert_eq!(json["customers"], 23_570);
+}
+
+#[test]
+fn explain_shows_the_deciding_condition() {
+    let dir = Dir::new();
+    dir.write(
+        "c.csv",
+        "id,country,accepts_marketing\n1,US,yes\n2,DE,yes\n",
+    );
+    dir.write(
+        "o.csv",
+        "customer_id,created_at,total_price\n1,2024-01-01,600\n2,2024-01-01,50\n",
+    );
+    dir.write(
+        "s.toml",
+        "[[segment]]\nname = \"big_us\"\nwhere = \"total_spent > 500 and country = 'US'\"\n",
+    );
+    let run = dir
+        .run(&[
+            "segment",
+            "eval",
+            "--customers",
+            "c.csv",
+            "--orders",
+            "o.csv",
+            "--segments",
+            "s.toml",
+            "--as-of",
+            "2024-02-01",
+            "--explain",
+            "2",
+        ])
+        .ok();
+    assert!(
+        run.stdout.contains("customer 2 is not in segment `big_us`"),
+        "{}",
+        run.stdout
+    );
+    let decided: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("← decided"))
+        .collect();
+    assert_eq!(decided.len(), 1, "{}", run.stdout);
+    assert!(
+        decided[0].contains("total_spent > 500") && decided[0].contains("50.00"),
+        "{}",
+        decided[0]
+    );
+    let run = dir
+        .run(&[
+            "segment",
+            "eval",
+            "--customers",
+            "c.csv",
+            "--segments",
+            "s.toml",
+            "--explain",
+            "7",
+        ])
+        .failed();
+    assert!(
+        run.stderr.contains("no customer with id `7`"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn check_validates_a_segments_file_without_data() {
+    let dir = Dir::new();
+    dir.write("ok.toml", "[[segment]]\nname = \"a\"\nwhere = \"r_score >= 4\"\n[[segment]]\nname = \"b\"\nwhere = \"in_segment('a') and tags contains 'vip'\"\n");
+    let run = dir.run(&["segment", "check", "--segments", "ok.toml"]).ok();
+    assert!(run.stdout.contains("2 segments OK"));
+    dir.write("cycle.toml", "[[segment]]\nname = \"a\"\nwhere = \"in_segment('b')\"\n[[segment]]\nname = \"b\"\nwhere = \"in_segment('a')\"\n");
+    let run = dir
+        .run(&["segment", "check", "--segments", "cycle.toml"])
+        .failed();
+    assert!(
+        run.stderr.contains("a → b → a") || run.stderr.contains("b → a → b"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn the_features_page_is_generated_from_the_catalogue() {
+    let dir = Dir::new();
+    let run = dir.run(&["segment", "fields", "--markdown"]).ok();
+    let page = std::fs::read_to_string(repo().join("docs/features.md")).unwrap();
+    assert_eq!(
+        run.stdout, page,
+        "docs/features.md is stale: run `cargo run -p cohort -- segment fields --markdown > docs/features.md`"
+    );
+}
