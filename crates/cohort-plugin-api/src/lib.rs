@@ -32,7 +32,7 @@ pub mod prelude {
     };
     pub use crate::wire::{
         Action, Batch, DestinationMode, HttpRequest, HttpResponse, Kind, Manifest, Message,
-        Operation, Outcome, OutcomeStatus, PushResult, Stream,
+        Operation, Outcome, OutcomeStatus, PushResult, Reject, Stream, StreamRecord,
     };
     pub use cohort_core::{Customer, CustomerId, Event, EventKind, Money, Order, Timestamp};
 }

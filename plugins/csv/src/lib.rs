@@ -1,0 +1,214 @@
+//! `csv`: a source of customers, orders and events read from CSV files.
+//!
+//! Parsing, column mapping (the shared generator's layout and Shopify's exports work as they
+//! are; anything else through `columns`), type coercion and bad-row reports all come from
+//! `cohort-csv`, so a file means the same here as in `cohort segment eval`. This crate adds what
+//! a connector needs on top: paths and globs, paging driven by the host, and an incremental
+//! cursor (see [`cursor`]) so that a re-run reads only rows appended since the last one.
+//!
+//! Files are streamed: a page holds at most the host's `max_records` records, and the reader
+//! stays open between pages of one run, so a 10-million-row file is read once, front to back.
+//! A row that cannot be read is reported as a reject (`file:line:column` and the reason) and
+//! skipped; the rest still load.
+
+pub mod config;
+pub mod cursor;
+
+use std::path::Path;
+
+use cohort_csv::{CsvReader, Position, RowError};
+use cohort_plugin_api::prelude::*;
+use serde_json::json;
+
+use crate::config::{Config, Validated, kind};
+use crate::cursor::Cursor;
+
+/// Rejects after which a page ends early, so a file of garbage cannot fill memory.
+const MAX_REJECTS_PER_PAGE: usize = 1000;
+
+/// The CSV source.
+#[derive(Debug)]
+pub struct CsvSource {
+    config: Validated,
+    host: Host,
+    /// The reader left open by the previous page, reused when the host continues from the
+    /// cursor that page returned.
+    open: Option<OpenReader>,
+}
+
+#[derive(Debug)]
+struct OpenReader {
+    stream: Stream,
+    returned: Cursor,
+    file: usize,
+    reader: CsvReader,
+}
+
+impl Plugin for CsvSource {
+    type Config = Config;
+
+    fn manifest() -> Manifest {
+        Manifest::source("csv", env!("CARGO_PKG_VERSION"))
+            .description(
+                "Customers, orders and events from CSV files (paths or globs), incremental",
+            )
+            .streams(Stream::ALL)
+            .incremental()
+            .config_schema_of::<Config>()
+    }
+
+    fn open(config: Config, host: Host) -> Result<Self, PluginError> {
+        let config = config.validate().map_err(PluginError::Config)?;
+        Ok(CsvSource {
+            config,
+            host,
+            open: None,
+        })
+    }
+}
+
+fn read_next<R: StreamRecord>(
+    reader: &mut CsvReader,
+    next: fn(&mut CsvReader) -> Option<Result<R, RowError>>,
+    page: &mut PageWriter,
+) -> Result<Option<bool>, PluginError> {
+    match next(reader) {
+        None => Ok(None),
+        Some(Ok(record)) => page.push(&record).map(|()| Some(true)),
+        Some(Err(RowError::Bad(bad))) => {
+            let mut location = format!("{}:{}", bad.path.display(), bad.line);
+            if let Some(col) = bad.column {
+                location.push_str(&format!(":{col}"));
+            }
+            let reason = match &bad.header {
+                Some(h) => format!("{h}: {}", bad.reason),
+                None => bad.reason.clone(),
+            };
+            page.reject(location, reason);
+            Ok(Some(false))
+        }
+        Some(Err(RowError::Fatal(e))) => Err(PluginError::failed(e.to_string())),
+    }
+}
+
+impl CsvSource {
+    fn open_file(
+        &self,
+        stream: Stream,
+        path: &Path,
+        byte: u64,
+        line: u64,
+    ) -> Result<CsvReader, PluginError> {
+        let files = &self.config.streams[&stream];
+        let reader = if byte == 0 {
+            CsvReader::open(path, kind(stream), &files.overrides)
+        } else {
+            CsvReader::open_at(
+                path,
+                kind(stream),
+                &files.overrides,
+                Position { byte, line },
+            )
+        };
+        reader.map_err(|e| PluginError::failed(format!("reading {stream}: {e}")))
+    }
+}
+
+impl Source for CsvSource {
+    type Cursor = Cursor;
+
+    fn next_page(
+        &mut self,
+        stream: Stream,
+        cursor: Option<Cursor>,
+        page: &mut PageWriter,
+    ) -> Result<PageEnd<Cursor>, PluginError> {
+        let Some(files) = self.config.streams.get(&stream) else {
+            // Not configured: nothing to read, ever.
+            return Ok(PageEnd {
+                next_cursor: Cursor::default(),
+                done: true,
+            });
+        };
+        let (mut cursor, mut open) = match self.open.take() {
+            Some(o) if o.stream == stream && cursor.as_ref() == Some(&o.returned) => {
+                (o.returned, Some((o.file, o.reader)))
+            }
+            _ => {
+                let paths = files.files().map_err(PluginError::failed)?;
+                let (current, replaced) = cursor
+                    .unwrap_or_default()
+                    .reconcile(&paths)
+                    .map_err(|e| PluginError::failed(format!("checking {stream} files: {e}")))?;
+                for path in replaced {
+                    self.host.log_with(
+                        Level::Warn,
+                        "File changed other than by appending; reading it again from the start",
+                        &json!({"path": path, "stream": stream}),
+                    );
+                }
+                (current, None)
+            }
+        };
+        let total: u64 = cursor
+            .files
+            .iter()
+            .map(|f| std::fs::metadata(&f.path).map_or(0, |m| m.len()))
+            .sum();
+        let mut rejects = page.rejects().len();
+        for i in 0..cursor.files.len() {
+            let state = &cursor.files[i];
+            let len = std::fs::metadata(&state.path).map_or(0, |m| m.len());
+            if len == 0 || (state.byte > 0 && state.byte >= len) {
+                continue;
+            }
+            let mut reader = match open.take() {
+                Some((file, reader)) if file == i => reader,
+                _ => {
+                    let path = state.path.clone();
+                    self.open_file(stream, &path, state.byte, state.line)?
+                }
+            };
+            loop {
+                if page.is_full() || rejects >= MAX_REJECTS_PER_PAGE {
+                    let p = reader.position();
+                    cursor.files[i].byte = p.byte;
+                    cursor.files[i].line = p.line;
+                    let done_bytes: u64 = cursor.files.iter().map(|f| f.byte).sum();
+                    self.host.progress(done_bytes, Some(total));
+                    self.open = Some(OpenReader {
+                        stream,
+                        returned: cursor.clone(),
+                        file: i,
+                        reader,
+                    });
+                    return Ok(PageEnd {
+                        next_cursor: cursor,
+                        done: false,
+                    });
+                }
+                let step = match stream {
+                    Stream::Customers => read_next(&mut reader, CsvReader::next_customer, page)?,
+                    Stream::Orders => read_next(&mut reader, CsvReader::next_order, page)?,
+                    Stream::Events => read_next(&mut reader, CsvReader::next_event, page)?,
+                };
+                match step {
+                    None => break,
+                    Some(true) => {}
+                    Some(false) => rejects += 1,
+                }
+            }
+            let p = reader.position();
+            cursor.files[i].byte = p.byte.max(1);
+            cursor.files[i].line = p.line;
+            self.host.check_cancelled()?;
+        }
+        self.host.progress(total, Some(total));
+        Ok(PageEnd {
+            next_cursor: cursor,
+            done: true,
+        })
+    }
+}
+
+cohort_plugin_api::export_plugin!(source: CsvSource);
