@@ -1,5 +1,7 @@
 //! Cohort's development tasks, run as `cargo xtask TASK` (the alias lives in .cargo/config.toml).
 //!
+//! - `cargo xtask demo` builds Cohort in release and runs it on the demo shop (the README's
+//!   first command).
 //! - `cargo xtask demo-data` writes `config/demo/{customers,orders,events}.csv`, the shipped demo
 //!   shop, from the real CDNOW purchase history in `../shared/data/cdnow/CDNOW_master.txt`: one
 //!   customer per CDNOW customer with invented but plausible details, one order per CDNOW
@@ -17,6 +19,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod demo;
 mod demo_data;
 mod paths;
 mod rng;
@@ -27,6 +30,7 @@ const USAGE: &str = "\
 Usage: cargo xtask TASK [ARGS]
 
 Tasks:
+  demo              build Cohort and run it on the demo shop
   demo-data         regenerate config/demo/*.csv from the CDNOW data
   bench [NAME]      run a benchmark; without NAME, list them
   help              show this
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
     let task = args.next();
     let rest: Vec<String> = args.collect();
     let result = match task.as_deref() {
+        Some("demo") => demo::run(rest),
         Some("demo-data") => demo_data::run(rest),
         Some("bench") => bench::run(rest),
         None | Some("help" | "-h" | "--help") => {

@@ -93,7 +93,7 @@ impl Money {
     /// Parsing is byte-level because it runs once per order on the hot path of a load.
     pub fn parse(text: &str) -> Result<Money, MoneyError> {
         let invalid = || MoneyError::Invalid(text.to_owned());
-        let s = text.trim();
+        let s = text.trim_ascii();
         let (negative, digits) = match s.as_bytes().first() {
             Some(b'-') => (true, &s[1..]),
             Some(b'+') => (false, &s[1..]),

@@ -152,11 +152,18 @@ impl Customer {
         }
     }
 
-    /// The part of the email after `@`, lower-cased.
-    pub fn email_domain(&self) -> Option<String> {
+    /// The part of the email after `@`, lower-cased (borrowed when it already is).
+    pub fn email_domain(&self) -> Option<std::borrow::Cow<'_, str>> {
         let email = self.email.as_deref()?;
         let (_, domain) = email.rsplit_once('@')?;
-        (!domain.is_empty()).then(|| domain.to_ascii_lowercase())
+        if domain.is_empty() {
+            return None;
+        }
+        Some(if domain.bytes().any(|b| b.is_ascii_uppercase()) {
+            domain.to_ascii_lowercase().into()
+        } else {
+            domain.into()
+        })
     }
 
     /// Year of birth, from the full date when there is one.

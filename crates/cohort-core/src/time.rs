@@ -46,7 +46,7 @@ impl Timestamp {
     /// optional `Z` or `±HH:MM` offset (no offset means UTC), RFC 2822, and US `MM/DD/YYYY`.
     /// Fractions of a second are dropped: features work in whole seconds.
     pub fn parse(text: &str) -> Result<Timestamp, TimestampError> {
-        let s = text.trim();
+        let s = text.trim_ascii();
         if let Some(ts) = parse_iso_fast(s.as_bytes()) {
             return Ok(ts);
         }

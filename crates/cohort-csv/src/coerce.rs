@@ -9,7 +9,7 @@ use cohort_core::{Money, Timestamp};
 
 /// A boolean: true/false, yes/no, y/n, t/f, 1/0, on/off, subscribed/unsubscribed.
 pub fn boolean(text: &str) -> Result<Option<bool>, String> {
-    let t = text.trim();
+    let t = text.trim_ascii();
     if t.is_empty() {
         return Ok(None);
     }
@@ -25,7 +25,7 @@ pub fn boolean(text: &str) -> Result<Option<bool>, String> {
 
 /// An amount: `12.50`, `-3`, `$1,234.50`, `€99`. Thousands separators must be in threes.
 pub fn money(text: &str) -> Result<Option<Money>, String> {
-    let t = text.trim();
+    let t = text.trim_ascii();
     if t.is_empty() {
         return Ok(None);
     }
@@ -64,7 +64,7 @@ pub fn money(text: &str) -> Result<Option<Money>, String> {
 
 /// A whole number; `1985.0` is accepted as 1985.
 pub fn integer(text: &str) -> Result<Option<i64>, String> {
-    let t = text.trim();
+    let t = text.trim_ascii();
     if t.is_empty() {
         return Ok(None);
     }
@@ -77,7 +77,7 @@ pub fn integer(text: &str) -> Result<Option<i64>, String> {
 
 /// An instant (see [`Timestamp::parse`] for the accepted forms).
 pub fn timestamp(text: &str) -> Result<Option<Timestamp>, String> {
-    let t = text.trim();
+    let t = text.trim_ascii();
     if t.is_empty() {
         return Ok(None);
     }
@@ -86,7 +86,7 @@ pub fn timestamp(text: &str) -> Result<Option<Timestamp>, String> {
 
 /// A calendar date; a date-time keeps only its date.
 pub fn date(text: &str) -> Result<Option<NaiveDate>, String> {
-    let t = text.trim();
+    let t = text.trim_ascii();
     if t.is_empty() {
         return Ok(None);
     }

@@ -296,7 +296,7 @@ impl CsvReader {
 
     fn required_text(&self, field: Field) -> Result<&str, RowError> {
         let (col, text) = self.raw(field);
-        let text = text.trim();
+        let text = text.trim_ascii();
         if text.is_empty() {
             return Err(self.bad(col, format!("missing {}", field.name)));
         }
@@ -375,7 +375,7 @@ impl CsvReader {
 
     fn order(&self) -> Result<Order, RowError> {
         self.check_width()?;
-        let id = self.raw(order::ID).1.trim();
+        let id = self.raw(order::ID).1.trim_ascii();
         Ok(Order {
             id: if id.is_empty() {
                 format!("line-{}", self.line)
@@ -447,9 +447,9 @@ impl CsvReader {
             }
             None => None,
         };
-        let currency = Some(self.raw(order::CURRENCY).1.trim()).filter(|c| !c.is_empty());
+        let currency = Some(self.raw(order::CURRENCY).1.trim_ascii()).filter(|c| !c.is_empty());
         Ok(OrderLine {
-            id: self.raw(order::ID).1.trim(),
+            id: self.raw(order::ID).1.trim_ascii(),
             customer_id,
             currency,
             facts,

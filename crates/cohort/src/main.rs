@@ -14,6 +14,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Loading a shop allocates millions of short strings; mimalloc makes that markedly cheaper
+/// than the system allocator (measured with `cargo xtask bench segments`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cmd::run(cli) {
