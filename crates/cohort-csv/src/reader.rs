@@ -95,6 +95,8 @@ pub struct Position {
 /// One order's aggregate facts, borrowed from the reader's buffer (no allocation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OrderLine<'a> {
+    /// The line the row starts on.
+    pub line: u64,
     /// The order's id, or empty.
     pub id: &'a str,
     /// The buyer.
@@ -245,6 +247,20 @@ impl CsvReader {
                     }))),
                 }
             }
+        }
+    }
+
+    /// The line where the row just read starts.
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+
+    /// A report on the row that started at `line`, blaming `field`: for problems found
+    /// after reading moved on (an order of an unknown customer, found with its batch).
+    pub fn bad_row_at(&self, line: u64, field: Option<&str>, reason: impl Into<String>) -> BadRow {
+        BadRow {
+            line,
+            ..self.bad_row(field, reason)
         }
     }
 
@@ -449,6 +465,7 @@ impl CsvReader {
         };
         let currency = Some(self.raw(order::CURRENCY).1.trim_ascii()).filter(|c| !c.is_empty());
         Ok(OrderLine {
+            line: self.line,
             id: self.raw(order::ID).1.trim_ascii(),
             customer_id,
             currency,

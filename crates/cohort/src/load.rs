@@ -239,15 +239,15 @@ fn load_orders(
                     loop {
                         let outcome = match reader.next_order_line() {
                             None => break,
-                            Some(Ok(line)) => {
-                                fold.add_order(line.customer_id, line.facts).map_err(|e| {
+                            Some(Ok(line)) => fold
+                                .add_order_tagged(line.customer_id, line.facts, line.line)
+                                .map_err(|e| {
                                     let field = match e {
                                         BuildError::UnknownCustomer(_) => "customer_id",
                                         _ => "total",
                                     };
                                     reader.bad_row(Some(field), e.to_string())
-                                })
-                            }
+                                }),
                             Some(Err(RowError::Bad(b))) => Err(b),
                             Some(Err(RowError::Fatal(e))) => {
                                 return Err(anyhow::Error::new(e).context("reading orders"));
@@ -263,7 +263,13 @@ fn load_orders(
                             reported = at;
                         }
                     }
-                    Ok((fold.finish().context("folding orders")?, rows, bad_rows))
+                    let folded = fold.finish().context("folding orders")?;
+                    for (at, id) in folded.unknown() {
+                        let reason = BuildError::UnknownCustomer(id.clone()).to_string();
+                        bad_rows.push(reader.bad_row_at(*at, Some("customer_id"), reason));
+                    }
+                    bad_rows.sort_by_key(|b| b.line);
+                    Ok((folded, rows, bad_rows))
                 })
             })
             .collect();

@@ -155,8 +155,28 @@ pub struct OrderFold<'b> {
     now: Timestamp,
     aggs: Vec<OrderAgg>,
     stats: BuildStats,
-    /// Orders resolved to rows but not yet folded.
-    pending: Vec<(u32, OrderFacts)>,
+    /// Orders taken but not yet folded.
+    pending: Vec<Pending>,
+    /// Tagged orders whose customer turned out not to exist: (tag, customer id).
+    unknown: Vec<(u64, String)>,
+}
+
+/// An order waiting in a batch.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    key: Key,
+    facts: Option<OrderFacts>,
+    tag: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Key {
+    /// Resolved.
+    Row(u32),
+    /// A numeric id to resolve with the batch.
+    Dense(u64),
+    /// Resolved to nobody.
+    Unknown,
 }
 
 /// Orders folded per batch. Folding touches one random customer per order; doing it in a
@@ -176,21 +196,56 @@ impl OrderFold<'_> {
             .index
             .get(customer_id)
             .ok_or_else(|| BuildError::UnknownCustomer(customer_id.to_owned()))?;
-        match facts {
-            None => self.stats.orders_void += 1,
-            Some(f) if f.created_at > self.now => self.stats.orders_after_as_of += 1,
-            Some(f) => {
-                self.pending.push((row, f));
-                if self.pending.len() == FOLD_BATCH {
-                    self.flush()?;
-                }
-            }
+        self.push(Pending {
+            key: Key::Row(row),
+            facts,
+            tag: 0,
+        })
+    }
+
+    /// Folds one order whose customer may be looked up later, with its batch: the fast path
+    /// for bulk loads. An unknown customer is either reported at once, as by
+    /// [`OrderFold::add_order`], or later in [`FoldedOrders::unknown`] with `tag` (a line
+    /// number, say) so the caller can still say which record was skipped.
+    pub fn add_order_tagged(
+        &mut self,
+        customer_id: &str,
+        facts: Option<OrderFacts>,
+        tag: u64,
+    ) -> Result<(), BuildError> {
+        let key = match self.index.dense_key(customer_id) {
+            Some(key) => Key::Dense(key),
+            None => Key::Row(
+                self.index
+                    .get(customer_id)
+                    .ok_or_else(|| BuildError::UnknownCustomer(customer_id.to_owned()))?,
+            ),
+        };
+        self.push(Pending { key, facts, tag })
+    }
+
+    fn push(&mut self, pending: Pending) -> Result<(), BuildError> {
+        self.pending.push(pending);
+        if self.pending.len() == FOLD_BATCH {
+            self.flush()?;
         }
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), BuildError> {
-        for (row, facts) in self.pending.drain(..) {
+        for p in &mut self.pending {
+            if let Key::Dense(id) = p.key {
+                p.key = match self.index.dense_row(id) {
+                    Some(row) => Key::Row(row),
+                    None => {
+                        self.unknown.push((p.tag, id.to_string()));
+                        Key::Unknown
+                    }
+                };
+            }
+        }
+        for p in self.pending.drain(..) {
+            let Key::Row(row) = p.key else { continue };
             let customer = || self.ids[row as usize].as_str();
             fold_order(
                 &mut self.aggs,
@@ -198,7 +253,7 @@ impl OrderFold<'_> {
                 self.now,
                 row,
                 customer,
-                Some(facts),
+                p.facts,
             )?;
         }
         Ok(())
@@ -210,6 +265,7 @@ impl OrderFold<'_> {
         Ok(FoldedOrders {
             aggs: self.aggs,
             stats: self.stats,
+            unknown: self.unknown,
         })
     }
 }
@@ -219,6 +275,15 @@ impl OrderFold<'_> {
 pub struct FoldedOrders {
     aggs: Vec<OrderAgg>,
     stats: BuildStats,
+    unknown: Vec<(u64, String)>,
+}
+
+impl FoldedOrders {
+    /// Tagged orders skipped because their customer does not exist: (tag, customer id), in
+    /// the order they were added.
+    pub fn unknown(&self) -> &[(u64, String)] {
+        &self.unknown
+    }
 }
 
 fn fold_order<'a>(
@@ -419,6 +484,7 @@ impl FeatureBuilder {
             index: &self.index,
             ids: &self.ids,
             pending: Vec::with_capacity(FOLD_BATCH),
+            unknown: Vec::new(),
             now: self.as_of.now,
             aggs: vec![OrderAgg::default(); self.ids.len()],
             stats: BuildStats::default(),
@@ -986,9 +1052,15 @@ mod tests {
                 .map(|chunk| {
                     let mut fold = parallel.order_fold();
                     s.spawn(move || {
-                        for (id, f) in chunk {
-                            fold.add_order(id, *f).expect("order");
+                        for (line, (id, f)) in chunk.iter().enumerate() {
+                            if line % 2 == 0 {
+                                fold.add_order(id, *f).expect("order");
+                            } else {
+                                fold.add_order_tagged(id, *f, line as u64).expect("order");
+                            }
                         }
+                        fold.add_order_tagged("404", None, 99_999)
+                            .expect("deferred");
                         fold.finish().expect("no overflow")
                     })
                 })
@@ -999,6 +1071,7 @@ mod tests {
                 .collect()
         });
         for f in folded {
+            assert_eq!(f.unknown(), [(99_999, "404".to_owned())]);
             parallel.merge_orders(f).expect("merge");
         }
         assert_eq!(sequential.stats(), parallel.stats());

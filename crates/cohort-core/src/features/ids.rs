@@ -93,6 +93,20 @@ impl IdIndex {
         self.dense_ok = false;
     }
 
+    /// `id` as a key into the dense array, when it is one: the caller may look its row up
+    /// later with [`IdIndex::dense_row`], batching the memory accesses.
+    #[inline]
+    pub(crate) fn dense_key(&self, id: &str) -> Option<u64> {
+        canonical_number(id).filter(|_| self.dense_ok)
+    }
+
+    /// The row of a key from [`IdIndex::dense_key`].
+    #[inline]
+    pub(crate) fn dense_row(&self, key: u64) -> Option<u32> {
+        let slot = *self.dense.get(usize::try_from(key).ok()?)?;
+        slot.checked_sub(1)
+    }
+
     /// The row of `id`.
     #[inline]
     pub(crate) fn get(&self, id: &str) -> Option<u32> {
