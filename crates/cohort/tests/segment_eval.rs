@@ -1,4 +1,6 @@
 //! End-to-end tests of `cohort segment …` on real files.
+// Helpers outside #[test] functions unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
 
 mod util;
 
@@ -7,8 +9,11 @@ use std::fmt::Write as _;
 
 use util::{Dir, demo, repo, shared};
 
+/// Per CDNOW customer: (YYYYMMDD, dollars) of each purchase.
+type Purchases = BTreeMap<u32, Vec<(u32, String)>>;
+
 /// CDNOW's master file as CSVs in the folder: customers with ids only, and orders.
-fn cdnow(dir: &Dir) -> (String, String, BTreeMap<u32, Vec<(u32, String)>>) {
+fn cdnow(dir: &Dir) -> (String, String, Purchases) {
     let raw = std::fs::read_to_string(shared().join("data/cdnow/CDNOW_master.txt")).unwrap();
     let mut per_customer: BTreeMap<u32, Vec<(u32, String)>> = BTreeMap::new();
     let mut orders = String::from("id,customer_id,created_at,total_price,items\n");
