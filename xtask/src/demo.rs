@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::paths::{repo_root, target_dir};
 
-pub(crate) fn run(args: Vec<String>) -> Result<()> {
+pub(crate) fn run(args: &[String]) -> Result<()> {
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
             "Usage: cargo xtask demo [EXTRA COHORT ARGS]\n\n\
@@ -47,7 +47,7 @@ pub(crate) fn run(args: Vec<String>) -> Result<()> {
         "--as-of".to_owned(),
         "1998-07-01".to_owned(),
     ]);
-    command.args(&args);
+    command.args(args);
     println!(
         "==> {} segment eval --customers config/demo/customers.csv --orders config/demo/orders.csv \
          --events config/demo/events.csv --segments config/demo/segments.toml --as-of 1998-07-01 {}\n",

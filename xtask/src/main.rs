@@ -42,7 +42,7 @@ fn main() -> ExitCode {
     let task = args.next();
     let rest: Vec<String> = args.collect();
     let result = match task.as_deref() {
-        Some("demo") => demo::run(rest),
+        Some("demo") => demo::run(&rest),
         Some("demo-data") => demo_data::run(rest),
         Some("bench") => bench::run(rest),
         None | Some("help" | "-h" | "--help") => {
