@@ -118,38 +118,48 @@ pub(crate) fn run(args: Vec<String>) -> Result<()> {
         duckdb_runs.push(d);
     }
 
-    let cohort_counts = same_counts_every_run("cohort", &cohort_runs, |r| &r.counts)?;
-    let duckdb_counts = same_counts_every_run("duckdb", &duckdb_runs, |r| &r.counts)?;
-    check_names("cohort's output", &names, cohort_counts.keys())?;
-    check_names("duckdb_segments.py", &names, duckdb_counts.keys())?;
-
     println!();
     println!(
-        "segments over {} customers and {} orders, as of {AS_OF}; best of {} runs each",
+        "segments over {} customers and {} orders, as of {AS_OF}; {} runs each",
         thousands(args.customers),
         thousands(args.orders),
         args.runs
     );
     println!();
-    let best_cohort = best(&cohort_runs, |r| r.wall);
+    compare_counts(&names, &cohort_runs, &duckdb_runs)?;
+    println!();
+    print_performance(&cohort_runs, &duckdb_runs);
+    Ok(())
+}
+
+/// Prints the counts side by side; fails unless every segment agrees.
+fn compare_counts(
+    names: &[String],
+    cohort_runs: &[CohortRun],
+    duckdb_runs: &[DuckdbRun],
+) -> Result<()> {
+    let cohort = same_counts_every_run("cohort", cohort_runs, |r| &r.counts)?;
+    let duckdb = same_counts_every_run("duckdb", duckdb_runs, |r| &r.counts)?;
+    check_names("cohort's output", names, cohort.keys())?;
+    check_names("duckdb_segments.py", names, duckdb.keys())?;
+    let fastest = best(cohort_runs, |r| r.wall);
     println!(
         "{:<22} {:>11} {:>11} {:>10}  {:>10}",
         "segment", "cohort", "duckdb", "diff", "cohort ms"
     );
     let mut disagreements = Vec::new();
-    for name in &names {
-        let c = cohort_counts[name];
-        let d = duckdb_counts[name];
+    for name in names {
+        let (c, d) = (cohort[name], duckdb[name]);
         let diff = c as i64 - d as i64;
-        let time = best_cohort
-            .segment_ms
-            .get(name)
-            .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2}"));
         let verdict = if diff == 0 {
             "ok".to_owned()
         } else {
             format!("{diff:+}")
         };
+        let time = fastest
+            .segment_ms
+            .get(name)
+            .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2}"));
         println!(
             "{name:<22} {:>11} {:>11} {verdict:>10}  {time:>10}",
             thousands(c),
@@ -163,17 +173,19 @@ pub(crate) fn run(args: Vec<String>) -> Result<()> {
             ));
         }
     }
-    if !disagreements.is_empty() {
-        bail!(
-            "cohort and DuckDB disagree on {} of {} segments:\n  {}",
-            disagreements.len(),
-            names.len(),
-            disagreements.join("\n  ")
-        );
-    }
+    ensure!(
+        disagreements.is_empty(),
+        "cohort and DuckDB disagree on {} of {} segments:\n  {}",
+        disagreements.len(),
+        names.len(),
+        disagreements.join("\n  ")
+    );
     println!("all {} segments agree", names.len());
+    Ok(())
+}
 
-    let best_duckdb = best(&duckdb_runs, |r| r.wall);
+fn print_performance(cohort_runs: &[CohortRun], duckdb_runs: &[DuckdbRun]) {
+    let (best_cohort, best_duckdb) = (best(cohort_runs, |r| r.wall), best(duckdb_runs, |r| r.wall));
     let (first_cohort, first_duckdb) = (&cohort_runs[0], &duckdb_runs[0]);
     let peak_cohort = cohort_runs
         .iter()
@@ -187,7 +199,6 @@ pub(crate) fn run(args: Vec<String>) -> Result<()> {
         .unwrap_or(0);
     let wall_ratio = secs(best_cohort.wall) / secs(best_duckdb.wall);
     let mem_ratio = peak_cohort as f64 / peak_duckdb as f64;
-    println!();
     println!(
         "{:<24} {:>12} {:>12} {:>14}",
         "", "cohort", "duckdb", "cohort/duckdb"
@@ -213,22 +224,16 @@ pub(crate) fn run(args: Vec<String>) -> Result<()> {
         mib(peak_duckdb),
         mem_ratio
     );
+    let duckdb_query_ms = min_of(duckdb_runs.iter().map(|r| r.query_ms));
     println!(
-        "{:<24} {:>12} {:>10.0} ms",
-        "duckdb query, best",
-        "",
-        duckdb_runs
-            .iter()
-            .map(|r| r.query_ms)
-            .fold(f64::INFINITY, f64::min)
+        "{:<24} {:>12} {duckdb_query_ms:>10.0} ms",
+        "duckdb query, best", ""
     );
     println!();
+
     let phase = |f: fn(&Timings) -> f64| {
-        let best = cohort_runs
-            .iter()
-            .map(|r| f(&r.timings))
-            .fold(f64::INFINITY, f64::min);
-        format!("{best:>9.1} ms {:>9.1} ms", f(&first_cohort.timings))
+        let min = min_of(cohort_runs.iter().map(|r| f(&r.timings)));
+        format!("{min:>9.1} ms {:>9.1} ms", f(&first_cohort.timings))
     };
     println!(
         "{:<24} {:>12} {:>12}",
@@ -239,11 +244,8 @@ pub(crate) fn run(args: Vec<String>) -> Result<()> {
     println!("{:<24} {}", "  segments_ms", phase(|t| t.segments_ms));
     println!("{:<24} {}", "  total_ms", phase(|t| t.total_ms));
     println!();
-    let best_segments_ms = cohort_runs
-        .iter()
-        .map(|r| r.timings.segments_ms)
-        .fold(f64::INFINITY, f64::min);
-    println!("targets:");
+
+    let segments_ms = min_of(cohort_runs.iter().map(|r| r.timings.segments_ms));
     let targets = [
         (
             "wall time no slower than DuckDB (aim: half)",
@@ -252,8 +254,8 @@ pub(crate) fn run(args: Vec<String>) -> Result<()> {
         ),
         (
             "10 segments over computed customers < 50 ms",
-            best_segments_ms < 50.0,
-            format!("{best_segments_ms:.1} ms"),
+            segments_ms < 50.0,
+            format!("{segments_ms:.1} ms"),
         ),
         (
             "peak memory below DuckDB's",
@@ -261,13 +263,13 @@ pub(crate) fn run(args: Vec<String>) -> Result<()> {
             format!("{mem_ratio:.2}x"),
         ),
     ];
+    println!("targets:");
     for (target, ok, value) in targets {
         println!(
             "  {target:<46} {:<6} ({value})",
             if ok { "met" } else { "MISSED" }
         );
     }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -615,6 +617,10 @@ fn check_names<'a>(
         "{what} names other segments than xtask/bench/segments.toml: {got:?} vs {want:?}"
     );
     Ok(())
+}
+
+fn min_of(values: impl Iterator<Item = f64>) -> f64 {
+    values.fold(f64::INFINITY, f64::min)
 }
 
 fn best<R>(runs: &[R], wall: impl Fn(&R) -> Duration) -> &R {
