@@ -35,6 +35,33 @@ fn cdnow(dir: &Dir) -> (String, String, Purchases) {
     (c, o, per_customer)
 }
 
+/// `cohort segment eval` of `segments` over the files, as of 1998-07-01, expecting success.
+fn eval_as_of_1998(
+    dir: &Dir,
+    customers: &str,
+    orders: &str,
+    segments: &str,
+    extra: &[&str],
+) -> util::Run {
+    let segs = dir.write("segments.toml", segments);
+    let mut args = vec![
+        "segment",
+        "eval",
+        "--customers",
+        customers,
+        "--orders",
+        orders,
+    ];
+    args.extend([
+        "--segments",
+        segs.to_str().unwrap(),
+        "--as-of",
+        "1998-07-01",
+    ]);
+    args.extend(extra);
+    dir.run(&args).ok()
+}
+
 /// Cents from a dollar amount with two decimals, for the reference computation.
 fn cents(d: &str) -> i64 {
     let (whole, frac) = d.split_once('.').unwrap_or((d, "0"));
@@ -66,21 +93,7 @@ fn rfm_on_cdnow_splits_23570_customers_into_quintiles_of_4714() {
             .unwrap();
         }
     }
-    let segs = dir.write("segments.toml", &segments);
-    let run = dir
-        .run(&[
-            "segment",
-            "eval",
-            "--customers",
-            &customers,
-            "--orders",
-            &orders,
-            "--segments",
-            segs.to_str().unwrap(),
-            "--as-of",
-            "1998-07-01",
-        ])
-        .ok();
+    let run = eval_as_of_1998(&dir, &customers, &orders, &segments, &[]);
     let counts = run.counts();
     assert_eq!(counts.len(), 15, "{}", run.stdout);
     for (name, members) in counts {
@@ -97,26 +110,8 @@ fn rfm_on_cdnow_splits_23570_customers_into_quintiles_of_4714() {
 fn rfm_scores_match_an_independent_reference_customer_by_customer() {
     let dir = Dir::new();
     let (customers, orders, per_customer) = cdnow(&dir);
-    let segs = dir.write(
-        "segments.toml",
-        "[[segment]]\nname = \"all\"\nwhere = \"orders_count >= 0\"\n",
-    );
-    let run = dir
-        .run(&[
-            "segment",
-            "eval",
-            "--customers",
-            &customers,
-            "--orders",
-            &orders,
-            "--segments",
-            segs.to_str().unwrap(),
-            "--as-of",
-            "1998-07-01",
-            "--output",
-            "features",
-        ])
-        .ok();
+    let all = "[[segment]]\nname = \"all\"\nwhere = \"orders_count >= 0\"\n";
+    let run = eval_as_of_1998(&dir, &customers, &orders, all, &["--output", "features"]);
 
     // The reference: the definition in issue #2, written out naively.
     let as_of = day_number(19980701);

@@ -60,6 +60,28 @@ struct OrderAgg {
     last: i64,
 }
 
+impl OrderAgg {
+    /// Adds the orders of `part` (one order, or a fold of many). Every field is a sum, a
+    /// minimum or a maximum, so the result does not depend on the order of absorption.
+    /// `None` when the spend overflows.
+    #[inline]
+    fn absorb(&mut self, part: &OrderAgg) -> Option<()> {
+        if part.count == 0 {
+            return Some(());
+        }
+        self.spent = self.spent.checked_add(part.spent)?;
+        if self.count == 0 {
+            (self.first, self.last) = (part.first, part.last);
+        } else {
+            self.first = self.first.min(part.first);
+            self.last = self.last.max(part.last);
+        }
+        self.count += part.count;
+        self.items += part.items;
+        Some(())
+    }
+}
+
 const KINDS: usize = ENGAGEMENT_KINDS.len();
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -302,21 +324,17 @@ fn fold_order<'a>(
         stats.orders_after_as_of += 1;
         return Ok(());
     }
-    let agg = &mut aggs[row as usize];
     let at = facts.created_at.secs();
-    agg.spent = agg
-        .spent
-        .checked_add(facts.net_total.raw())
+    let one = OrderAgg {
+        count: 1,
+        items: u64::from(facts.item_count),
+        spent: facts.net_total.raw(),
+        first: at,
+        last: at,
+    };
+    aggs[row as usize]
+        .absorb(&one)
         .ok_or_else(|| BuildError::Overflow(customer_id().to_owned()))?;
-    if agg.count == 0 {
-        agg.first = at;
-        agg.last = at;
-    } else {
-        agg.first = agg.first.min(at);
-        agg.last = agg.last.max(at);
-    }
-    agg.count += 1;
-    agg.items += u64::from(facts.item_count);
     stats.orders += 1;
     Ok(())
 }
@@ -493,23 +511,10 @@ impl FeatureBuilder {
 
     /// Merges orders folded by [`FeatureBuilder::order_fold`].
     pub fn merge_orders(&mut self, folded: FoldedOrders) -> Result<(), BuildError> {
-        for (row, part) in folded.aggs.into_iter().enumerate() {
-            if part.count == 0 {
-                continue;
-            }
-            let agg = &mut self.orders[row];
-            agg.spent = agg
-                .spent
-                .checked_add(part.spent)
+        for (row, part) in folded.aggs.iter().enumerate() {
+            self.orders[row]
+                .absorb(part)
                 .ok_or_else(|| BuildError::Overflow(self.ids[row].to_string()))?;
-            if agg.count == 0 {
-                (agg.first, agg.last) = (part.first, part.last);
-            } else {
-                agg.first = agg.first.min(part.first);
-                agg.last = agg.last.max(part.last);
-            }
-            agg.count += part.count;
-            agg.items += part.items;
         }
         self.stats.orders += folded.stats.orders;
         self.stats.orders_void += folded.stats.orders_void;
