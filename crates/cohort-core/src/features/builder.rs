@@ -511,9 +511,9 @@ impl FeatureBuilder {
 
     /// Merges orders folded by [`FeatureBuilder::order_fold`].
     pub fn merge_orders(&mut self, folded: FoldedOrders) -> Result<(), BuildError> {
-        for (row, part) in folded.aggs.iter().enumerate() {
+        for (row, part) in folded.aggs.into_iter().enumerate() {
             self.orders[row]
-                .absorb(part)
+                .absorb(&part)
                 .ok_or_else(|| BuildError::Overflow(self.ids[row].to_string()))?;
         }
         self.stats.orders += folded.stats.orders;
