@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use cohort_core::AsOf;
 use cohort_core::features::{BuildError, BuildStats, FeatureBuilder, FeatureTable};
+use cohort_core::{AsOf, Customer};
 use cohort_csv::{BadRow, CsvReader, Kind, Overrides, RowError};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -106,28 +106,16 @@ pub(crate) fn load(
     let progress = progress_bar(show, total_bytes);
     let mut done_bytes = 0;
 
-    let mut reader = open(&inputs.customers, Kind::Customers, &inputs.overrides)?;
-    let mut counts = FileCounts {
-        path: inputs.customers.clone(),
-        rows: 0,
-        bad: 0,
-    };
-    while let Some(row) = reader.next_customer() {
-        counts.rows += 1;
-        let result = match row {
-            Ok(customer) => builder
-                .add_customer(&customer)
-                .map_err(|e| reader.bad_row(Some("id"), e.to_string())),
-            Err(RowError::Bad(b)) => Err(b),
-            Err(RowError::Fatal(e)) => return Err(e).context("reading customers"),
-        };
-        if let Err(b) = result {
-            counts.bad += 1;
-            bad.report(&b, &progress);
-        }
-        tick(&progress, &reader, done_bytes, counts.rows);
-    }
-    done_bytes += reader.position().byte;
+    let counts = load_customers(
+        &mut builder,
+        &inputs.customers,
+        &inputs.overrides,
+        &mut bad,
+        &progress,
+    )?;
+    done_bytes += fs::metadata(&inputs.customers)
+        .map(|m| m.len())
+        .unwrap_or(0);
     files.push(counts);
 
     if let Some(path) = &inputs.orders {
@@ -194,6 +182,88 @@ pub(crate) fn load(
             features,
         },
     ))
+}
+
+/// Rows handed from the parsing thread to the building thread at a time.
+const CUSTOMER_BATCH: usize = 4096;
+
+/// Parsed customers with the line each started on, and where the reader stood after them.
+struct CustomerBatch {
+    rows: Vec<(u64, Result<Customer, RowError>)>,
+    byte: u64,
+}
+
+/// Adds every customer of the file to the builder.
+///
+/// Parsing (CSV, coercion, allocation) runs on a thread of its own and hands batches over a
+/// bounded channel, so it overlaps with building the columns; rows keep their file order.
+fn load_customers(
+    builder: &mut FeatureBuilder,
+    path: &Path,
+    overrides: &Overrides,
+    bad: &mut BadRows,
+    progress: &ProgressBar,
+) -> Result<FileCounts> {
+    let mut reader = open(path, Kind::Customers, overrides)?;
+    let id_column = reader.resolved().column("id");
+    let id_header = id_column.and_then(|c| reader.resolved().headers.get(c).cloned());
+    let duplicate = |line: u64, reason: String| BadRow {
+        path: path.to_owned(),
+        line,
+        column: id_column.map(|c| c + 1),
+        header: id_header.clone(),
+        reason,
+    };
+    let mut counts = FileCounts {
+        path: path.to_owned(),
+        rows: 0,
+        bad: 0,
+    };
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<CustomerBatch>(4);
+        scope.spawn(move || {
+            let mut rows = Vec::with_capacity(CUSTOMER_BATCH);
+            while let Some(row) = reader.next_customer() {
+                rows.push((reader.line(), row));
+                if rows.len() == CUSTOMER_BATCH {
+                    let batch = CustomerBatch {
+                        rows: std::mem::take(&mut rows),
+                        byte: reader.position().byte,
+                    };
+                    if tx.send(batch).is_err() {
+                        return; // The builder gave up (a fatal error); stop reading.
+                    }
+                }
+            }
+            let _ = tx.send(CustomerBatch {
+                rows,
+                byte: reader.position().byte,
+            });
+        });
+        for batch in rx {
+            for (line, row) in batch.rows {
+                counts.rows += 1;
+                let result = match row {
+                    Ok(customer) => builder
+                        .add_customer(&customer)
+                        .map_err(|e| duplicate(line, e.to_string())),
+                    Err(RowError::Bad(b)) => Err(b),
+                    Err(RowError::Fatal(e)) => {
+                        return Err(anyhow::Error::new(e).context("reading customers"));
+                    }
+                };
+                if let Err(b) = result {
+                    counts.bad += 1;
+                    bad.report(&b, progress);
+                }
+            }
+            if !progress.is_hidden() {
+                progress.set_position(batch.byte);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(counts)
 }
 
 /// Order files at least this large are read on several threads.
