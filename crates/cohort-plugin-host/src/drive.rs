@@ -54,6 +54,31 @@ struct PageTail {
     done: bool,
 }
 
+/// Where the page after this one starts, read without parsing the records when the page
+/// leads with `next_cursor` and `done` (as the Rust SDK writes it); otherwise by skimming it.
+fn read_tail(page: &[u8]) -> Result<PageTail, serde_json::Error> {
+    const HEAD: &[u8] = b"{\"next_cursor\":";
+    if let Some(rest) = page.strip_prefix(HEAD) {
+        let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<Value>();
+        if let Some(Ok(cursor)) = values.next() {
+            let after = &rest[values.byte_offset()..];
+            for (tag, done) in [
+                (&b",\"done\":true"[..], true),
+                (&b",\"done\":false"[..], false),
+            ] {
+                if after.starts_with(tag) {
+                    return Ok(PageTail {
+                        _records: IgnoredAny,
+                        next_cursor: cursor,
+                        done,
+                    });
+                }
+            }
+        }
+    }
+    serde_json::from_slice(page)
+}
+
 /// Like [`pull`], with the plugin producing the next page on another thread while `on_page`
 /// handles the current one (one page in flight at most).
 pub fn pull_prefetched<R: StreamRecord, E: From<CallError> + Send>(
@@ -73,7 +98,7 @@ pub fn pull_prefetched<R: StreamRecord, E: From<CallError> + Send>(
                 let result = instance
                     .next_page_raw(stream, &cursor, max_records)
                     .and_then(|raw| {
-                        let tail: PageTail = serde_json::from_slice(&raw.0).map_err(|e| {
+                        let tail = read_tail(&raw.0).map_err(|e| {
                             CallError::Protocol(format!("unreadable {stream} page: {e}"))
                         })?;
                         Ok((raw, tail))

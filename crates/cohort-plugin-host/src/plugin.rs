@@ -274,7 +274,7 @@ pub struct RawPage(pub Vec<u8>);
 impl RawPage {
     /// Parses the page as records of `R`.
     pub fn parse<R: StreamRecord>(&self) -> Result<Page<R>, CallError> {
-        serde_json::from_slice(&self.0)
+        R::read_page(&self.0)
             .map_err(|e| CallError::Protocol(format!("unreadable {} page: {e}", R::STREAM)))
     }
 }

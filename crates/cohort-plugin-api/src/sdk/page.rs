@@ -1,8 +1,12 @@
 //! Writing a page straight into the buffer that crosses the boundary.
 //!
-//! Records are serialized as they are pushed, so a page never exists twice in memory (once as
-//! records, once as JSON): the boundary costs one serialization on this side and one parse on
-//! the host's.
+//! Records are serialized as they are pushed (in the compact form of
+//! [`wire::compact`](crate::wire::compact)), so a page never exists twice as records: the
+//! boundary costs one serialization on this side and one parse on the host's.
+//!
+//! The finished page starts with `next_cursor` and `done`, so a host that prefetches the next
+//! page can learn where it starts without parsing the records (any field order is valid JSON,
+//! and hosts accept any; this one is just cheaper to read).
 
 use serde::Serialize;
 
@@ -31,8 +35,8 @@ pub struct PageWriter {
 impl PageWriter {
     /// An empty page for `stream` holding at most `max_records`.
     pub fn new(stream: Stream, max_records: usize) -> PageWriter {
-        let mut buf = Vec::with_capacity(64 + max_records.min(100_000) * 160);
-        buf.extend_from_slice(b"{\"records\":[");
+        let mut buf = Vec::with_capacity(64 + max_records.min(100_000) * 100);
+        buf.push(b'[');
         PageWriter {
             buf,
             stream,
@@ -90,9 +94,7 @@ impl PageWriter {
         if self.count > 0 {
             self.buf.push(b',');
         }
-        record
-            .serialize(&mut serde_json::Serializer::new(&mut self.buf))
-            .map_err(|e| PluginError::failed(format!("encoding a {} record: {e}", self.stream)))?;
+        record.write_json(&mut self.buf);
         self.count += 1;
         Ok(())
     }
@@ -111,19 +113,23 @@ impl PageWriter {
     }
 
     /// Closes the JSON and returns the page's bytes.
-    pub fn finish<C: Serialize>(mut self, end: &PageEnd<C>) -> Result<Vec<u8>, PluginError> {
-        self.buf.extend_from_slice(b"],\"rejects\":");
-        serde_json::to_writer(&mut self.buf, &self.rejects)
-            .map_err(|e| PluginError::failed(format!("encoding rejects: {e}")))?;
-        self.buf.extend_from_slice(b",\"next_cursor\":");
-        serde_json::to_writer(&mut self.buf, &end.next_cursor)
+    pub fn finish<C: Serialize>(self, end: &PageEnd<C>) -> Result<Vec<u8>, PluginError> {
+        let mut out = Vec::with_capacity(self.buf.len() + 256);
+        out.extend_from_slice(b"{\"next_cursor\":");
+        serde_json::to_writer(&mut out, &end.next_cursor)
             .map_err(|e| PluginError::failed(format!("encoding the cursor: {e}")))?;
-        self.buf.extend_from_slice(if end.done {
-            b",\"done\":true}"
+        out.extend_from_slice(if end.done {
+            b",\"done\":true"
         } else {
-            b",\"done\":false}"
+            b",\"done\":false"
         });
-        Ok(self.buf)
+        out.extend_from_slice(b",\"records\":");
+        out.extend_from_slice(&self.buf);
+        out.extend_from_slice(b"],\"rejects\":");
+        serde_json::to_writer(&mut out, &self.rejects)
+            .map_err(|e| PluginError::failed(format!("encoding rejects: {e}")))?;
+        out.push(b'}');
+        Ok(out)
     }
 }
 

@@ -5,6 +5,9 @@
 //! peers. Records inside pages and batches are the canonical `cohort-core` records
 //! ([`Customer`], [`Order`], [`Event`]) in their serde shape.
 
+pub mod compact;
+pub mod fast;
+
 use std::fmt;
 
 use cohort_core::{Customer, CustomerId, Event, Order};
@@ -345,16 +348,39 @@ pub struct Page<R> {
 pub trait StreamRecord: Serialize + for<'de> Deserialize<'de> + Send + 'static {
     /// The stream of this record type.
     const STREAM: Stream;
+
+    /// Appends the record's compact JSON (see [`compact`]) to `buf`.
+    fn write_json(&self, buf: &mut Vec<u8>);
+
+    /// Reads a page of these records (see [`fast`]); the canonical `Deserialize` by default.
+    fn read_page(bytes: &[u8]) -> Result<Page<Self>, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
 }
 
 impl StreamRecord for Customer {
     const STREAM: Stream = Stream::Customers;
+    fn write_json(&self, buf: &mut Vec<u8>) {
+        compact::customer(buf, self);
+    }
 }
 impl StreamRecord for Order {
     const STREAM: Stream = Stream::Orders;
+    fn write_json(&self, buf: &mut Vec<u8>) {
+        compact::order(buf, self);
+    }
+    fn read_page(bytes: &[u8]) -> Result<Page<Self>, serde_json::Error> {
+        fast::orders(bytes)
+    }
 }
 impl StreamRecord for Event {
     const STREAM: Stream = Stream::Events;
+    fn write_json(&self, buf: &mut Vec<u8>) {
+        compact::event(buf, self);
+    }
+    fn read_page(bytes: &[u8]) -> Result<Page<Self>, serde_json::Error> {
+        fast::events(bytes)
+    }
 }
 
 /// What to do with one customer at a destination.

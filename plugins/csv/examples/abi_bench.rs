@@ -1,0 +1,195 @@
+//! Records per second through the plugin ABI (CSV source → host) against reading the same
+//! files directly with `cohort-csv`. Run by `cargo xtask bench abi`, which builds this example
+//! and the plugin in release mode; it can also be run by hand:
+//!
+//! ```text
+//! cargo build --release -p cohort-plugin-csv
+//! cargo run --release -p cohort-plugin-csv --example abi_bench -- \
+//!     --plugin target/release/libcohort_plugin_csv.so --data target/bench-data/c1000000-o10000000
+//! ```
+//!
+//! Every side builds the same canonical records (`Customer`, `Order`) and the host side parses
+//! them back from the page JSON, so the difference is the cost of the boundary: serializing on
+//! the plugin's side, parsing on the host's, and the calls.
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cohort_csv::{CsvReader, Kind, Overrides};
+use cohort_plugin_api::wire::{Page, StreamRecord};
+use cohort_plugin_api::{Customer, Order};
+use cohort_plugin_host::{CallError, HostServices, LoadedPlugin, pull, pull_prefetched};
+use serde_json::{Value, json};
+
+struct Args {
+    plugin: PathBuf,
+    data: PathBuf,
+    page: usize,
+    runs: usize,
+    json: bool,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        plugin: PathBuf::new(),
+        data: PathBuf::new(),
+        page: 10_000,
+        runs: 1,
+        json: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--plugin" => a.plugin = it.next().unwrap().into(),
+            "--data" => a.data = it.next().unwrap().into(),
+            "--page" => a.page = it.next().unwrap().parse().unwrap(),
+            "--runs" => a.runs = it.next().unwrap().parse().unwrap(),
+            "--json" => a.json = true,
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    a
+}
+
+/// A cheap fold over each record so no side can skip building it.
+trait Touch {
+    fn touch(&self) -> u64;
+}
+impl Touch for Customer {
+    fn touch(&self) -> u64 {
+        self.id.as_str().len() as u64 + u64::from(self.accepts_email_marketing)
+    }
+}
+impl Touch for Order {
+    fn touch(&self) -> u64 {
+        self.total.raw() as u64 ^ u64::from(self.item_count)
+    }
+}
+
+fn direct<R: Touch>(
+    path: &Path,
+    kind: Kind,
+    next: fn(&mut CsvReader) -> Option<Result<R, cohort_csv::RowError>>,
+) -> (u64, u64) {
+    let mut reader = CsvReader::open(path, kind, &Overrides::new()).unwrap();
+    let (mut n, mut check) = (0, 0u64);
+    while let Some(r) = next(&mut reader) {
+        if let Ok(r) = r {
+            n += 1;
+            check = check.wrapping_add(r.touch());
+        }
+    }
+    (n, check)
+}
+
+fn through_abi<R: StreamRecord + Touch>(
+    plugin: &LoadedPlugin,
+    config: &Value,
+    page: usize,
+    prefetch: bool,
+) -> (u64, u64) {
+    let mut instance = plugin.open(config, HostServices::default()).unwrap();
+    let (mut n, mut check) = (0, 0u64);
+    let on_page = |p: Page<R>| {
+        for r in &p.records {
+            n += 1;
+            check = check.wrapping_add(r.touch());
+        }
+        Ok::<(), CallError>(())
+    };
+    if prefetch {
+        pull_prefetched::<R, CallError>(&mut instance, Value::Null, page, on_page).unwrap();
+    } else {
+        pull::<R, CallError>(&mut instance, Value::Null, page, on_page).unwrap();
+    }
+    (n, check)
+}
+
+fn best(runs: usize, mut f: impl FnMut() -> (u64, u64)) -> (Duration, u64, u64) {
+    let mut best: Option<(Duration, u64, u64)> = None;
+    for _ in 0..runs.max(1) {
+        let started = Instant::now();
+        let (n, check) = f();
+        let took = started.elapsed();
+        if best.is_none_or(|b| took < b.0) {
+            best = Some((took, n, check));
+        }
+    }
+    best.unwrap()
+}
+
+fn main() {
+    let a = args();
+    let plugin = LoadedPlugin::load(&a.plugin).unwrap();
+    let mut rows = Vec::new();
+    for (stream, file) in [("customers", "customers.csv"), ("orders", "orders.csv")] {
+        let path = a.data.join(file);
+        let config = json!({ stream: {"paths": [path]} });
+        let (d, dn, dc, s, sn, sc, p, pn, pc) = if stream == "customers" {
+            let (d, dn, dc) = best(a.runs, || {
+                direct(&path, Kind::Customers, CsvReader::next_customer)
+            });
+            let (s, sn, sc) = best(a.runs, || {
+                through_abi::<Customer>(&plugin, &config, a.page, false)
+            });
+            let (p, pn, pc) = best(a.runs, || {
+                through_abi::<Customer>(&plugin, &config, a.page, true)
+            });
+            (d, dn, dc, s, sn, sc, p, pn, pc)
+        } else {
+            let (d, dn, dc) = best(a.runs, || {
+                direct(&path, Kind::Orders, CsvReader::next_order)
+            });
+            let (s, sn, sc) = best(a.runs, || {
+                through_abi::<Order>(&plugin, &config, a.page, false)
+            });
+            let (p, pn, pc) = best(a.runs, || {
+                through_abi::<Order>(&plugin, &config, a.page, true)
+            });
+            (d, dn, dc, s, sn, sc, p, pn, pc)
+        };
+        assert!(
+            dn == sn && sn == pn && dc == sc && sc == pc,
+            "{stream}: the three readings disagree ({dn}/{sn}/{pn} records)"
+        );
+        let (plugin_s, parse_s) = if stream == "customers" {
+            split::<Customer>(&plugin, &config, a.page)
+        } else {
+            split::<Order>(&plugin, &config, a.page)
+        };
+        rows.push(json!({
+            "stream": stream, "records": dn,
+            "direct_s": d.as_secs_f64(), "abi_s": s.as_secs_f64(), "abi_prefetch_s": p.as_secs_f64(),
+            "plugin_s": plugin_s.as_secs_f64(), "host_parse_s": parse_s.as_secs_f64(),
+        }));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&rows).unwrap());
+    } else {
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap());
+    }
+}
+
+/// Time inside the plugin (read + serialize) and in the host's parse, for one sequential pull.
+fn split<R: StreamRecord>(
+    plugin: &LoadedPlugin,
+    config: &Value,
+    page: usize,
+) -> (Duration, Duration) {
+    let mut instance = plugin.open(config, HostServices::default()).unwrap();
+    let mut cursor = Value::Null;
+    let (mut in_plugin, mut parsing) = (Duration::ZERO, Duration::ZERO);
+    loop {
+        let t = Instant::now();
+        let raw = instance.next_page_raw(R::STREAM, &cursor, page).unwrap();
+        in_plugin += t.elapsed();
+        let t = Instant::now();
+        let p: Page<R> = raw.parse().unwrap();
+        parsing += t.elapsed();
+        cursor = p.next_cursor;
+        if p.done {
+            return (in_plugin, parsing);
+        }
+    }
+}
