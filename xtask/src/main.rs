@@ -19,8 +19,10 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod bench_abi;
 mod demo;
 mod demo_data;
+mod new_plugin;
 mod paths;
 mod rng;
 
@@ -33,6 +35,9 @@ Tasks:
   demo              build Cohort and run it on the demo shop
   demo-data         regenerate config/demo/*.csv from the CDNOW data
   bench [NAME]      run a benchmark; without NAME, list them
+  bench abi         records/s through the plugin ABI vs reading CSV directly
+  new-plugin NAME --kind source|destination
+                    scaffold plugins/NAME, a plugin crate that passes the conformance kit
   help              show this
 
 Run `cargo xtask TASK --help` for a task's options.";
@@ -44,6 +49,8 @@ fn main() -> ExitCode {
     let result = match task.as_deref() {
         Some("demo") => demo::run(&rest),
         Some("demo-data") => demo_data::run(rest),
+        Some("bench") if rest.first().is_some_and(|b| b == "abi") => bench_abi::run(&rest[1..]),
+        Some("new-plugin") => new_plugin::run(&rest),
         Some("bench") => bench::run(rest),
         None | Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
