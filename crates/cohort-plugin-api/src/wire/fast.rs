@@ -170,7 +170,10 @@ fn read<'a, S: Deserialize<'a>, R: Serialize + for<'de> Deserialize<'de>>(
 
 /// Reads a page of orders.
 pub fn orders(bytes: &[u8]) -> Result<Page<Order>, serde_json::Error> {
-    read(bytes, OrderIn::build)
+    match super::scan::orders(bytes) {
+        Some(page) => Ok(page),
+        None => read(bytes, OrderIn::build),
+    }
 }
 
 /// Reads a page of events.
@@ -209,9 +212,72 @@ mod tests {
             json!({"id": "1", "line_items": [{"title": "Mug", "quantity": 2, "price": "3.50"}], "currency": "EUR"}),
             json!({"id": "1", "unknown_field": {"x": 1}}),
             json!({"id": 5}),
+            json!({"id": "1", "item_count": 2.5}),
+            json!({"id": "1", "item_count": -1}),
+            json!({"id": "1", "line_items": []}),
+            json!({"id": "1", "line_items": [], "id ": "2"}),
+            json!({"id": "Zoë ☕", "customer_id": "a\"b\\c"}),
         ] {
             both::<Order>(&json!({"records": [record], "done": true}), orders);
+            both::<Order>(
+                &json!({"next_cursor": {"a": [1]}, "done": false, "records": [record, record], "rejects": [{"location": "x:1", "reason": "r"}]}),
+                orders,
+            );
         }
+    }
+
+    #[test]
+    fn repeated_fields_are_refused_as_the_canonical_reader_refuses_them() {
+        let bytes = br#"{"records":[{"id":"1","id":"2"}],"done":true}"#;
+        assert!(orders(bytes).is_err());
+        let bytes = br#"{"records":[],"done":true,"done":false}"#;
+        assert!(orders(bytes).is_err());
+    }
+
+    #[test]
+    fn the_scanner_reads_pretty_and_compact_pages_like_the_canonical_reader() {
+        let records: Vec<Order> = (0..50)
+            .map(|i| Order {
+                id: format!("o{i}"),
+                customer_id: CustomerId::new(format!("{}", i % 7)),
+                created_at: (i % 3 != 0).then(|| Timestamp::from_secs(1_700_000_000 + i * 3_601)),
+                total: Money::from_raw(i * 12_345 - 40_000),
+                currency: (i % 5 == 0).then(|| "EUR".to_owned()),
+                item_count: (i % 4) as u32,
+                line_items: Vec::new(),
+                cancelled_at: (i % 11 == 0).then(|| Timestamp::from_secs(1_700_500_000)),
+                refunded: Money::from_raw(i % 2 * 500),
+            })
+            .collect();
+        let page = Page {
+            records: records.clone(),
+            rejects: vec![],
+            next_cursor: json!({"n": 50}),
+            done: true,
+        };
+        for bytes in [
+            serde_json::to_vec(&page).unwrap(),
+            serde_json::to_vec_pretty(&page).unwrap(),
+        ] {
+            let scanned =
+                crate::wire::scan::orders(&bytes).expect("the scanner reads serde's own output");
+            assert_eq!(scanned.records, records);
+            assert_eq!(scanned.next_cursor, json!({"n": 50}));
+        }
+        let mut compact = b"{\"next_cursor\":1,\"done\":false,\"records\":[".to_vec();
+        for (i, o) in records.iter().enumerate() {
+            if i > 0 {
+                compact.push(b',');
+            }
+            crate::wire::compact::order(&mut compact, o);
+        }
+        compact.extend_from_slice(b"],\"rejects\":[]}");
+        assert_eq!(
+            crate::wire::scan::orders(&compact)
+                .expect("and the compact writer's")
+                .records,
+            records
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod compact;
 pub mod fast;
+mod scan;
 
 use std::fmt;
 
