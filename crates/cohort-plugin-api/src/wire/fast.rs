@@ -227,6 +227,40 @@ mod tests {
     }
 
     #[test]
+    fn the_scanner_reads_pages_as_the_sdk_writes_them() {
+        use crate::sdk::{PageEnd, PageWriter};
+        let mut page = PageWriter::new(crate::wire::Stream::Orders, 10);
+        for i in 0..3 {
+            let o = Order {
+                id: i.to_string(),
+                customer_id: CustomerId::new("13621"),
+                created_at: Some(Timestamp::from_secs(1_516_101_101)),
+                total: Money::parse("115.65").unwrap(),
+                item_count: 2,
+                ..Order::default()
+            };
+            page.push(&o).unwrap();
+        }
+        page.reject("f.csv:3:1", "bad");
+        let bytes = page
+            .finish(&PageEnd {
+                next_cursor: json!({"files": [{"path": "x", "byte": 10}]}),
+                done: false,
+            })
+            .unwrap();
+        let scanned = crate::wire::scan::orders(&bytes);
+        assert!(scanned.is_some(), "{}", String::from_utf8_lossy(&bytes));
+        assert_eq!(scanned.unwrap().rejects.len(), 1);
+        let empty = PageWriter::new(crate::wire::Stream::Orders, 10)
+            .finish(&PageEnd {
+                next_cursor: json!(null),
+                done: true,
+            })
+            .unwrap();
+        assert!(crate::wire::scan::orders(&empty).is_some_and(|p| p.done && p.records.is_empty()));
+    }
+
+    #[test]
     fn repeated_fields_are_refused_as_the_canonical_reader_refuses_them() {
         let bytes = br#"{"records":[{"id":"1","id":"2"}],"done":true}"#;
         assert!(orders(bytes).is_err());
