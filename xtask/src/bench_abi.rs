@@ -13,6 +13,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 
+use crate::bench::thousands;
 use crate::paths;
 
 const USAGE: &str = "\
@@ -109,18 +110,6 @@ fn print_table(rows: &[Value], page: u32) {
         "\ncost = extra wall time over direct reading; {page} records per page; plugin | host = time \
          inside the plugin (read + encode) and in the host's parse, sequential pull"
     );
-}
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Builds the CSV plugin and the measuring example in release mode.

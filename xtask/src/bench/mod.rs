@@ -6,6 +6,8 @@
 mod measure;
 mod segments;
 
+pub(crate) use segments::thousands;
+
 use anyhow::{Result, bail};
 
 /// Every benchmark: its name and what it measures. (`abi` is dispatched from main.rs to

@@ -646,7 +646,8 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-fn thousands(n: u64) -> String {
+/// `1234567` as `1,234,567`, for tables (shared with `cargo xtask bench abi`).
+pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
