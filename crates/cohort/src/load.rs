@@ -305,7 +305,8 @@ fn load_orders(
                 scope.spawn(move || {
                     let mut fold = builder_ref.order_fold();
                     let (mut rows, mut bad_rows) = (0u64, Vec::new());
-                    let mut reported = 0u64;
+                    // Chunks start part-way into the file: count only what each one reads.
+                    let mut reported = reader.position().byte;
                     loop {
                         let outcome = match reader.next_order_line() {
                             None => break,
