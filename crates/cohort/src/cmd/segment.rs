@@ -1,5 +1,6 @@
 //! `cohort segment …`: evaluate, check and explain segments over CSV inputs.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use cohort_core::features::catalog::{self, FEATURES};
 use cohort_core::features::{FeatureTable, FieldInfo, Value};
-use cohort_core::membership::{Overlap, overlap};
+use cohort_core::membership::{Overlap, OverlapWarning, overlap};
 use cohort_core::segment::{Explanation, SegmentSet, parse};
 use cohort_core::{AsOf, Bitset, Timestamp};
 use cohort_csv::Overrides;
@@ -153,7 +154,16 @@ fn eval(args: &EvalArgs) -> Result<ExitCode> {
         .iter()
         .map(|o| (o.name.clone(), o.rows.clone()))
         .collect();
-    let overlap = overlap(&named, |i| file.segments[i].min_size);
+    let mut overlap = overlap(&named, |i| file.segments[i].min_size);
+    // A segment defined with in_segment('other') is a deliberate refinement of it, not the
+    // over-segmenting the warning is about.
+    let refines = refinements(&file);
+    overlap.warnings.retain(|w| match w {
+        OverlapWarning::MostlyInside { segment, other, .. } => {
+            !refines.contains(&(segment.clone(), other.clone()))
+        }
+        OverlapWarning::TooSmall { .. } => true,
+    });
     let explanations = match &args.explain {
         None => Vec::new(),
         Some(id) => {
@@ -212,6 +222,36 @@ fn eval(args: &EvalArgs) -> Result<ExitCode> {
         t.read_ms, t.features_ms, t.segments_ms, t.total_ms
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Pairs `(a, b)` where segment `a` uses `b` through `in_segment`, directly or through other
+/// segments.
+fn refinements(file: &SegmentsFile) -> BTreeSet<(String, String)> {
+    let direct: BTreeMap<String, Vec<String>> = file
+        .segments
+        .iter()
+        .map(|s| {
+            let refs = parse(&s.def.expr)
+                .map(|e| {
+                    e.segment_refs()
+                        .into_iter()
+                        .map(|r| r.name.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            (s.def.name.clone(), refs)
+        })
+        .collect();
+    let mut pairs = BTreeSet::new();
+    for start in direct.keys() {
+        let mut stack: Vec<&String> = direct[start].iter().collect();
+        while let Some(next) = stack.pop() {
+            if pairs.insert((start.clone(), next.clone())) {
+                stack.extend(direct.get(next).into_iter().flatten());
+            }
+        }
+    }
+    pairs
 }
 
 /// Every field any segment of the file tests (the file has been checked already).
