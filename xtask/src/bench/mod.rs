@@ -6,7 +6,7 @@
 mod measure;
 mod segments;
 
-pub(crate) use segments::thousands;
+pub(crate) use segments::{ensure_data, thousands};
 
 use anyhow::{Result, bail};
 

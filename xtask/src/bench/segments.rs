@@ -304,8 +304,9 @@ fn ensure_python_deps() -> Result<()> {
     Ok(())
 }
 
-/// The generated shop for this size, generating it on first use.
-fn ensure_data(customers: u64, orders: u64) -> Result<PathBuf> {
+/// The generated shop for this size, generating it on first use (shared with
+/// `cargo xtask bench abi`).
+pub(crate) fn ensure_data(customers: u64, orders: u64) -> Result<PathBuf> {
     let dir = paths::target_dir()
         .join("bench-data")
         .join(format!("c{customers}-o{orders}"));
@@ -313,6 +314,12 @@ fn ensure_data(customers: u64, orders: u64) -> Result<PathBuf> {
     if done.is_file() && dir.join("customers.csv").is_file() && dir.join("orders.csv").is_file() {
         println!("using cached data in {}", dir.display());
         return Ok(dir);
+    }
+    let imports = Command::new(PYTHON)
+        .args(["-c", "import numpy, pyarrow"])
+        .status();
+    if !imports.is_ok_and(|s| s.success()) {
+        bail!("the data generator needs numpy and pyarrow: run `pip install numpy pyarrow`");
     }
     if dir.exists() {
         // Left half-written by an interrupted run.
