@@ -214,10 +214,7 @@ impl OrderFold<'_> {
         customer_id: &str,
         facts: Option<OrderFacts>,
     ) -> Result<(), BuildError> {
-        let row = self
-            .index
-            .get(customer_id)
-            .ok_or_else(|| BuildError::UnknownCustomer(customer_id.to_owned()))?;
+        let row = row_of(self.index, customer_id)?;
         self.push(Pending {
             key: Key::Row(row),
             facts,
@@ -237,11 +234,7 @@ impl OrderFold<'_> {
     ) -> Result<(), BuildError> {
         let key = match self.index.dense_key(customer_id) {
             Some(key) => Key::Dense(key),
-            None => Key::Row(
-                self.index
-                    .get(customer_id)
-                    .ok_or_else(|| BuildError::UnknownCustomer(customer_id.to_owned()))?,
-            ),
+            None => Key::Row(row_of(&self.index, customer_id)?),
         };
         self.push(Pending { key, facts, tag })
     }
@@ -306,6 +299,13 @@ impl FoldedOrders {
     pub fn unknown(&self) -> &[(u64, String)] {
         &self.unknown
     }
+}
+
+/// The row of `customer_id`, or the error that names it.
+fn row_of(index: &IdIndex, customer_id: &str) -> Result<u32, BuildError> {
+    index
+        .get(customer_id)
+        .ok_or_else(|| BuildError::UnknownCustomer(customer_id.to_owned()))
 }
 
 fn fold_order<'a>(
@@ -480,10 +480,7 @@ impl FeatureBuilder {
         customer_id: &str,
         facts: Option<OrderFacts>,
     ) -> Result<(), BuildError> {
-        let row = self
-            .index
-            .get(customer_id)
-            .ok_or_else(|| BuildError::UnknownCustomer(customer_id.to_owned()))?;
+        let row = row_of(&self.index, customer_id)?;
         fold_order(
             &mut self.orders,
             &mut self.stats,
@@ -529,10 +526,7 @@ impl FeatureBuilder {
         kind: &EventKind,
         at: Timestamp,
     ) -> Result<(), BuildError> {
-        let row = self
-            .index
-            .get(customer_id)
-            .ok_or_else(|| BuildError::UnknownCustomer(customer_id.to_owned()))?;
+        let row = row_of(&self.index, customer_id)?;
         if at > self.as_of.now {
             self.stats.events_after_as_of += 1;
             return Ok(());
