@@ -234,7 +234,7 @@ impl OrderFold<'_> {
     ) -> Result<(), BuildError> {
         let key = match self.index.dense_key(customer_id) {
             Some(key) => Key::Dense(key),
-            None => Key::Row(row_of(&self.index, customer_id)?),
+            None => Key::Row(row_of(self.index, customer_id)?),
         };
         self.push(Pending { key, facts, tag })
     }
