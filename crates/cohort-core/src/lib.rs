@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod bitset;
+pub mod delivery;
 pub mod features;
 pub mod membership;
 pub mod money;
