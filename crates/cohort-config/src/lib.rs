@@ -1,0 +1,141 @@
+//! Reading and checking Cohort's configuration.
+//!
+//! Owns the TOML format (one file, or a folder of `*.toml` with one workspace per file),
+//! secrets placeholders (`${env:NAME}`, `${file:PATH}`), job schedules (cron) and every check
+//! that needs nothing but the config: types, unknown keys with did-you-mean, names,
+//! references, time zones, currencies, schedules. It must not open plugins, databases or the
+//! network: `cohort validate` adds those checks on top, in the binary.
+//!
+//! Reading goes in two steps, after Vector: each file is read into raw structs that keep every
+//! value's place ([`raw`]), then one pure function turns them into the validated [`Config`]
+//! ([`validate`]), collecting every problem as a [`Diagnostic`] with `file:line:col` before
+//! failing. The keys are documented in `docs/config.md`; a test keeps it complete.
+
+mod diag;
+mod model;
+mod raw;
+mod schedule;
+mod secret;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use diag::{Diagnostic, Diagnostics, Location, did_you_mean};
+pub use model::{
+    Campaign, Config, DATABASE_URL_ENV, DEFAULT_DATABASE_URL, Destination, Email, Job, Mode,
+    PluginsSection, RateLimit, Segment, ServerSection, Source, StoreSection, Template, Workspace,
+};
+pub use schedule::{Schedule, ScheduleError};
+pub use secret::{PluginConfig, Resolved, SecretError, SecretString, SecretTemplate};
+pub use validate::DEFAULT_BATCH_SIZE;
+
+/// Reads the config at `path` (a file, or a folder whose `*.toml` files are read in name
+/// order) and checks everything it can alone. `Err` holds every problem, sorted by place.
+pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+    let mut diags = Diagnostics::new();
+    let files = match config_files(path) {
+        Ok(files) => files,
+        Err(d) => {
+            diags.push(d);
+            return Err(diags);
+        }
+    };
+    let mut raws = Vec::new();
+    for file in &files {
+        match std::fs::read_to_string(file) {
+            Ok(text) => raws.push(raw::parse_file(file, &text, &mut diags)),
+            Err(e) => diags.push(Diagnostic::new(
+                Some(Location::start_of(file)),
+                format!("cannot read {}: {e}", file.display()),
+            )),
+        }
+    }
+    let mut templates = BTreeMap::new();
+    for path in raws.iter().flat_map(raw::RawFile::template_files) {
+        let read = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_owned(),
+            _ => e.to_string(),
+        });
+        templates.insert(path, read);
+    }
+    finish(&raws, &templates, diags)
+}
+
+/// Reads a config from strings, for tests and tools: `(path, text)` pairs in order, template
+/// files looked up in `files` by path (relative to the config's folder as written).
+pub fn load_str(
+    sources: &[(&Path, &str)],
+    files: &BTreeMap<PathBuf, String>,
+) -> Result<Config, Diagnostics> {
+    let mut diags = Diagnostics::new();
+    let raws: Vec<raw::RawFile> = sources
+        .iter()
+        .map(|(p, t)| raw::parse_file(p, t, &mut diags))
+        .collect();
+    let templates = raws
+        .iter()
+        .flat_map(raw::RawFile::template_files)
+        .map(|p| {
+            let read = files
+                .get(&p)
+                .cloned()
+                .ok_or_else(|| "no such file".to_owned());
+            (p, read)
+        })
+        .collect();
+    finish(&raws, &templates, diags)
+}
+
+/// Validates the files read and merges in the problems found while reading them.
+fn finish(
+    raws: &[raw::RawFile],
+    templates: &validate::TemplateFiles,
+    mut diags: Diagnostics,
+) -> Result<Config, Diagnostics> {
+    match validate::validate(raws, templates) {
+        Ok(config) if diags.is_empty() => Ok(config),
+        Ok(_) => {
+            diags.sort();
+            Err(diags)
+        }
+        Err(more) => {
+            diags.extend(more);
+            diags.sort();
+            Err(diags)
+        }
+    }
+}
+
+/// The files of a config path: the file itself, or a folder's `*.toml` in name order.
+fn config_files(path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        Diagnostic::new(None, format!("cannot read config {}: {e}", path.display()))
+            .help("pass a config file or a folder of *.toml files; `cohort init` writes one")
+    })?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let entries = std::fs::read_dir(path).map_err(|e| {
+        Diagnostic::new(
+            None,
+            format!("cannot list config folder {}: {e}", path.display()),
+        )
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Diagnostic::new(
+            None,
+            format!("config folder {} has no *.toml files", path.display()),
+        ));
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests;
