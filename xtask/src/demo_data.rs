@@ -51,8 +51,11 @@ pub(crate) fn run(args: Vec<String>) -> Result<()> {
         .unwrap_or_else(|| paths::repo_root().join("config/demo"));
     let text =
         fs::read_to_string(&input).with_context(|| format!("reading {}", input.display()))?;
-    let transactions =
+    let mut transactions =
         parse_cdnow(&text).with_context(|| format!("parsing {}", input.display()))?;
+    let as_of_day = days_from_civil(AS_OF_DAY.0, AS_OF_DAY.1, AS_OF_DAY.2);
+    let cdnow_customers = transactions.iter().map(|t| t.customer).max().unwrap_or(0);
+    transactions.extend(recent_first_orders(cdnow_customers, as_of_day));
     let customers = summarise(&transactions)?;
 
     let mut orders_rng = SplitMix64::stream(SEED, 0);
@@ -63,7 +66,7 @@ pub(crate) fn run(args: Vec<String>) -> Result<()> {
             created_at: t.day * DAY + time_of_day(&mut orders_rng),
         })
         .collect();
-    let as_of = days_from_civil(AS_OF_DAY.0, AS_OF_DAY.1, AS_OF_DAY.2) * DAY;
+    let as_of = as_of_day * DAY;
     let profiles: Vec<Profile> = customers.iter().map(profile).collect();
     let events = engagement_events(&customers, &profiles, &orders, as_of);
 
@@ -115,7 +118,7 @@ fn write(dir: &Path, name: &str, text: &str, rows: usize) -> Result<(PathBuf, us
 // Input
 
 /// One line of CDNOW_master.txt.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Transaction {
     customer: u32,
     /// Days since 1970-01-01.
@@ -181,6 +184,40 @@ fn parse_yyyymmdd(s: &str) -> Result<i64> {
         bail!("no such day");
     }
     Ok(days_from_civil(y, m, d))
+}
+
+/// CDNOW's customers all made their first purchase in early 1997, so on the demo's clock nobody
+/// is new. This many invented customers join in the last 30 days before it, each with a first
+/// order shaped like CDNOW's (1–4 CDs at about $12–16 each), a few with a second one, so the
+/// demo can show a welcome campaign.
+const RECENT_NEWCOMERS: u32 = 480;
+
+/// Invented first (and some second) purchases of [`RECENT_NEWCOMERS`] customers whose ids follow
+/// CDNOW's last one, in the 30 days before the as-of day.
+fn recent_first_orders(last_cdnow_id: u32, as_of_day: i64) -> Vec<Transaction> {
+    let mut out = Vec::new();
+    for k in 1..=RECENT_NEWCOMERS {
+        let customer = last_cdnow_id + k;
+        let mut rng = SplitMix64::stream(SEED, 3 << 32 | u64::from(customer));
+        let first = as_of_day - rng.between(1, 30);
+        let purchase = |day: i64, rng: &mut SplitMix64| {
+            let cds = rng.between(1, 4) as u32;
+            let cents: i64 = (0..cds).map(|_| rng.between(1199, 1599)).sum();
+            Transaction {
+                customer,
+                day,
+                cds,
+                dollars: format!("{}.{:02}", cents / 100, cents % 100),
+            }
+        };
+        out.push(purchase(first, &mut rng));
+        let days_left = as_of_day - 1 - first;
+        if days_left > 0 && rng.chance(0.15) {
+            let second = first + rng.between(1, days_left);
+            out.push(purchase(second, &mut rng));
+        }
+    }
+    out
 }
 
 /// What the generator needs to know about one CDNOW customer.
@@ -815,6 +852,31 @@ mod tests {
         assert_eq!(
             datetime(days_from_civil(1997, 1, 1) * DAY + 3661),
             "1997-01-01 01:01:01"
+        );
+    }
+
+    #[test]
+    fn newcomers_follow_cdnow_ids_and_buy_within_the_last_30_days() {
+        let as_of_day = days_from_civil(1998, 7, 1);
+        let orders = recent_first_orders(23_570, as_of_day);
+        assert_eq!(
+            orders,
+            recent_first_orders(23_570, as_of_day),
+            "reproducible"
+        );
+        let mut ids: Vec<u32> = orders.iter().map(|t| t.customer).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), RECENT_NEWCOMERS as usize);
+        assert_eq!(ids.first(), Some(&23_571));
+        for t in &orders {
+            assert!((as_of_day - 30..as_of_day).contains(&t.day), "{t:?}");
+            assert!((1..=4).contains(&t.cds), "{t:?}");
+            let dollars: f64 = t.dollars.parse().expect("amount");
+            assert!(dollars >= 11.99 * f64::from(t.cds) && dollars <= 15.99 * f64::from(t.cds));
+        }
+        assert!(
+            orders.len() > ids.len(),
+            "some come back for a second order"
         );
     }
 

@@ -371,7 +371,10 @@ fn the_demo_runs_and_every_output_format_agrees() {
             counts[name]
         );
     }
-    assert_eq!(json["customers"], 23_570);
+    assert_eq!(
+        json["customers"], 24_050,
+        "CDNOW's 23,570 and 480 newcomers"
+    );
 }
 
 #[test]
