@@ -28,6 +28,24 @@ impl Location {
         }
     }
 
+    /// The place `prefix` further on: for an offset inside a string that starts here and is
+    /// written without escapes (a segment's `where`, an inline template).
+    #[must_use]
+    pub fn advanced(&self, prefix: &str) -> Location {
+        match prefix.rfind('\n') {
+            None => Location {
+                file: self.file.clone(),
+                line: self.line,
+                column: self.column + prefix.chars().count(),
+            },
+            Some(i) => Location {
+                file: self.file.clone(),
+                line: self.line + prefix.matches('\n').count(),
+                column: prefix[i + 1..].chars().count() + 1,
+            },
+        }
+    }
+
     /// Line 1, column 1 of `file`: a whole file, such as a template read from disk.
     pub fn start_of(file: &Path) -> Location {
         Location {
@@ -245,6 +263,18 @@ mod tests {
         let eq = text.rfind('=').unwrap();
         assert_eq!(line_col(text, eq), (2, 4));
         assert_eq!(line_col(text, 10_000), (3, 1));
+    }
+
+    #[test]
+    fn advancing_counts_lines_and_characters() {
+        let at = Location {
+            file: "c.toml".into(),
+            line: 4,
+            column: 10,
+        };
+        assert_eq!(at.advanced("ab").to_string(), "c.toml:4:12");
+        assert_eq!(at.advanced("é\nxy").to_string(), "c.toml:5:3");
+        assert_eq!(at.advanced(""), at);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //!
 //! Reading goes in two steps, after Vector: each file is read into raw structs that keep every
 //! value's place ([`raw`]), then one pure function turns them into the validated [`Config`]
-//! ([`validate`]), collecting every problem as a [`Diagnostic`] with `file:line:col` before
+//! (`validate`), collecting every problem as a [`Diagnostic`] with `file:line:col` before
 //! failing. The keys are documented in `docs/config.md`; a test keeps it complete.
 
 mod diag;
@@ -33,12 +33,20 @@ pub use validate::DEFAULT_BATCH_SIZE;
 /// Reads the config at `path` (a file, or a folder whose `*.toml` files are read in name
 /// order) and checks everything it can alone. `Err` holds every problem, sorted by place.
 pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+    into_result(check(path))
+}
+
+/// Like [`load`], but returns the config as far as it could be read along with every problem,
+/// so a caller (`cohort validate`) can go on checking plugins, segments and templates of a
+/// config that has mistakes, and report everything at once. Entries too broken to use (no
+/// name, no plugin) are left out.
+pub fn check(path: &Path) -> (Config, Diagnostics) {
     let mut diags = Diagnostics::new();
     let files = match config_files(path) {
         Ok(files) => files,
         Err(d) => {
             diags.push(d);
-            return Err(diags);
+            Vec::new()
         }
     };
     let mut raws = Vec::new();
@@ -58,6 +66,16 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
             _ => e.to_string(),
         });
         templates.insert(path, read);
+    }
+    if raws.is_empty() {
+        let empty = Config {
+            store: StoreSection::default(),
+            plugins: PluginsSection::default(),
+            server: ServerSection::default(),
+            workspaces: Vec::new(),
+            files,
+        };
+        return (empty, diags);
     }
     finish(&raws, &templates, diags)
 }
@@ -84,27 +102,27 @@ pub fn load_str(
             (p, read)
         })
         .collect();
-    finish(&raws, &templates, diags)
+    into_result(finish(&raws, &templates, diags))
 }
 
-/// Validates the files read and merges in the problems found while reading them.
+fn into_result((config, diags): (Config, Diagnostics)) -> Result<Config, Diagnostics> {
+    if diags.is_empty() {
+        Ok(config)
+    } else {
+        Err(diags)
+    }
+}
+
+/// Validates the files read and merges in the problems found while reading them, sorted.
 fn finish(
     raws: &[raw::RawFile],
     templates: &validate::TemplateFiles,
     mut diags: Diagnostics,
-) -> Result<Config, Diagnostics> {
-    match validate::validate(raws, templates) {
-        Ok(config) if diags.is_empty() => Ok(config),
-        Ok(_) => {
-            diags.sort();
-            Err(diags)
-        }
-        Err(more) => {
-            diags.extend(more);
-            diags.sort();
-            Err(diags)
-        }
-    }
+) -> (Config, Diagnostics) {
+    let (config, more) = validate::validate(raws, templates);
+    diags.extend(more);
+    diags.sort();
+    (config, diags)
 }
 
 /// The files of a config path: the file itself, or a folder's `*.toml` in name order.

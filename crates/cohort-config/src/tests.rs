@@ -450,3 +450,20 @@ fn docs_config_md_describes_every_key() {
         assert!(doc.contains(free_form), "{free_form}");
     }
 }
+
+#[test]
+fn check_returns_what_it_could_read_along_with_the_mistakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[workspace]\nid = \"w\"\n[[segments]]\nname = \"a\"\nwhere = \"x > 1\"\n[[segments]]\nwhere = \"no name\"\n[[jobs]]\nname = \"j\"\nschedule = \"bad\"\n",
+    )
+    .unwrap();
+    let (config, diags) = check(&path);
+    assert_eq!(diags.len(), 2, "{diags}");
+    let ws = config.workspace("w").unwrap();
+    assert_eq!(ws.segments.len(), 1, "the nameless segment is left out");
+    assert_eq!(ws.jobs[0].name, "j");
+    assert!(ws.jobs[0].schedule.is_none());
+}

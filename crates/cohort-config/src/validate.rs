@@ -25,22 +25,16 @@ pub const DEFAULT_BATCH_SIZE: usize = 500;
 /// What the caller read for each template file: its text, or why it could not.
 pub(crate) type TemplateFiles = BTreeMap<PathBuf, Result<String, String>>;
 
-/// Checks `files` (in order) and builds the config, or returns every problem.
-pub(crate) fn validate(
-    files: &[RawFile],
-    templates: &TemplateFiles,
-) -> Result<Config, Diagnostics> {
+/// Checks `files` (in order) and builds the config: everything that could be read, and every
+/// problem (an entry whose name or plugin is missing is left out; other mistakes keep a
+/// default so later checks still see the entry).
+pub(crate) fn validate(files: &[RawFile], templates: &TemplateFiles) -> (Config, Diagnostics) {
     let mut v = Validator {
         diags: Diagnostics::new(),
         templates,
     };
     let config = v.config(files);
-    if v.diags.is_empty() {
-        Ok(config)
-    } else {
-        v.diags.sort();
-        Err(v.diags)
-    }
+    (config, v.diags)
 }
 
 struct Validator<'a> {
