@@ -1,0 +1,243 @@
+//! The values the store takes and returns.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+/// Which database a [`crate::Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file (the default; no server).
+    Sqlite,
+    /// A PostgreSQL server (several daemons may share it).
+    Postgres,
+}
+
+/// What the store keeps about a workspace itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceInfo {
+    /// The workspace id (`[a-z0-9][a-z0-9_-]*`).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// IANA time zone name (`America/New_York`).
+    pub timezone: String,
+    /// ISO 4217 currency code.
+    pub currency: String,
+}
+
+/// Which record stream of a source a cursor belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamKind {
+    /// Customers.
+    Customers,
+    /// Orders.
+    Orders,
+    /// Engagement events.
+    Events,
+}
+
+impl StreamKind {
+    /// The name stored in `source_cursors.stream`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamKind::Customers => "customers",
+            StreamKind::Orders => "orders",
+            StreamKind::Events => "events",
+        }
+    }
+}
+
+/// What an ingest call did, by record, compared by content hash.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Upserted {
+    /// Keys the store had not seen.
+    pub new: u64,
+    /// Keys whose content changed; the row was rewritten.
+    pub updated: u64,
+    /// Keys whose content was identical; the row was not touched.
+    pub unchanged: u64,
+}
+
+impl Upserted {
+    /// Every record counted.
+    pub fn total(&self) -> u64 {
+        self.new + self.updated + self.unchanged
+    }
+}
+
+impl std::ops::AddAssign for Upserted {
+    fn add_assign(&mut self, other: Upserted) {
+        self.new += other.new;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+    }
+}
+
+/// A saved segment definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentVersion {
+    /// Hex hash of the expression text.
+    pub hash: String,
+    /// 1 for the first definition of the name, then +1 at each change.
+    pub version: i64,
+    /// Whether this call created the version (the expression changed or is new).
+    pub is_new: bool,
+}
+
+/// Where a customer stands with a campaign's destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DestinationStatus {
+    /// In the audience at the destination (upsert and mirror modes).
+    Member,
+    /// Pushed out of the audience.
+    Removed,
+    /// Sent the campaign's message (send mode).
+    Sent,
+}
+
+impl DestinationStatus {
+    /// The name stored in `destination_state.status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationStatus::Member => "member",
+            DestinationStatus::Removed => "removed",
+            DestinationStatus::Sent => "sent",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "member" => DestinationStatus::Member,
+            "removed" => DestinationStatus::Removed,
+            "sent" => DestinationStatus::Sent,
+            _ => return None,
+        })
+    }
+}
+
+/// What a destination last acknowledged for one customer of one campaign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationState {
+    /// The customer's id.
+    pub customer_id: String,
+    /// Where the customer stands.
+    pub status: DestinationStatus,
+    /// Hash of the last payload the destination acknowledged.
+    pub payload_hash: String,
+    /// The idempotency key of that push.
+    pub idempotency_key: String,
+    /// Times the customer entered the audience; send keys use it so a re-entry sends again.
+    /// (`cohort run` numbers every acknowledged change here, see `cohort_core::delivery`.)
+    pub entries: i64,
+    /// A push whose outcome is not known yet: recorded before pushing, cleared when the
+    /// destination answers. A run that died in between leaves it for the next run to retry.
+    pub pending: Option<PendingPush>,
+    /// When the state was committed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An operation pushed (or about to be) whose outcome is not recorded yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingPush {
+    /// `upsert`, `remove` or `send`.
+    pub action: String,
+    /// Its idempotency key.
+    pub key: String,
+    /// Hash of its payload.
+    pub payload_hash: String,
+}
+
+/// A run's id, unique across the store.
+pub type RunId = i64;
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunStatus {
+    /// Started and not finished (or its process died: the next run of the job marks it
+    /// [`RunStatus::Failed`]).
+    Running,
+    /// Everything done.
+    Succeeded,
+    /// Stopped by an error.
+    Failed,
+    /// Finished, with some records or pushes failing.
+    PartiallyFailed,
+}
+
+impl RunStatus {
+    /// The name stored in `job_runs.status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::PartiallyFailed => "partially_failed",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            "partially_failed" => RunStatus::PartiallyFailed,
+            _ => return None,
+        })
+    }
+}
+
+/// One recorded run of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    /// The run's id.
+    pub id: RunId,
+    /// The job's name.
+    pub job: String,
+    /// What started it (`manual`, `schedule`, …).
+    pub trigger: String,
+    /// Whether pushes were skipped.
+    pub dry_run: bool,
+    /// Where it stands.
+    pub status: RunStatus,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it finished, if it did.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The counts the run recorded at its end.
+    pub summary: Option<Value>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}
+
+/// One record-level error of a run: a bad row, a rejected push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    /// The pipeline stage (`pull`, `segment`, `render`, `push`).
+    pub stage: String,
+    /// Where: file:line:col, source and record id, campaign and customer.
+    pub location: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Why an email address may not be sent marketing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SuppressionReason {
+    /// The person unsubscribed.
+    Unsubscribed,
+    /// The address bounced.
+    Bounced,
+    /// The person marked a message as spam.
+    Complained,
+}
+
+impl SuppressionReason {
+    /// The name stored in `suppressions.reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuppressionReason::Unsubscribed => "unsubscribed",
+            SuppressionReason::Bounced => "bounced",
+            SuppressionReason::Complained => "complained",
+        }
+    }
+}

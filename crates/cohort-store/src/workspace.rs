@@ -1,0 +1,575 @@
+//! [`WorkspaceStore`]: one workspace's view of the store.
+//!
+//! Every method filters on the workspace id it was made with; nothing here takes a workspace
+//! id as an argument, so a caller holding one workspace's handle cannot name another's rows.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use cohort_core::record::{Customer, Event, Order};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
+};
+use serde_json::Value;
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::entity::{
+    destination_state, job_runs, memberships, run_errors, segment_definitions, source_cursors,
+    suppressions,
+};
+use crate::error::StoreError;
+use crate::types::{
+    Backend, DestinationState, DestinationStatus, PendingPush, RecordError, RunId, RunRow,
+    RunStatus, SegmentVersion, StreamKind, SuppressionReason, Upserted,
+};
+use crate::{ingest, read};
+
+/// Parameters per statement for sea-orm's multi-row inserts: under SQLite's 32766 and
+/// PostgreSQL's 65535 limits.
+const MAX_PARAMS: usize = 30_000;
+
+/// One workspace's data. Made by [`crate::Store::workspace`]; cheap to clone.
+#[derive(Clone)]
+pub struct WorkspaceStore {
+    db: DatabaseConnection,
+    backend: Backend,
+    id: Arc<str>,
+}
+
+impl std::fmt::Debug for WorkspaceStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkspaceStore")
+            .field("workspace", &self.id)
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+fn chunk_rows(columns: usize) -> usize {
+    (MAX_PARAMS / columns).max(1)
+}
+
+impl WorkspaceStore {
+    pub(crate) fn new(db: DatabaseConnection, backend: Backend, id: &str) -> WorkspaceStore {
+        WorkspaceStore {
+            db,
+            backend,
+            id: Arc::from(id),
+        }
+    }
+
+    /// The workspace id every query is scoped to.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    // ---- ingest ---------------------------------------------------------------------------
+
+    /// Upserts customers from `source` by their id, and saves `cursor` as the source's
+    /// customers cursor, in one transaction: either both land or neither does.
+    ///
+    /// A key given twice counts once, with its last version.
+    pub async fn ingest_customers(
+        &self,
+        source: &str,
+        records: &[Customer],
+        cursor: &Value,
+    ) -> Result<Upserted, StoreError> {
+        let batch = ingest::customers_batch(records)?;
+        let stream = StreamKind::Customers;
+        ingest::ingest(
+            &self.db,
+            self.backend,
+            &self.id,
+            source,
+            stream,
+            &batch,
+            cursor,
+        )
+        .await
+    }
+
+    /// Upserts orders from `source` by their id, and saves the orders cursor, in one
+    /// transaction.
+    pub async fn ingest_orders(
+        &self,
+        source: &str,
+        records: &[Order],
+        cursor: &Value,
+    ) -> Result<Upserted, StoreError> {
+        let batch = ingest::orders_batch(records)?;
+        let stream = StreamKind::Orders;
+        ingest::ingest(
+            &self.db,
+            self.backend,
+            &self.id,
+            source,
+            stream,
+            &batch,
+            cursor,
+        )
+        .await
+    }
+
+    /// Upserts events from `source`, and saves the events cursor, in one transaction.
+    ///
+    /// An event without an id is stored under a stable id hashed from its content
+    /// (`~` and 32 hex digits), so pulling it again does not duplicate it.
+    pub async fn ingest_events(
+        &self,
+        source: &str,
+        records: &[Event],
+        cursor: &Value,
+    ) -> Result<Upserted, StoreError> {
+        let batch = ingest::events_batch(records)?;
+        let stream = StreamKind::Events;
+        ingest::ingest(
+            &self.db,
+            self.backend,
+            &self.id,
+            source,
+            stream,
+            &batch,
+            cursor,
+        )
+        .await
+    }
+
+    /// The cursor last saved for `source`'s `stream`, if any.
+    pub async fn cursor(
+        &self,
+        source: &str,
+        stream: StreamKind,
+    ) -> Result<Option<Value>, StoreError> {
+        let row = source_cursors::Entity::find()
+            .filter(source_cursors::Column::WorkspaceId.eq(&*self.id))
+            .filter(source_cursors::Column::Source.eq(source))
+            .filter(source_cursors::Column::Stream.eq(stream.as_str()))
+            .one(&self.db)
+            .await?;
+        Ok(row.map(|r| r.cursor))
+    }
+
+    // ---- reads ----------------------------------------------------------------------------
+
+    /// Every customer of the workspace, from every source.
+    pub async fn customers(&self) -> Result<Vec<Customer>, StoreError> {
+        let mut out = Vec::new();
+        read::for_each_customer(&self.db, self.backend, &self.id, |c| out.push(c)).await?;
+        Ok(out)
+    }
+
+    /// Calls `f` with each customer, streamed; returns how many there were.
+    pub async fn for_each_customer(
+        &self,
+        f: impl FnMut(Customer) + Send,
+    ) -> Result<u64, StoreError> {
+        read::for_each_customer(&self.db, self.backend, &self.id, f).await
+    }
+
+    /// Calls `f` with each order, streamed; returns how many there were.
+    pub async fn for_each_order(&self, f: impl FnMut(Order) + Send) -> Result<u64, StoreError> {
+        read::for_each_order(&self.db, self.backend, &self.id, f).await
+    }
+
+    /// Calls `f` with each event, streamed; returns how many there were. Events stored
+    /// without a source id come back with their derived id.
+    pub async fn for_each_event(&self, f: impl FnMut(Event) + Send) -> Result<u64, StoreError> {
+        read::for_each_event(&self.db, self.backend, &self.id, f).await
+    }
+
+    // ---- segments -------------------------------------------------------------------------
+
+    /// Records `expression` as segment `name`'s definition: a new version when it differs
+    /// from the latest one, the latest one otherwise.
+    pub async fn save_segment(
+        &self,
+        name: &str,
+        expression: &str,
+    ) -> Result<SegmentVersion, StoreError> {
+        let hash = format!("{:032x}", xxh3_128(expression.as_bytes()));
+        let tx = self.db.begin().await?;
+        let latest = segment_definitions::Entity::find()
+            .filter(segment_definitions::Column::WorkspaceId.eq(&*self.id))
+            .filter(segment_definitions::Column::Name.eq(name))
+            .order_by_desc(segment_definitions::Column::Version)
+            .one(&tx)
+            .await?;
+        if let Some(latest) = &latest
+            && latest.hash == hash
+        {
+            return Ok(SegmentVersion {
+                hash,
+                version: latest.version,
+                is_new: false,
+            });
+        }
+        let version = latest.map_or(1, |l| l.version + 1);
+        segment_definitions::Entity::insert(segment_definitions::ActiveModel {
+            workspace_id: Set(self.id.to_string()),
+            name: Set(name.to_owned()),
+            version: Set(version),
+            hash: Set(hash.clone()),
+            expression: Set(expression.to_owned()),
+            created_at: Set(Utc::now()),
+            ..Default::default()
+        })
+        .exec_without_returning(&tx)
+        .await?;
+        tx.commit().await?;
+        Ok(SegmentVersion {
+            hash,
+            version,
+            is_new: true,
+        })
+    }
+
+    /// The customer ids in segment `name` as last applied, sorted.
+    pub async fn members(&self, segment: &str) -> Result<Vec<String>, StoreError> {
+        let ids: Vec<String> = memberships::Entity::find()
+            .select_only()
+            .column(memberships::Column::CustomerId)
+            .filter(memberships::Column::WorkspaceId.eq(&*self.id))
+            .filter(memberships::Column::Segment.eq(segment))
+            .order_by_asc(memberships::Column::CustomerId)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(ids)
+    }
+
+    /// Adds and removes members of segment `name`, in one transaction. Adding a member
+    /// already there keeps its original `since`.
+    pub async fn apply_membership(
+        &self,
+        segment: &str,
+        added: &[String],
+        removed: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin().await?;
+        for chunk in added.chunks(chunk_rows(4)) {
+            let rows = chunk.iter().map(|c| memberships::ActiveModel {
+                workspace_id: Set(self.id.to_string()),
+                segment: Set(segment.to_owned()),
+                customer_id: Set(c.clone()),
+                since: Set(at),
+            });
+            memberships::Entity::insert_many(rows)
+                .on_conflict(
+                    OnConflict::columns([
+                        memberships::Column::WorkspaceId,
+                        memberships::Column::Segment,
+                        memberships::Column::CustomerId,
+                    ])
+                    .do_nothing()
+                    .to_owned(),
+                )
+                .exec_without_returning(&tx)
+                .await?;
+        }
+        for chunk in removed.chunks(chunk_rows(1)) {
+            memberships::Entity::delete_many()
+                .filter(memberships::Column::WorkspaceId.eq(&*self.id))
+                .filter(memberships::Column::Segment.eq(segment))
+                .filter(memberships::Column::CustomerId.is_in(chunk.iter().map(String::as_str)))
+                .exec(&tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- destination state ----------------------------------------------------------------
+
+    /// What the destination of `campaign` last acknowledged, by customer id.
+    pub async fn destination_state(
+        &self,
+        campaign: &str,
+    ) -> Result<HashMap<String, DestinationState>, StoreError> {
+        let rows = destination_state::Entity::find()
+            .filter(destination_state::Column::WorkspaceId.eq(&*self.id))
+            .filter(destination_state::Column::Campaign.eq(campaign))
+            .all(&self.db)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                let status =
+                    DestinationStatus::parse(&r.status).ok_or_else(|| StoreError::Corrupt {
+                        what: "destination state",
+                        key: format!("{campaign}/{}", r.customer_id),
+                        reason: format!("unknown status `{}`", r.status),
+                    })?;
+                let state = DestinationState {
+                    customer_id: r.customer_id.clone(),
+                    status,
+                    payload_hash: r.payload_hash,
+                    idempotency_key: r.idempotency_key,
+                    entries: r.entries,
+                    pending: match (r.pending_action, r.pending_key, r.pending_hash) {
+                        (Some(action), Some(key), hash) => Some(PendingPush {
+                            action,
+                            key,
+                            payload_hash: hash.unwrap_or_default(),
+                        }),
+                        _ => None,
+                    },
+                    updated_at: r.updated_at,
+                };
+                Ok((r.customer_id, state))
+            })
+            .collect()
+    }
+
+    /// Saves the acknowledged state of `updates` for `campaign`, replacing each customer's
+    /// previous state, in one transaction.
+    pub async fn commit_destination(
+        &self,
+        campaign: &str,
+        updates: &[DestinationState],
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin().await?;
+        for chunk in updates.chunks(chunk_rows(11)) {
+            let rows = chunk.iter().map(|u| destination_state::ActiveModel {
+                workspace_id: Set(self.id.to_string()),
+                campaign: Set(campaign.to_owned()),
+                customer_id: Set(u.customer_id.clone()),
+                status: Set(u.status.as_str().to_owned()),
+                payload_hash: Set(u.payload_hash.clone()),
+                idempotency_key: Set(u.idempotency_key.clone()),
+                entries: Set(u.entries),
+                pending_action: Set(u.pending.as_ref().map(|p| p.action.clone())),
+                pending_key: Set(u.pending.as_ref().map(|p| p.key.clone())),
+                pending_hash: Set(u.pending.as_ref().map(|p| p.payload_hash.clone())),
+                updated_at: Set(u.updated_at),
+            });
+            destination_state::Entity::insert_many(rows)
+                .on_conflict(
+                    OnConflict::columns([
+                        destination_state::Column::WorkspaceId,
+                        destination_state::Column::Campaign,
+                        destination_state::Column::CustomerId,
+                    ])
+                    .update_columns([
+                        destination_state::Column::Status,
+                        destination_state::Column::PayloadHash,
+                        destination_state::Column::IdempotencyKey,
+                        destination_state::Column::Entries,
+                        destination_state::Column::PendingAction,
+                        destination_state::Column::PendingKey,
+                        destination_state::Column::PendingHash,
+                        destination_state::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+                )
+                .exec_without_returning(&tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- runs -----------------------------------------------------------------------------
+
+    /// Records the start of a run of `job`. Runs of the same job still marked running were
+    /// left by a process that died: they are marked failed ("interrupted") first.
+    pub async fn start_run(
+        &self,
+        job: &str,
+        trigger: &str,
+        dry_run: bool,
+    ) -> Result<RunId, StoreError> {
+        let now = Utc::now();
+        let tx = self.db.begin().await?;
+        job_runs::Entity::update_many()
+            .col_expr(
+                job_runs::Column::Status,
+                Expr::value(RunStatus::Failed.as_str()),
+            )
+            .col_expr(job_runs::Column::FinishedAt, Expr::value(now))
+            .col_expr(job_runs::Column::Error, Expr::value("interrupted"))
+            .filter(job_runs::Column::WorkspaceId.eq(&*self.id))
+            .filter(job_runs::Column::Job.eq(job))
+            .filter(job_runs::Column::Status.eq(RunStatus::Running.as_str()))
+            .exec(&tx)
+            .await?;
+        let inserted = job_runs::Entity::insert(job_runs::ActiveModel {
+            workspace_id: Set(self.id.to_string()),
+            job: Set(job.to_owned()),
+            trigger: Set(trigger.to_owned()),
+            dry_run: Set(dry_run),
+            status: Set(RunStatus::Running.as_str().to_owned()),
+            started_at: Set(now),
+            finished_at: Set(None),
+            summary: Set(None),
+            error: Set(None),
+            ..Default::default()
+        })
+        .exec(&tx)
+        .await?;
+        tx.commit().await?;
+        Ok(inserted.last_insert_id)
+    }
+
+    /// Records the end of run `id`.
+    pub async fn finish_run(
+        &self,
+        id: RunId,
+        status: RunStatus,
+        summary: &Value,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let done = job_runs::Entity::update_many()
+            .col_expr(job_runs::Column::Status, Expr::value(status.as_str()))
+            .col_expr(job_runs::Column::FinishedAt, Expr::value(Utc::now()))
+            .col_expr(job_runs::Column::Summary, Expr::value(summary.clone()))
+            .col_expr(
+                job_runs::Column::Error,
+                Expr::value(error.map(str::to_owned)),
+            )
+            .filter(job_runs::Column::WorkspaceId.eq(&*self.id))
+            .filter(job_runs::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        if done.rows_affected == 0 {
+            return Err(StoreError::UnknownRun(id));
+        }
+        Ok(())
+    }
+
+    /// Records per-record errors of run `id`.
+    pub async fn record_errors(&self, id: RunId, errors: &[RecordError]) -> Result<(), StoreError> {
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.begin().await?;
+        let owned = job_runs::Entity::find()
+            .filter(job_runs::Column::WorkspaceId.eq(&*self.id))
+            .filter(job_runs::Column::Id.eq(id))
+            .one(&tx)
+            .await?;
+        if owned.is_none() {
+            return Err(StoreError::UnknownRun(id));
+        }
+        for chunk in errors.chunks(chunk_rows(5)) {
+            let rows = chunk.iter().map(|e| run_errors::ActiveModel {
+                run_id: Set(id),
+                workspace_id: Set(self.id.to_string()),
+                stage: Set(e.stage.clone()),
+                location: Set(e.location.clone()),
+                message: Set(e.message.clone()),
+                ..Default::default()
+            });
+            run_errors::Entity::insert_many(rows)
+                .exec_without_returning(&tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The latest `limit` runs, newest first.
+    pub async fn runs(&self, limit: u64) -> Result<Vec<RunRow>, StoreError> {
+        let rows = job_runs::Entity::find()
+            .filter(job_runs::Column::WorkspaceId.eq(&*self.id))
+            .order_by_desc(job_runs::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        rows.into_iter().map(run_row).collect()
+    }
+
+    /// Run `id` and its record errors, in the order they were recorded.
+    pub async fn run(&self, id: RunId) -> Result<Option<(RunRow, Vec<RecordError>)>, StoreError> {
+        let Some(row) = job_runs::Entity::find()
+            .filter(job_runs::Column::WorkspaceId.eq(&*self.id))
+            .filter(job_runs::Column::Id.eq(id))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let errors = run_errors::Entity::find()
+            .filter(run_errors::Column::WorkspaceId.eq(&*self.id))
+            .filter(run_errors::Column::RunId.eq(id))
+            .order_by_asc(run_errors::Column::Id)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|e| RecordError {
+                stage: e.stage,
+                location: e.location,
+                message: e.message,
+            })
+            .collect();
+        Ok(Some((run_row(row)?, errors)))
+    }
+
+    // ---- suppressions ---------------------------------------------------------------------
+
+    /// Suppresses `email` (compared lower-cased) for `reason`, reported by `source`. Suppressing
+    /// it again updates the reason and source.
+    pub async fn suppress(
+        &self,
+        email: &str,
+        reason: SuppressionReason,
+        source: &str,
+    ) -> Result<(), StoreError> {
+        let email = email.trim().to_lowercase();
+        if email.is_empty() {
+            return Err(StoreError::Invalid("empty email address".to_owned()));
+        }
+        suppressions::Entity::insert(suppressions::ActiveModel {
+            workspace_id: Set(self.id.to_string()),
+            email: Set(email),
+            reason: Set(reason.as_str().to_owned()),
+            source: Set(source.to_owned()),
+            created_at: Set(Utc::now()),
+        })
+        .on_conflict(
+            OnConflict::columns([
+                suppressions::Column::WorkspaceId,
+                suppressions::Column::Email,
+            ])
+            .update_columns([suppressions::Column::Reason, suppressions::Column::Source])
+            .to_owned(),
+        )
+        .exec_without_returning(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// Every suppressed address, lower-cased.
+    pub async fn suppressed_emails(&self) -> Result<HashSet<String>, StoreError> {
+        let emails: Vec<String> = suppressions::Entity::find()
+            .select_only()
+            .column(suppressions::Column::Email)
+            .filter(suppressions::Column::WorkspaceId.eq(&*self.id))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(emails.into_iter().collect())
+    }
+}
+
+fn run_row(r: job_runs::Model) -> Result<RunRow, StoreError> {
+    let status = RunStatus::parse(&r.status).ok_or_else(|| StoreError::Corrupt {
+        what: "run",
+        key: r.id.to_string(),
+        reason: format!("unknown status `{}`", r.status),
+    })?;
+    Ok(RunRow {
+        id: r.id,
+        job: r.job,
+        trigger: r.trigger,
+        dry_run: r.dry_run,
+        status,
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        summary: r.summary,
+        error: r.error,
+    })
+}

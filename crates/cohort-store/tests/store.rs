@@ -1,0 +1,682 @@
+//! The store's behaviour, each test run on SQLite and on PostgreSQL (see `util`).
+// Test helpers panic on setup failures: there is nothing better to do in a test.
+#![allow(clippy::unwrap_used, clippy::print_stderr)]
+
+mod util;
+
+use std::collections::BTreeMap;
+
+use chrono::{TimeZone, Utc};
+use cohort_core::money::Money;
+use cohort_core::record::{Customer, Event, EventKind, LineItem, Order};
+use cohort_core::time::Timestamp;
+use cohort_store::{
+    Backend, DestinationState, DestinationStatus, PendingPush, RecordError, RunStatus, Store,
+    StoreError, StreamKind, SuppressionReason, Upserted,
+};
+use serde_json::json;
+use util::workspace;
+
+fn customer(id: &str, email: &str) -> Customer {
+    Customer {
+        email: Some(email.to_owned()),
+        accepts_email_marketing: true,
+        created_at: Some(Timestamp::from_secs(1_700_000_000)),
+        tags: vec!["vip".to_owned()],
+        ..Customer::new(id)
+    }
+}
+
+fn order(id: &str, customer: &str, whole: i64) -> Order {
+    Order {
+        id: id.to_owned(),
+        customer_id: customer.into(),
+        created_at: Some(Timestamp::from_secs(1_700_000_000 + whole)),
+        total: Money::from_whole(whole),
+        item_count: 1,
+        ..Order::default()
+    }
+}
+
+fn event(id: Option<&str>, customer: &str, kind: EventKind, at: i64) -> Event {
+    Event {
+        id: id.map(str::to_owned),
+        customer_id: customer.into(),
+        kind,
+        occurred_at: Timestamp::from_secs(at),
+        properties: BTreeMap::new(),
+    }
+}
+
+async fn orders_of(store: &cohort_store::WorkspaceStore) -> Vec<Order> {
+    let mut out = Vec::new();
+    store.for_each_order(|o| out.push(o)).await.unwrap();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
+}
+
+both!(migrations_apply_once_and_reconnecting_is_harmless, |db| {
+    db.store.ensure_workspace(&workspace("a")).await.unwrap();
+    let again = db.reopen().await;
+    let names: Vec<String> = again
+        .workspaces()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.id)
+        .collect();
+    assert_eq!(names, ["a"]);
+    let expected = if db.url.starts_with("sqlite") {
+        Backend::Sqlite
+    } else {
+        Backend::Postgres
+    };
+    assert_eq!(again.backend(), expected);
+});
+
+both!(ensure_workspace_updates_name_and_settings, |db| {
+    let mut w = workspace("a");
+    db.store.ensure_workspace(&w).await.unwrap();
+    w.name = "Renamed".to_owned();
+    w.currency = "EUR".to_owned();
+    db.store.ensure_workspace(&w).await.unwrap();
+    assert_eq!(db.store.workspaces().await.unwrap(), vec![w]);
+});
+
+both!(
+    ingest_counts_new_updated_and_unchanged_by_content_hash,
+    |db| {
+        db.store.ensure_workspace(&workspace("a")).await.unwrap();
+        let ws = db.store.workspace("a");
+        let first = vec![customer("1", "a@x.com"), customer("2", "b@x.com")];
+        let got = ws
+            .ingest_customers("shop", &first, &json!({"page": 1}))
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            Upserted {
+                new: 2,
+                updated: 0,
+                unchanged: 0
+            }
+        );
+
+        let mut second = first.clone();
+        second[1].first_name = Some("Bea".to_owned());
+        second.push(customer("3", "c@x.com"));
+        let got = ws
+            .ingest_customers("shop", &second, &json!({"page": 2}))
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            Upserted {
+                new: 1,
+                updated: 1,
+                unchanged: 1
+            }
+        );
+
+        let got = ws
+            .ingest_customers("shop", &second, &json!({"page": 2}))
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            Upserted {
+                new: 0,
+                updated: 0,
+                unchanged: 3
+            }
+        );
+
+        let mut back = ws.customers().await.unwrap();
+        back.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(back, {
+            let mut s = second.clone();
+            s.sort_by(|a, b| a.id.cmp(&b.id));
+            s
+        });
+    }
+);
+
+both!(the_same_id_from_two_sources_is_two_records, |db| {
+    db.store.ensure_workspace(&workspace("a")).await.unwrap();
+    let ws = db.store.workspace("a");
+    ws.ingest_customers("shop", &[customer("1", "a@x.com")], &json!(null))
+        .await
+        .unwrap();
+    let got = ws
+        .ingest_customers("crm", &[customer("1", "a@y.com")], &json!(null))
+        .await
+        .unwrap();
+    assert_eq!(got.new, 1);
+    assert_eq!(ws.customers().await.unwrap().len(), 2);
+});
+
+both!(
+    a_key_repeated_in_one_batch_counts_once_with_its_last_version,
+    |db| {
+        db.store.ensure_workspace(&workspace("a")).await.unwrap();
+        let ws = db.store.workspace("a");
+        let batch = [
+            order("o1", "1", 10),
+            order("o2", "1", 20),
+            order("o1", "1", 30),
+        ];
+        let got = ws.ingest_orders("shop", &batch, &json!(1)).await.unwrap();
+        assert_eq!(
+            got,
+            Upserted {
+                new: 2,
+                updated: 0,
+                unchanged: 0
+            }
+        );
+        let back = orders_of(&ws).await;
+        assert_eq!(back, vec![order("o1", "1", 30), order("o2", "1", 20)]);
+    }
+);
+
+both!(orders_round_trip_exactly, |db| {
+    db.store.ensure_workspace(&workspace("a")).await.unwrap();
+    let ws = db.store.workspace("a");
+    let full = Order {
+        id: "A-100".to_owned(),
+        customer_id: "c-7".into(),
+        created_at: Some(Timestamp::from_secs(-86_400)),
+        total: Money::parse("1234.5678").unwrap(),
+        currency: Some("EUR".to_owned()),
+        item_count: 3,
+        line_items: vec![LineItem {
+            product_id: Some("p1".to_owned()),
+            variant_id: None,
+            title: Some("Blue \"Note\" LP — ünïcode".to_owned()),
+            category: Some("vinyl".to_owned()),
+            quantity: 3,
+            price: Money::parse("411.5226").unwrap(),
+        }],
+        cancelled_at: Some(Timestamp::from_secs(1_700_000_123)),
+        refunded: Money::parse("0.0001").unwrap(),
+    };
+    let bare = Order {
+        id: "A-101".to_owned(),
+        customer_id: "c-8".into(),
+        ..Order::default()
+    };
+    ws.ingest_orders(
+        "shop",
+        &[full.clone(), bare.clone()],
+        &json!({"since": "2024-01-01"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(orders_of(&ws).await, vec![full, bare]);
+});
+
+both!(
+    events_round_trip_and_events_without_an_id_are_stored_once,
+    |db| {
+        db.store.ensure_workspace(&workspace("a")).await.unwrap();
+        let ws = db.store.workspace("a");
+        let mut with_props = event(Some("e1"), "1", EventKind::EmailClick, 100);
+        with_props
+            .properties
+            .insert("url".to_owned(), json!("https://shop.example/x?a=1"));
+        with_props.properties.insert("n".to_owned(), json!(3));
+        let unknown = event(
+            Some("e2"),
+            "1",
+            EventKind::Other("Wishlist Add".to_owned()),
+            200,
+        );
+        let anonymous = event(None, "2", EventKind::PageView, 300);
+        let batch = [with_props.clone(), unknown.clone(), anonymous.clone()];
+        let got = ws.ingest_events("web", &batch, &json!(null)).await.unwrap();
+        assert_eq!(got.new, 3);
+
+        let again = ws
+            .ingest_events("web", std::slice::from_ref(&anonymous), &json!(null))
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            Upserted {
+                new: 0,
+                updated: 0,
+                unchanged: 1
+            }
+        );
+
+        let mut back = Vec::new();
+        let n = ws.for_each_event(|e| back.push(e)).await.unwrap();
+        assert_eq!(n, 3);
+        back.sort_by_key(|e| e.occurred_at);
+        assert_eq!(back[0], with_props);
+        assert_eq!(back[1], unknown);
+        let derived = back[2].id.clone().unwrap();
+        assert!(derived.starts_with('~') && derived.len() == 33, "{derived}");
+        assert_eq!(
+            Event {
+                id: None,
+                ..back[2].clone()
+            },
+            anonymous
+        );
+    }
+);
+
+both!(
+    batches_larger_than_one_statement_are_split_and_counted,
+    |db| {
+        db.store.ensure_workspace(&workspace("a")).await.unwrap();
+        let ws = db.store.workspace("a");
+        // Past both SQLite's per-statement row limit (~2700 orders) and PostgreSQL's chunk (10000).
+        let orders: Vec<Order> = (0..12_345)
+            .map(|i| order(&format!("o{i}"), &format!("c{}", i % 100), i))
+            .collect();
+        let got = ws.ingest_orders("shop", &orders, &json!(1)).await.unwrap();
+        assert_eq!(got.new, 12_345);
+        let mut changed = orders.clone();
+        for o in changed.iter_mut().step_by(1000) {
+            o.refunded = Money::from_whole(1);
+        }
+        let got = ws.ingest_orders("shop", &changed, &json!(2)).await.unwrap();
+        assert_eq!(
+            got,
+            Upserted {
+                new: 0,
+                updated: 13,
+                unchanged: 12_332
+            }
+        );
+        let mut total = Money::ZERO;
+        let n = ws
+            .for_each_order(|o| total = total.checked_add(o.total).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(n, 12_345);
+        assert_eq!(total, Money::from_whole((0..12_345).sum()));
+    }
+);
+
+both!(
+    the_cursor_is_saved_with_its_batch_per_source_and_stream,
+    |db| {
+        db.store.ensure_workspace(&workspace("a")).await.unwrap();
+        let ws = db.store.workspace("a");
+        assert_eq!(ws.cursor("shop", StreamKind::Orders).await.unwrap(), None);
+        ws.ingest_orders("shop", &[order("o1", "1", 1)], &json!({"page": 3}))
+            .await
+            .unwrap();
+        ws.ingest_orders("shop", &[], &json!({"page": 4}))
+            .await
+            .unwrap();
+        ws.ingest_customers("shop", &[], &json!("c-cursor"))
+            .await
+            .unwrap();
+        assert_eq!(
+            ws.cursor("shop", StreamKind::Orders).await.unwrap(),
+            Some(json!({"page": 4}))
+        );
+        assert_eq!(
+            ws.cursor("shop", StreamKind::Customers).await.unwrap(),
+            Some(json!("c-cursor"))
+        );
+        assert_eq!(ws.cursor("shop", StreamKind::Events).await.unwrap(), None);
+        assert_eq!(ws.cursor("crm", StreamKind::Orders).await.unwrap(), None);
+    }
+);
+
+both!(
+    ingest_into_an_unknown_workspace_fails_and_saves_nothing,
+    |db| {
+        let ws = db.store.workspace("ghost");
+        let err = ws
+            .ingest_orders("shop", &[order("o1", "1", 1)], &json!(1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::UnknownWorkspace(ref w) if w == "ghost"),
+            "{err}"
+        );
+        assert!(!err.is_retryable());
+        db.store
+            .ensure_workspace(&workspace("ghost"))
+            .await
+            .unwrap();
+        assert_eq!(ws.for_each_order(|_| {}).await.unwrap(), 0);
+        assert_eq!(ws.cursor("shop", StreamKind::Orders).await.unwrap(), None);
+    }
+);
+
+both!(one_workspace_cannot_read_another_workspaces_data, |db| {
+    let store = &db.store;
+    store.ensure_workspace(&workspace("a")).await.unwrap();
+    store.ensure_workspace(&workspace("b")).await.unwrap();
+    let a = store.workspace("a");
+    let b = store.workspace("b");
+
+    a.ingest_customers("shop", &[customer("1", "a@x.com")], &json!(1))
+        .await
+        .unwrap();
+    a.ingest_orders("shop", &[order("o1", "1", 5)], &json!(1))
+        .await
+        .unwrap();
+    a.ingest_events(
+        "shop",
+        &[event(Some("e1"), "1", EventKind::EmailOpen, 1)],
+        &json!(1),
+    )
+    .await
+    .unwrap();
+    a.save_segment("vip", "total_spent > 100").await.unwrap();
+    a.apply_membership("vip", &["1".to_owned()], &[], Utc::now())
+        .await
+        .unwrap();
+    let state = DestinationState {
+        customer_id: "1".to_owned(),
+        status: DestinationStatus::Sent,
+        payload_hash: "h".to_owned(),
+        idempotency_key: "k".to_owned(),
+        entries: 1,
+        pending: None,
+        updated_at: Utc::now(),
+    };
+    a.commit_destination("winback", &[state]).await.unwrap();
+    let run = a.start_run("nightly", "manual", false).await.unwrap();
+    a.record_errors(
+        run,
+        &[RecordError {
+            stage: "pull".to_owned(),
+            location: "orders.csv:2:1".to_owned(),
+            message: "bad date".to_owned(),
+        }],
+    )
+    .await
+    .unwrap();
+    a.suppress("a@x.com", SuppressionReason::Bounced, "smtp")
+        .await
+        .unwrap();
+
+    assert!(b.customers().await.unwrap().is_empty());
+    assert_eq!(b.for_each_order(|_| {}).await.unwrap(), 0);
+    assert_eq!(b.for_each_event(|_| {}).await.unwrap(), 0);
+    assert_eq!(b.cursor("shop", StreamKind::Orders).await.unwrap(), None);
+    assert!(b.members("vip").await.unwrap().is_empty());
+    assert!(b.destination_state("winback").await.unwrap().is_empty());
+    assert!(b.runs(10).await.unwrap().is_empty());
+    assert_eq!(b.run(run).await.unwrap(), None);
+    assert!(b.suppressed_emails().await.unwrap().is_empty());
+    // Nor write into it: finishing or annotating a's run through b's handle is refused.
+    let err = b
+        .finish_run(run, RunStatus::Succeeded, &json!({}), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::UnknownRun(id) if id == run),
+        "{err}"
+    );
+    let err = b
+        .record_errors(
+            run,
+            &[RecordError {
+                stage: "x".to_owned(),
+                location: "x".to_owned(),
+                message: "x".to_owned(),
+            }],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::UnknownRun(_)), "{err}");
+    // The same segment version numbering is per workspace.
+    assert_eq!(
+        b.save_segment("vip", "total_spent > 100")
+            .await
+            .unwrap()
+            .version,
+        1
+    );
+
+    // And a's data is all still there.
+    assert_eq!(a.customers().await.unwrap().len(), 1);
+    assert_eq!(a.run(run).await.unwrap().unwrap().1.len(), 1);
+    assert_eq!(a.runs(10).await.unwrap()[0].status, RunStatus::Running);
+});
+
+both!(
+    segments_get_a_new_version_only_when_the_expression_changes,
+    |db| {
+        db.store.ensure_workspace(&workspace("a")).await.unwrap();
+        let ws = db.store.workspace("a");
+        let v1 = ws.save_segment("vip", "total_spent > 100").await.unwrap();
+        assert_eq!((v1.version, v1.is_new), (1, true));
+        let same = ws.save_segment("vip", "total_spent > 100").await.unwrap();
+        assert_eq!(
+            same,
+            cohort_store::SegmentVersion {
+                is_new: false,
+                ..v1.clone()
+            }
+        );
+        let v2 = ws.save_segment("vip", "total_spent > 200").await.unwrap();
+        assert_eq!((v2.version, v2.is_new), (2, true));
+        assert_ne!(v2.hash, v1.hash);
+        let back = ws.save_segment("vip", "total_spent > 100").await.unwrap();
+        assert_eq!((back.version, back.is_new, back.hash), (3, true, v1.hash));
+        let other = ws
+            .save_segment("lapsed", "total_spent > 100")
+            .await
+            .unwrap();
+        assert_eq!(other.version, 1);
+    }
+);
+
+both!(
+    memberships_add_and_remove_and_keep_the_original_since,
+    |db| {
+        db.store.ensure_workspace(&workspace("a")).await.unwrap();
+        let ws = db.store.workspace("a");
+        let ids = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let t0 = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+        ws.apply_membership("vip", &ids(&["3", "1", "2"]), &[], t0)
+            .await
+            .unwrap();
+        ws.apply_membership("vip", &ids(&["2", "4"]), &ids(&["1", "9"]), t0)
+            .await
+            .unwrap();
+        assert_eq!(ws.members("vip").await.unwrap(), ids(&["2", "3", "4"]));
+        assert!(ws.members("other").await.unwrap().is_empty());
+        // Many at once: more than one statement's worth.
+        let many: Vec<String> = (0..20_000).map(|i| format!("m{i:05}")).collect();
+        ws.apply_membership("big", &many, &[], t0).await.unwrap();
+        ws.apply_membership("big", &[], &many[..15_000], t0)
+            .await
+            .unwrap();
+        assert_eq!(ws.members("big").await.unwrap(), many[15_000..].to_vec());
+    }
+);
+
+both!(
+    destination_state_is_committed_and_replaced_per_customer,
+    |db| {
+        db.store.ensure_workspace(&workspace("a")).await.unwrap();
+        let ws = db.store.workspace("a");
+        let at = Utc.with_ymd_and_hms(2024, 5, 1, 12, 30, 15).unwrap();
+        let st = |id: &str, status, entries| DestinationState {
+            customer_id: id.to_owned(),
+            status,
+            payload_hash: format!("hash-{id}-{entries}"),
+            idempotency_key: format!("winback:{id}:{entries}"),
+            entries,
+            // A push whose outcome is unknown round-trips too.
+            pending: (entries == 2).then(|| PendingPush {
+                action: "remove".to_owned(),
+                key: format!("winback:{id}:3"),
+                payload_hash: "hash".to_owned(),
+            }),
+            updated_at: at,
+        };
+        ws.commit_destination(
+            "winback",
+            &[
+                st("1", DestinationStatus::Member, 1),
+                st("2", DestinationStatus::Sent, 1),
+            ],
+        )
+        .await
+        .unwrap();
+        ws.commit_destination("winback", &[st("1", DestinationStatus::Removed, 2)])
+            .await
+            .unwrap();
+        ws.commit_destination("other", &[st("1", DestinationStatus::Sent, 1)])
+            .await
+            .unwrap();
+        let state = ws.destination_state("winback").await.unwrap();
+        assert_eq!(state.len(), 2);
+        assert_eq!(state["1"], st("1", DestinationStatus::Removed, 2));
+        assert_eq!(state["2"], st("2", DestinationStatus::Sent, 1));
+    }
+);
+
+both!(
+    runs_are_recorded_listed_and_stale_ones_marked_interrupted,
+    |db| {
+        db.store.ensure_workspace(&workspace("a")).await.unwrap();
+        let ws = db.store.workspace("a");
+        let killed = ws.start_run("nightly", "schedule", false).await.unwrap();
+        let other_job = ws.start_run("hourly", "schedule", true).await.unwrap();
+        let run = ws.start_run("nightly", "manual", true).await.unwrap();
+        assert!(run > killed);
+        ws.record_errors(
+            run,
+            &[
+                RecordError {
+                    stage: "pull".into(),
+                    location: "orders.csv:7:3".into(),
+                    message: "bad total".into(),
+                },
+                RecordError {
+                    stage: "push".into(),
+                    location: "winback/42".into(),
+                    message: "rejected".into(),
+                },
+            ],
+        )
+        .await
+        .unwrap();
+        let summary = json!({"sources": {"shop": {"pulled": 10, "new": 3}}});
+        ws.finish_run(
+            run,
+            RunStatus::PartiallyFailed,
+            &summary,
+            Some("2 records failed"),
+        )
+        .await
+        .unwrap();
+
+        let runs = ws.runs(10).await.unwrap();
+        assert_eq!(
+            runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![run, other_job, killed]
+        );
+        let stale = &runs[2];
+        assert_eq!(stale.status, RunStatus::Failed);
+        assert_eq!(stale.error.as_deref(), Some("interrupted"));
+        assert!(stale.finished_at.is_some());
+        assert_eq!(
+            runs[1].status,
+            RunStatus::Running,
+            "another job's run is left alone"
+        );
+
+        let (row, errors) = ws.run(run).await.unwrap().unwrap();
+        assert_eq!(row.status, RunStatus::PartiallyFailed);
+        assert!(row.dry_run);
+        assert_eq!(row.trigger, "manual");
+        assert_eq!(row.summary, Some(summary));
+        assert_eq!(row.error.as_deref(), Some("2 records failed"));
+        assert!(row.finished_at.unwrap() >= row.started_at);
+        assert_eq!(errors.len(), 2);
+        assert_eq!(errors[1].location, "winback/42");
+        assert_eq!(ws.runs(1).await.unwrap().len(), 1);
+        assert_eq!(ws.run(run + 1000).await.unwrap(), None);
+    }
+);
+
+both!(suppressions_are_case_insensitive, |db| {
+    db.store.ensure_workspace(&workspace("a")).await.unwrap();
+    let ws = db.store.workspace("a");
+    ws.suppress(
+        " Ann@Example.COM ",
+        SuppressionReason::Unsubscribed,
+        "outbox",
+    )
+    .await
+    .unwrap();
+    ws.suppress("ann@example.com", SuppressionReason::Complained, "smtp")
+        .await
+        .unwrap();
+    ws.suppress("bob@example.com", SuppressionReason::Bounced, "smtp")
+        .await
+        .unwrap();
+    let set = ws.suppressed_emails().await.unwrap();
+    assert_eq!(set.len(), 2);
+    assert!(set.contains("ann@example.com") && set.contains("bob@example.com"));
+    assert!(
+        ws.suppress("  ", SuppressionReason::Bounced, "smtp")
+            .await
+            .is_err()
+    );
+});
+
+#[tokio::test]
+async fn unknown_url_schemes_are_refused_without_showing_the_password() {
+    let err = Store::connect("mysql://root:hunter22@localhost/db")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::UnsupportedUrl { .. }), "{err}");
+    assert!(!err.to_string().contains("hunter22"), "{err}");
+}
+
+#[tokio::test]
+async fn connection_errors_never_show_the_password() {
+    // Port 1 on loopback: nothing listens there, so the connection is refused at once.
+    let err = Store::connect("postgres://app:hunter22@127.0.0.1:1/db")
+        .await
+        .unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(matches!(err, StoreError::Connect { .. }), "{text}");
+    assert!(err.is_retryable());
+    assert!(!text.contains("hunter22"), "{text}");
+    assert!(text.contains("app:***@127.0.0.1:1"), "{text}");
+}
+
+#[tokio::test]
+async fn schemas_are_postgres_only_and_must_be_plain_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("x.db").display());
+    let err = Store::connect_in_schema(&url, "s1").await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    let err = Store::connect_in_schema(&util::postgres_url(), "x\"; drop table y; --")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+}
+
+#[tokio::test]
+async fn sqlite_runs_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cohort.db");
+    let store = Store::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+        .await
+        .unwrap();
+    store.ensure_workspace(&workspace("a")).await.unwrap();
+    assert!(
+        dir.path().join("cohort.db-wal").exists(),
+        "no WAL file beside the database"
+    );
+    assert!(store.size_bytes().await.unwrap() > 0);
+    store.close().await;
+}
