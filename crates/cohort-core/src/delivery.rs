@@ -296,6 +296,8 @@ pub fn plan(
 enum Decision {
     /// Nothing: the destination already has what it should.
     Nothing,
+    /// Nothing, because the customer may not be contacted (counted in [`Plan::skipped`]).
+    Skipped,
     /// Push an operation that leads to `status` with `hash`.
     Push(Action, Reason, Status, String),
     /// Record `status` without pushing.
@@ -335,7 +337,7 @@ fn decide(
                 if in_audience {
                     remove(Reason::Ineligible)
                 } else {
-                    Decision::Nothing
+                    Decision::Skipped
                 }
             }
         },
@@ -360,7 +362,7 @@ fn decide(
                 ),
                 not => {
                     skipped.count(not);
-                    Decision::Nothing
+                    Decision::Skipped
                 }
             },
         },
@@ -413,7 +415,7 @@ fn step(
         (None, None) => None,
     };
     match decide(mode, customer, now, state, eligibility, &mut plan.skipped) {
-        Decision::Nothing => match pending {
+        decision @ (Decision::Nothing | Decision::Skipped) => match pending {
             // Consent is checked again before a retry: a message or an audience add that may
             // never have arrived is not delivered to someone who may no longer be contacted.
             // Forgetting the intent keeps its number, so should they become eligible again the
@@ -421,7 +423,7 @@ fn step(
             Some(p)
                 if p.action != Action::Remove && eligibility(customer) != Eligibility::Eligible =>
             {
-                if now.is_some() {
+                if now.is_some() && matches!(decision, Decision::Nothing) {
                     plan.skipped.count(eligibility(customer));
                 }
                 if let Some(a) = before {
@@ -446,7 +448,7 @@ fn step(
                     pending: None,
                 },
             }),
-            None if now.is_some() => plan.unchanged += 1,
+            None if now.is_some() && matches!(decision, Decision::Nothing) => plan.unchanged += 1,
             None => {}
         },
         Decision::Push(action, reason, status, hash) => plan.ops.push(Planned {
@@ -609,6 +611,7 @@ mod tests {
         });
         assert_eq!(p.ops.len(), 1);
         assert_eq!(p.ops[0].customer, id(4));
+        assert_eq!(p.unchanged, 0, "skipped is not unchanged");
         assert_eq!(
             p.skipped,
             Skipped {
@@ -700,6 +703,30 @@ mod tests {
         assert_eq!(left.ops.len(), 1);
         assert_eq!(left.ops[0].action, Action::Remove);
         assert_eq!(left.ops[0].key, "p/1/2-remove-a");
+    }
+
+    #[test]
+    fn a_removal_whose_outcome_was_lost_is_pushed_again_even_without_consent() {
+        let state = vec![(
+            id(1),
+            Acked {
+                status: Status::Member,
+                payload_hash: "h".into(),
+                seq: 1,
+                pending: Some(Pending {
+                    action: Action::Remove,
+                    key: "p/1/2-remove-h".into(),
+                    payload_hash: "h".into(),
+                }),
+            },
+        )];
+        let p = plan(Mode::Mirror, "p", &wanted(&[(1, "h")]), &state, |_| {
+            Eligibility::NoConsent
+        });
+        assert_eq!(p.ops.len(), 1);
+        assert_eq!(p.ops[0].key, "p/1/2-remove-h");
+        assert_eq!(p.ops[0].reason, Reason::Unconfirmed);
+        assert_eq!(p.unchanged, 0);
     }
 
     #[test]
