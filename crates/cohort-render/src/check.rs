@@ -254,6 +254,193 @@ fn edit_distance(a: &[char], b: &[char]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::renderer::tests::workspace;
+    use crate::renderer::{Kind, Renderer};
+
+    fn check_spec(spec: &TemplateSpec) -> Vec<TemplateError> {
+        let mut r = Renderer::new(workspace());
+        r.add(spec).unwrap_or_else(|e| panic!("{e}"));
+        r.check_fields(&spec.name)
+    }
+
+    fn check_src(source: &str) -> Vec<String> {
+        check_spec(&TemplateSpec::new("t", source, Kind::Html))
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn known_fields_and_helpers_pass() {
+        let source = "Hi {{default first_name \"there\"}}, {{money total_spent}} over \
+            {{pluralize orders_count \"order\"}} since {{date first_order_at \"%Y\"}}. \
+            {{#if (gt orders_count 2)}}{{upper segment.name}}{{else}}{{campaign.name}}{{/if}} \
+            {{{unsubscribe_url}}} {{workspace.currency}} {{attributes.shoe_size}} {{now}} \
+            {{#unless accepts_email_marketing}}{{email}}{{/unless}} {{this.city}} {{./tags}} \
+            {{!-- {{not_checked_in_comments}} --}}";
+        assert_eq!(check_src(source), Vec::<String>::new());
+    }
+
+    #[test]
+    fn unknown_fields_are_reported_with_position_and_suggestion() {
+        let errors = check_spec(&TemplateSpec::new(
+            "winback.html",
+            "<p>Hi {{frist_name}},</p>\n<p>{{money totl_spent}} {{banana}}</p>",
+            Kind::Html,
+        ));
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "winback.html:1:7: template \"winback.html\": unknown field `frist_name` (did you mean `first_name`?)",
+                "winback.html:2:4: template \"winback.html\": unknown field `totl_spent` (did you mean `total_spent`?)",
+                "winback.html:2:25: template \"winback.html\": unknown field `banana`",
+            ]
+        );
+        assert_eq!(
+            errors[0].help.as_deref(),
+            Some("did you mean `first_name`?")
+        );
+    }
+
+    #[test]
+    fn positions_of_inline_templates_are_file_positions() {
+        let errors = check_spec(
+            &TemplateSpec::new("winback.subject", "We miss you, {{frist_name}}", Kind::Text)
+                .inline("config/demo.toml", 40, 11),
+        );
+        assert_eq!((errors[0].line, errors[0].column), (40, 24));
+        assert_eq!(errors[0].origin, "config/demo.toml");
+        let errors = check_spec(
+            &TemplateSpec::new("t", "one\n  {{frist_name}}", Kind::Text).inline(
+                "config/demo.toml",
+                40,
+                11,
+            ),
+        );
+        assert_eq!((errors[0].line, errors[0].column), (41, 3));
+    }
+
+    #[test]
+    fn names_inside_each_and_with_belong_to_the_block() {
+        assert_eq!(
+            check_src("{{#each (top_products 3)}}{{title}} {{quantity}} {{anything}}{{/each}}"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            check_src("{{#with segment}}{{name}} {{description}}{{/with}}"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            check_src("{{#each tags as |tag|}}{{tag}}{{/each}}"),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn block_parameters_and_paths_back_to_the_top_are_checked() {
+        let errors = check_src(
+            "{{#each top_product}}{{/each}}\
+             {{#each tags}}{{@root.frist_name}} {{../emial}} {{../first_name}}{{/each}}\
+             {{#each tags}}{{else}}{{lastname}}{{/each}}\
+             {{#if x}}{{y}}{{/if}}",
+        );
+        let messages: Vec<&str> = errors
+            .iter()
+            .map(|e| e.split(": ").nth(2).unwrap_or(e))
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "unknown field `top_product` (did you mean `top_products`?)",
+                "unknown field `frist_name` (did you mean `first_name`?)",
+                "unknown field `emial` (did you mean `email`?)",
+                "unknown field `lastname` (did you mean `last_name`?)",
+                "unknown field `x`",
+                "unknown field `y`",
+            ]
+        );
+    }
+
+    #[test]
+    fn subfields_of_segment_campaign_and_workspace_are_checked() {
+        let errors = check_src("{{segment.nmae}} {{campaign.name}} {{workspace.zone}}");
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].contains("unknown field `segment.nmae`"),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[0].contains("did you mean `segment.name`?"),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[1].contains("`workspace` has id, name, currency, timezone"),
+            "{}",
+            errors[1]
+        );
+    }
+
+    #[test]
+    fn unknown_helpers_are_reported_and_helper_names_are_not_fields() {
+        let errors =
+            check_src("{{mony total_spent}} {{#foreach tags}}{{/foreach}} {{upper (lowr email)}}");
+        let messages: Vec<&str> = errors
+            .iter()
+            .map(|e| e.split(": ").nth(2).unwrap_or(e))
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "unknown helper `mony` (did you mean `money`?)",
+                "unknown helper `foreach`",
+                "unknown helper `lowr` (did you mean `lower`?)",
+            ]
+        );
+        assert_eq!(
+            check_src("{{top_products}} {{len tags}}"),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_bare_case_helper_name_is_a_field_at_the_top() {
+        assert_eq!(check_src("{{title}}").len(), 1);
+    }
+
+    #[test]
+    fn every_known_field_renders_for_a_plain_customer() {
+        // check_fields and the context agree: nothing check_fields accepts is missing at
+        // render time (features are filled from a full row in a run).
+        let known = crate::known_fields();
+        let features: serde_json::Map<String, serde_json::Value> =
+            cohort_core::features::catalog::FEATURES
+                .iter()
+                .map(|f| (f.name.to_owned(), serde_json::Value::Null))
+                .collect();
+        let ctx = crate::Context::new(
+            &cohort_core::Customer::new("1"),
+            cohort_core::Timestamp::from_secs(0),
+        )
+        .features(features)
+        .segment("s", None)
+        .campaign("c")
+        .unsubscribe_url("u".into());
+        let mut r = Renderer::new(workspace());
+        for name in known {
+            r.add(&TemplateSpec::new(
+                "t",
+                format!("{{{{{name}}}}}"),
+                Kind::Text,
+            ))
+            .unwrap();
+            assert!(r.check_fields("t").is_empty(), "{name}");
+            r.render("t", &ctx)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
 
     #[test]
     fn suggestions_catch_typos_and_ignore_strangers() {

@@ -361,3 +361,178 @@ impl HelperDef for TopProductsHelper {
         Ok(ScopedJson::Derived(Value::Array(products)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::renderer::Kind;
+    use crate::renderer::tests::{render_as, text, text_err};
+
+    #[test]
+    fn money_uses_the_workspace_currency_or_an_explicit_one() {
+        assert_eq!(text("{{money total_spent}}"), "$1,234.50");
+        assert_eq!(text("{{money total_spent \"EUR\"}}"), "€1,234.50");
+        assert_eq!(text("{{money total_spent \"JPY\"}}"), "¥1,235");
+        assert_eq!(text("{{money total_spent \"XYZ\"}}"), "1,234.50 XYZ");
+        assert_eq!(text("{{money 12}} {{money 0.1}}"), "$12.00 $0.10");
+        assert_eq!(text("{{money top_products.0.revenue}}"), "$45.00");
+    }
+
+    #[test]
+    fn money_of_null_is_empty_and_composes_with_default() {
+        assert_eq!(text("[{{money avg_order_value}}]"), "[]");
+        assert_eq!(text("{{default (money avg_order_value) \"n/a\"}}"), "n/a");
+    }
+
+    #[test]
+    fn money_refuses_what_is_not_an_amount_or_a_currency() {
+        assert!(
+            text_err("{{money first_name}}")
+                .message
+                .contains("not a decimal amount")
+        );
+        assert!(
+            text_err("{{money total_spent \"euro\"}}")
+                .message
+                .contains("not an ISO 4217 currency code")
+        );
+        assert!(
+            text_err("{{money}}")
+                .message
+                .contains("{{money total_spent}}")
+        );
+        let e = text_err("{{money total_spnt}}");
+        assert!(
+            e.message.contains("`total_spnt` is not in the context"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn dates_render_in_the_workspace_zone() {
+        // 04:30 UTC on February 1st is 23:30 on January 31st in New York.
+        assert_eq!(text("{{date last_order_at}}"), "January 31, 2024");
+        assert_eq!(
+            text("{{date last_order_at \"%Y-%m-%d %H:%M\"}}"),
+            "2024-01-31 23:30"
+        );
+        assert_eq!(text("{{date now \"%A\"}}"), "Thursday");
+        assert_eq!(text("[{{date created_at}}]"), "[]");
+    }
+
+    #[test]
+    fn dates_refuse_bad_formats_and_values() {
+        assert!(
+            text_err("{{date now \"%Q\"}}")
+                .message
+                .contains("not a valid strftime format")
+        );
+        assert!(text_err("{{date first_name}}").message.contains("`date`"));
+        assert!(
+            text_err("{{date never_set}}")
+                .message
+                .contains("`never_set`")
+        );
+    }
+
+    #[test]
+    fn default_replaces_absent_null_and_blank_values() {
+        assert_eq!(text("Hi {{default first_name \"there\"}}"), "Hi ann");
+        // null in the context
+        assert_eq!(text("Hi {{default last_name \"there\"}}"), "Hi there");
+        // absent from the context: strict mode still lets `default` decide
+        assert_eq!(text("Hi {{default nickname \"there\"}}"), "Hi there");
+        assert_eq!(text("Hi {{default attributes.nick \"there\"}}"), "Hi there");
+        // blank text
+        assert_eq!(text("{{default (lower \"  \") \"blank\"}}"), "blank");
+        // a fallback from the context
+        assert_eq!(text("{{default last_name first_name}}"), "ann");
+        // zero and false are values
+        assert_eq!(text("{{default 0 \"none\"}}"), "0");
+    }
+
+    #[test]
+    fn default_needs_its_fallback() {
+        assert!(
+            text_err("{{default first_name}}")
+                .message
+                .contains("{{default first_name \"there\"}}")
+        );
+        assert!(
+            text_err("{{default last_name missing_too}}")
+                .message
+                .contains("`missing_too`")
+        );
+    }
+
+    #[test]
+    fn pluralize_counts_and_picks_the_noun() {
+        assert_eq!(text("{{pluralize orders_count \"order\"}}"), "3 orders");
+        assert_eq!(text("{{pluralize 1 \"order\"}}"), "1 order");
+        assert_eq!(text("{{pluralize 0 \"box\"}}"), "0 boxes");
+        assert_eq!(text("{{pluralize 2 \"person\" \"people\"}}"), "2 people");
+        assert_eq!(text("{{pluralize 1 \"person\" \"people\"}}"), "1 person");
+        assert_eq!(text("{{pluralize \"1\" \"order\"}}"), "1 order");
+        assert!(
+            text_err("{{pluralize first_name \"order\"}}")
+                .message
+                .contains("expects a count")
+        );
+    }
+
+    #[test]
+    fn case_helpers_change_case() {
+        assert_eq!(text("{{upper first_name}}"), "ANN");
+        assert_eq!(text("{{lower \"ÉLODIE\"}}"), "élodie");
+        assert_eq!(text("{{capitalize first_name}}"), "Ann");
+        assert_eq!(text("{{title \"ANN-MARIE SMITH\"}}"), "Ann-Marie Smith");
+        assert_eq!(text("[{{upper last_name}}]"), "[]");
+        assert_eq!(text("{{upper orders_count}}"), "3");
+        assert!(
+            text_err("{{upper nickname}}")
+                .message
+                .contains("`nickname`")
+        );
+    }
+
+    #[test]
+    fn top_products_lists_the_first_n_by_quantity_then_revenue() {
+        assert_eq!(
+            text(
+                "{{#each (top_products 2)}}{{title}} x{{quantity}} ({{money revenue}}); {{/each}}"
+            ),
+            "Giant Steps x3 ($45.00); Kind of Blue x3 ($30.00); "
+        );
+        assert_eq!(
+            text("{{#each top_products}}{{@index}}:{{this.title}} {{/each}}"),
+            "0:Giant Steps 1:Kind of Blue 2:Blue <Train> "
+        );
+        assert_eq!(text("{{len (top_products 10)}}"), "3");
+        assert_eq!(
+            text("{{#each (top_products 0)}}x{{else}}none{{/each}}"),
+            "none"
+        );
+        assert!(
+            text_err("{{#each (top_products \"3\")}}{{/each}}")
+                .message
+                .contains("whole number")
+        );
+    }
+
+    #[test]
+    fn top_products_are_escaped_in_html() {
+        assert_eq!(
+            render_as(
+                Kind::Html,
+                "{{#each (top_products 3)}}{{#if @last}}{{title}} {{upper title}}{{/if}}{{/each}}"
+            )
+            .unwrap(),
+            "Blue &lt;Train&gt; BLUE &lt;TRAIN&gt;"
+        );
+    }
+
+    #[test]
+    fn a_bare_title_outside_a_product_is_a_missing_field() {
+        let e = text_err("{{title}}");
+        assert!(e.message.contains("`title` is not in the context"), "{e}");
+    }
+}
