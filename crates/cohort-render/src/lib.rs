@@ -24,3 +24,58 @@ pub use context::{Context, Product, WorkspaceInfo, feature_map, known_fields};
 pub use error::{RenderError, TemplateError};
 pub use renderer::{Kind, Renderer, TemplateSpec};
 pub use text::html_to_text;
+
+#[cfg(test)]
+mod docs {
+    //! The examples in `docs/templates.md` are tests: every `| `template` | `output` |` row
+    //! renders to its output.
+
+    use crate::renderer::tests::text;
+
+    const PAGE: &str = include_str!("../../../docs/templates.md");
+
+    fn examples() -> Vec<(&'static str, &'static str)> {
+        PAGE.lines()
+            .filter_map(|line| {
+                let row = line.strip_prefix("| `")?.strip_suffix("` |")?;
+                row.split_once("` | `")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn docs_examples_render_as_documented() {
+        let examples = examples();
+        assert!(
+            examples.len() >= 20,
+            "only {} examples found",
+            examples.len()
+        );
+        for (template, output) in examples {
+            assert_eq!(text(template), output, "docs/templates.md: {template}");
+        }
+    }
+
+    #[test]
+    fn docs_describe_every_helper_and_field() {
+        for helper in crate::helpers::HELPERS {
+            let documented = PAGE
+                .lines()
+                .filter_map(|l| l.strip_prefix("### "))
+                .any(|heading| heading.split(", ").any(|name| name == *helper));
+            assert!(
+                documented,
+                "docs/templates.md has no section for `{helper}`"
+            );
+        }
+        for field in crate::context::CUSTOMER_FIELDS
+            .iter()
+            .chain(crate::context::CAMPAIGN_FIELDS)
+        {
+            assert!(
+                PAGE.contains(&format!("`{field}`")),
+                "docs/templates.md does not mention `{field}`"
+            );
+        }
+    }
+}

@@ -512,6 +512,48 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn renderer_is_shared_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Renderer>();
+        assert_send_sync::<Context>();
+    }
+
+    #[test]
+    fn a_campaign_renders_subject_html_and_derived_text() {
+        let mut r = Renderer::new(workspace());
+        let html = "<p>Hi {{default (capitalize first_name) \"there\"}},</p>\n\
+                    <p>You spent {{money total_spent}} over {{pluralize orders_count \"order\"}}.</p>\n\
+                    <ul>{{#each (top_products 2)}}<li>{{title}}</li>{{/each}}</ul>\n\
+                    <p><a href=\"{{unsubscribe_url}}\">Unsubscribe</a></p>";
+        r.add(&TemplateSpec::new(
+            "winback.subject",
+            "{{workspace.name}} misses you, {{default (capitalize first_name) \"there\"}}",
+            Kind::Text,
+        ))
+        .unwrap();
+        r.add(&TemplateSpec::new("winback.html", html, Kind::Html).file("templates/winback.html"))
+            .unwrap();
+        for name in ["winback.subject", "winback.html"] {
+            assert_eq!(r.check_fields(name), Vec::new(), "{name}");
+        }
+        let ctx = context();
+        assert_eq!(
+            r.render("winback.subject", &ctx).unwrap(),
+            "Demo & Co misses you, Ann"
+        );
+        let body = r.render("winback.html", &ctx).unwrap();
+        assert!(
+            body.contains("href=\"https://shop.example/u?c&#x3D;42&amp;t&#x3D;x\""),
+            "{body}"
+        );
+        assert_eq!(
+            Renderer::html_to_text(&body),
+            "Hi Ann,\n\nYou spent $1,234.50 over 3 orders.\n\n- Giant Steps\n- Kind of Blue\n\n\
+             Unsubscribe (https://shop.example/u?c=42&t=x)"
+        );
+    }
+
+    #[test]
     fn a_template_keeps_one_kind_when_replaced() {
         let mut r = Renderer::new(workspace());
         r.add(&TemplateSpec::new("t", "{{workspace.name}}", Kind::Html))
