@@ -255,7 +255,7 @@ impl RawFile {
             .filter_map(|c| c.email.as_ref())
             .flat_map(|e| [&e.html_file, &e.text_file])
             .flatten()
-            .map(|f| self.dir.join(&f.v))
+            .map(|f| beside(&self.dir, &f.v))
             .collect()
     }
 }
@@ -758,6 +758,15 @@ impl<'a> Reader<'a> {
                 Value::Object(out)
             }
         }
+    }
+}
+
+/// `rel` in `dir`, without a `./` in front when `dir` is the working folder (for messages).
+pub(crate) fn beside(dir: &Path, rel: &str) -> PathBuf {
+    if dir == Path::new(".") {
+        PathBuf::from(rel)
+    } else {
+        dir.join(rel)
     }
 }
 

@@ -609,7 +609,7 @@ impl Validator<'_> {
             }
             (Some(i), None) => Some(template(&name, i)),
             (None, Some(f)) => {
-                let path = ws.dir.join(&f.v);
+                let path = crate::raw::beside(&ws.dir, &f.v);
                 match self.templates.get(&path) {
                     Some(Ok(text)) => Some(Template {
                         name,

@@ -29,6 +29,19 @@ pub(crate) enum Command {
     /// List plugins and check plugin files against the plugin ABI.
     #[command(subcommand)]
     Plugins(crate::cmd::plugins::PluginsCommand),
+    /// Check a config before any run and report every problem at once: TOML, keys, names and
+    /// references, plugins and their configs, segments, templates, schedules.
+    ///
+    /// Example:
+    ///   cohort validate --config cohort.toml
+    #[command(verbatim_doc_comment)]
+    Validate(crate::cmd::validate::ValidateArgs),
+    /// Write a commented starter config (cohort.toml, templates/, the demo data) into DIR.
+    ///
+    /// Example:
+    ///   cohort init my-shop && cohort validate --config my-shop/cohort.toml
+    #[command(verbatim_doc_comment)]
+    Init(crate::cmd::init::InitArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -26,6 +26,9 @@ pub(crate) enum PluginsCommand {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// A Cohort config (file or folder): its `[plugins] dir` is searched too.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
     },
     /// Run the conformance kit against a plugin file (any path, any file name).
     ///
@@ -52,7 +55,16 @@ pub(crate) enum PluginsCommand {
 /// Runs a `cohort plugins` subcommand. `config_plugins_dir` is `plugins.dir` from the config.
 pub(crate) fn run(cmd: PluginsCommand, config_plugins_dir: Option<&Path>) -> Result<()> {
     match cmd {
-        PluginsCommand::List { json } => list(config_plugins_dir, json),
+        PluginsCommand::List { json, config } => match config {
+            Some(path) => {
+                let config = cohort_config::load(&path).map_err(|d| {
+                    anyhow::anyhow!("{d}\n{} problem(s) in {}", d.len(), path.display())
+                })?;
+                let dir = config.plugins.dir.as_deref().or(config_plugins_dir);
+                list(dir, json)
+            }
+            None => list(config_plugins_dir, json),
+        },
         PluginsCommand::Check {
             path,
             config,

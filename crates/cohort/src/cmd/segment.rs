@@ -54,7 +54,7 @@ pub(crate) fn run(cmd: SegmentCommand) -> Result<ExitCode> {
 }
 
 /// The built-in features, for checking segments without data.
-fn catalogue_fields() -> Vec<FieldInfo> {
+pub(crate) fn catalogue_fields() -> Vec<FieldInfo> {
     FEATURES
         .iter()
         .map(|f| FieldInfo {

@@ -1,0 +1,388 @@
+//! `cohort validate`: every check before any run, every problem at once.
+//!
+//! cohort-config checks what the config alone can tell (syntax, keys, names, references, time
+//! zones, schedules). This command adds what needs the rest of Cohort: the plugins (found,
+//! of the right kind, supporting the campaign's mode, config matching their schema with the
+//! secrets resolved), the segment expressions (parsed and type-checked against the feature
+//! catalogue) and the templates (compiled, using only fields that exist). Nothing is pulled,
+//! stored or pushed.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use cohort_config::{
+    Config, Diagnostic, Diagnostics, Location, Mode, PluginConfig, Template, Workspace,
+    did_you_mean,
+};
+use cohort_core::segment::{SegmentDef, SegmentSet};
+use cohort_plugin_host::discovery::{self, Registry, SearchDir};
+use cohort_plugin_host::wire::Kind;
+use cohort_plugin_host::{CallError, LoadedPlugin};
+use cohort_render::{Renderer, TemplateError, TemplateSpec, WorkspaceInfo};
+
+/// Arguments of `cohort validate`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ValidateArgs {
+    /// The config: a TOML file, or a folder whose *.toml files hold one workspace each.
+    #[arg(long, short, value_name = "PATH")]
+    pub(crate) config: PathBuf,
+}
+
+pub(crate) fn run(args: &ValidateArgs) -> Result<ExitCode> {
+    let (config, mut diags) = cohort_config::check(&args.config);
+    if !config.files.is_empty() {
+        let dirs = discovery::default_search_dirs(config.plugins.dir.as_deref());
+        let registry = Registry::discover(&dirs);
+        for ws in &config.workspaces {
+            check_plugins(ws, &registry, &dirs, &mut diags);
+            check_segments(ws, &mut diags);
+            check_templates(ws, &mut diags);
+        }
+    }
+    diags.sort();
+    if diags.is_empty() {
+        print_summary(&args.config, &config);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for d in &diags {
+        eprintln!("{d}");
+    }
+    eprintln!(
+        "\n{} problem{} in {}",
+        diags.len(),
+        if diags.len() == 1 { "" } else { "s" },
+        args.config.display()
+    );
+    Ok(ExitCode::FAILURE)
+}
+
+fn check_plugins(ws: &Workspace, registry: &Registry, dirs: &[SearchDir], diags: &mut Diagnostics) {
+    for s in &ws.sources {
+        let what = format!("source `{}`", s.name);
+        if let Some(p) = find_plugin(registry, dirs, &s.plugin, &what, &s.at, diags) {
+            check_kind(p, Kind::Source, &what, &s.at, diags);
+            check_config(p, &s.config, &what, &s.at, diags);
+        }
+    }
+    for d in &ws.destinations {
+        let what = format!("destination `{}`", d.name);
+        let Some(p) = find_plugin(registry, dirs, &d.plugin, &what, &d.at, diags) else {
+            continue;
+        };
+        if !check_kind(p, Kind::Destination, &what, &d.at, diags) {
+            continue;
+        }
+        check_config(p, &d.config, &what, &d.at, diags);
+        let modes = &p.manifest().capabilities.destination_modes;
+        for c in ws.campaigns.iter().filter(|c| c.destination == d.name) {
+            if !modes.iter().any(|m| m.as_str() == c.mode.as_str()) {
+                let supported: Vec<String> = modes.iter().map(|m| m.as_str().to_owned()).collect();
+                diags.push(
+                    Diagnostic::new(
+                        Some(c.at.clone()),
+                        format!(
+                            "campaign `{}`: destination `{}` (plugin `{}`) does not support {} mode",
+                            c.name, d.name, p.name(), c.mode
+                        ),
+                    )
+                    .help(if supported.is_empty() {
+                        "the plugin declares no destination modes".to_owned()
+                    } else {
+                        format!("it supports: {}", supported.join(", "))
+                    }),
+                );
+            }
+        }
+    }
+}
+
+fn find_plugin<'r>(
+    registry: &'r Registry,
+    dirs: &[SearchDir],
+    name: &str,
+    what: &str,
+    at: &Location,
+    diags: &mut Diagnostics,
+) -> Option<&'r LoadedPlugin> {
+    if let Some(p) = registry.get(name) {
+        return Some(p);
+    }
+    let names: Vec<&str> = registry.plugins.keys().map(String::as_str).collect();
+    let help = match did_you_mean(name, names.iter().copied()) {
+        Some(close) => format!("did you mean `{close}`?"),
+        None => {
+            let searched: Vec<String> = dirs
+                .iter()
+                .map(|d| format!("{} ({})", d.dir.display(), d.origin))
+                .collect();
+            format!(
+                "searched {}; found: {}. Build it beside cohort, or point [plugins] dir or COHORT_PLUGIN_PATH at it",
+                searched.join(", "),
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            )
+        }
+    };
+    diags.push(
+        Diagnostic::new(
+            Some(at.clone()),
+            format!("{what}: plugin `{name}` not found"),
+        )
+        .help(help),
+    );
+    None
+}
+
+fn check_kind(
+    p: &LoadedPlugin,
+    kind: Kind,
+    what: &str,
+    at: &Location,
+    diags: &mut Diagnostics,
+) -> bool {
+    let kinds = &p.manifest().kinds;
+    if kinds.contains(&kind) {
+        return true;
+    }
+    diags.push(Diagnostic::new(
+        Some(at.clone()),
+        format!(
+            "{what}: plugin `{}` is not a {kind} plugin (it is: {})",
+            p.name(),
+            p.manifest().kinds_label()
+        ),
+    ));
+    false
+}
+
+/// Resolves the secrets (a missing one is a problem now, not at 3 a.m.) and checks the config
+/// against the plugin's schema, each issue at its place in the file.
+fn check_config(
+    p: &LoadedPlugin,
+    config: &PluginConfig,
+    what: &str,
+    at: &Location,
+    diags: &mut Diagnostics,
+) {
+    let resolved = match config.resolve() {
+        Ok(r) => r,
+        Err(e) => {
+            diags.push(
+                Diagnostic::new(Some(at.clone()), e.to_string())
+                    .help("set the variable or create the file before running"),
+            );
+            return;
+        }
+    };
+    if let Err(CallError::Config(issues)) = p.validate_config(&resolved.value) {
+        for issue in issues {
+            let place = config
+                .location_of(&issue.path)
+                .unwrap_or_else(|| at.clone());
+            let path = issue
+                .path
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    if s.parse::<usize>().is_ok() {
+                        format!("[{s}]")
+                    } else {
+                        format!(".{s}")
+                    }
+                })
+                .collect::<String>();
+            diags.push(Diagnostic::new(
+                Some(place),
+                resolved.redact(&format!(
+                    "{what} config{path}: {} (plugin `{}`)",
+                    issue.message,
+                    p.name()
+                )),
+            ));
+        }
+    }
+}
+
+/// The features segments can use without data (custom attributes are only known once data is
+/// read, so errors about them are left to the run, as `cohort segment eval` does).
+fn check_segments(ws: &Workspace, diags: &mut Diagnostics) {
+    let defs: Vec<SegmentDef> = ws
+        .segments
+        .iter()
+        .map(|s| SegmentDef::new(s.name.clone(), s.expr.clone()))
+        .collect();
+    let Err(errors) = SegmentSet::check(&defs, &super::segment::catalogue_fields()) else {
+        return;
+    };
+    for e in errors {
+        if e.diagnostic.message.contains("attributes.") {
+            continue;
+        }
+        let seg = ws.segment(&e.segment);
+        let at = seg.map(|s| match &s.expr_at {
+            Some(start) => {
+                let prefix = s.expr.get(..e.diagnostic.span.start).unwrap_or(&s.expr);
+                start.advanced(prefix)
+            }
+            None => s.at.clone(),
+        });
+        diags.push(
+            Diagnostic::new(
+                at,
+                format!("segment `{}`: {}", e.segment, e.diagnostic.message),
+            )
+            .maybe_help(e.diagnostic.help.clone()),
+        );
+    }
+}
+
+/// Every template of the workspace, compiled by the renderer the run uses and checked for
+/// unknown fields and helpers.
+fn check_templates(ws: &Workspace, diags: &mut Diagnostics) {
+    let mut renderer = Renderer::new(WorkspaceInfo {
+        id: ws.id.clone(),
+        name: ws.name.clone(),
+        timezone: ws.timezone,
+        currency: ws.currency.clone(),
+    });
+    let mut templates: Vec<(&Template, cohort_render::Kind)> = Vec::new();
+    if let Some(u) = &ws.unsubscribe_url {
+        templates.push((u, cohort_render::Kind::Text));
+    }
+    for c in &ws.campaigns {
+        if let Some(e) = &c.email {
+            templates.push((&e.subject, cohort_render::Kind::Text));
+            if let Some(h) = &e.html {
+                templates.push((h, cohort_render::Kind::Html));
+            }
+            if let Some(t) = &e.text {
+                templates.push((t, cohort_render::Kind::Text));
+            }
+        }
+        if c.mode != Mode::Send {
+            for (_, t) in &c.fields {
+                templates.push((t, cohort_render::Kind::Text));
+            }
+        }
+    }
+    for (t, kind) in templates {
+        let spec = spec_of(t, kind);
+        match renderer.add(&spec) {
+            Ok(()) => {
+                for e in renderer.check_fields(&t.name) {
+                    diags.push(template_diagnostic(&e));
+                }
+            }
+            Err(e) => diags.push(template_diagnostic(&e)),
+        }
+    }
+}
+
+/// A template's spec, placed where its text is: inline in the TOML, or a whole file.
+pub(crate) fn spec_of(t: &Template, kind: cohort_render::Kind) -> TemplateSpec {
+    let spec = TemplateSpec::new(t.name.clone(), t.text.clone(), kind);
+    let file = t.at.file.display().to_string();
+    if t.at.line == 1 && t.at.column == 1 && is_template_file(&t.at.file) {
+        spec.file(file)
+    } else {
+        spec.inline(file, t.at.line, t.at.column)
+    }
+}
+
+fn is_template_file(path: &Path) -> bool {
+    path.extension().is_none_or(|e| e != "toml")
+}
+
+fn template_diagnostic(e: &TemplateError) -> Diagnostic {
+    Diagnostic::new(
+        Some(Location {
+            file: PathBuf::from(&e.origin),
+            line: e.line,
+            column: e.column,
+        }),
+        format!("template `{}`: {}", e.template, e.message),
+    )
+    .maybe_help(e.help.clone())
+}
+
+fn print_summary(path: &Path, config: &Config) {
+    println!("{}: OK", path.display());
+    let now = chrono::Utc::now();
+    for ws in &config.workspaces {
+        println!(
+            "workspace {} \"{}\" ({}, {}) in {}",
+            ws.id,
+            ws.name,
+            ws.timezone.name(),
+            ws.currency,
+            ws.file.display()
+        );
+        let list = |items: Vec<String>| {
+            if items.is_empty() {
+                "none".to_owned()
+            } else {
+                items.join(", ")
+            }
+        };
+        println!(
+            "  sources:      {}",
+            list(
+                ws.sources
+                    .iter()
+                    .map(|s| format!("{} ({})", s.name, s.plugin))
+                    .collect()
+            )
+        );
+        println!(
+            "  segments:     {}",
+            list(ws.segments.iter().map(|s| s.name.clone()).collect())
+        );
+        println!(
+            "  destinations: {}",
+            list(
+                ws.destinations
+                    .iter()
+                    .map(|d| format!("{} ({})", d.name, d.plugin))
+                    .collect()
+            )
+        );
+        println!(
+            "  campaigns:    {}",
+            list(
+                ws.campaigns
+                    .iter()
+                    .map(|c| format!("{} ({} to {})", c.name, c.mode, c.destination))
+                    .collect()
+            )
+        );
+        if ws.jobs.is_empty() {
+            println!("  jobs:         none");
+        }
+        for (i, j) in ws.jobs.iter().enumerate() {
+            let label = if i == 0 {
+                "  jobs:         "
+            } else {
+                "                "
+            };
+            let when = match (&j.schedule, j.enabled) {
+                (_, false) => "disabled".to_owned(),
+                (None, true) => "on demand".to_owned(),
+                (Some(s), true) => {
+                    let next = s
+                        .after(&now.with_timezone(&ws.timezone))
+                        .next()
+                        .map_or_else(
+                            || "never".to_owned(),
+                            |t| t.format("%Y-%m-%d %H:%M %Z").to_string(),
+                        );
+                    format!("`{}`, next {next}", s.as_written())
+                }
+            };
+            println!("{label}{} ({when})", j.name);
+        }
+    }
+}
