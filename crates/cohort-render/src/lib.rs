@@ -11,6 +11,27 @@
 //! knows nothing of the store, of destinations or of HTTP. That keeps rendering a pure
 //! function of (template, customer) which `cohort validate`, `cohort campaign preview` and a
 //! run all share. The template language is documented in `docs/templates.md`.
+//!
+//! ```
+//! use cohort_core::{Customer, Timestamp};
+//! use cohort_render::{Kind, Renderer, TemplateSpec, WorkspaceInfo};
+//!
+//! let mut renderer = Renderer::new(WorkspaceInfo {
+//!     id: "demo".into(),
+//!     name: "Demo".into(),
+//!     timezone: chrono_tz::UTC,
+//!     currency: "USD".into(),
+//! });
+//! let subject = TemplateSpec::new("winback.subject", "We miss you, {{default first_name \"there\"}}", Kind::Text)
+//!     .inline("config/demo.toml", 40, 11);
+//! renderer.add(&subject)?;
+//! assert!(renderer.check_fields("winback.subject").is_empty());
+//!
+//! let ctx = renderer.context(&Customer::new("42"), Timestamp::from_secs(0));
+//! assert_eq!(renderer.render("winback.subject", &ctx)?, "We miss you, there");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![warn(missing_docs)]
 
 mod check;
 mod context;
