@@ -182,6 +182,8 @@ pub struct Source {
     pub name: String,
     /// The plugin's name (`csv`).
     pub plugin: String,
+    /// Where the plugin's name is written.
+    pub plugin_at: Location,
     /// The plugin's config, placeholders unresolved.
     pub config: PluginConfig,
     /// Where the source is defined.
@@ -213,6 +215,8 @@ pub struct Destination {
     pub name: String,
     /// The plugin's name (`outbox`).
     pub plugin: String,
+    /// Where the plugin's name is written.
+    pub plugin_at: Location,
     /// The plugin's config, placeholders unresolved.
     pub config: PluginConfig,
     /// Records per push.

@@ -260,6 +260,7 @@ impl Validator<'_> {
                 ),
                 name,
                 plugin: plugin.v.clone(),
+                plugin_at: plugin.at.clone(),
                 at: s.at.clone(),
             });
         }
@@ -408,6 +409,7 @@ impl Validator<'_> {
             ),
             name,
             plugin: plugin.v.clone(),
+            plugin_at: plugin.at.clone(),
             batch_size,
             rate_limit,
             at: d.at.clone(),

@@ -71,7 +71,7 @@ fn a_config_with_many_mistakes_reports_all_of_them_with_places() {
     let run = validate(&dir, "cohort.toml").failed();
     let expect = [
         "cohort.toml:3:12: unknown time zone `America/New_Yrok`; did you mean `America/New_York`?",
-        "cohort.toml:5:1: source `shop`: plugin `csvv` not found; did you mean `csv`?",
+        "cohort.toml:7:10: source `shop`: plugin `csvv` not found; did you mean `csv`?",
         "cohort.toml:12:24: source `files` config.base_dirr: unknown field; did you mean `base_dir`?",
         "cohort.toml:12:54: source `files` config.customers.paths: expected an array",
         "cohort.toml:16:10: segment `vip`: unknown field `total_spend`; did you mean `total_spent`?",

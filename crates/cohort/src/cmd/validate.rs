@@ -60,17 +60,17 @@ pub(crate) fn run(args: &ValidateArgs) -> Result<ExitCode> {
 fn check_plugins(ws: &Workspace, registry: &Registry, dirs: &[SearchDir], diags: &mut Diagnostics) {
     for s in &ws.sources {
         let what = format!("source `{}`", s.name);
-        if let Some(p) = find_plugin(registry, dirs, &s.plugin, &what, &s.at, diags) {
-            check_kind(p, Kind::Source, &what, &s.at, diags);
+        if let Some(p) = find_plugin(registry, dirs, &s.plugin, &what, &s.plugin_at, diags) {
+            check_kind(p, Kind::Source, &what, &s.plugin_at, diags);
             check_config(p, &s.config, &what, &s.at, diags);
         }
     }
     for d in &ws.destinations {
         let what = format!("destination `{}`", d.name);
-        let Some(p) = find_plugin(registry, dirs, &d.plugin, &what, &d.at, diags) else {
+        let Some(p) = find_plugin(registry, dirs, &d.plugin, &what, &d.plugin_at, diags) else {
             continue;
         };
-        if !check_kind(p, Kind::Destination, &what, &d.at, diags) {
+        if !check_kind(p, Kind::Destination, &what, &d.plugin_at, diags) {
             continue;
         }
         check_config(p, &d.config, &what, &d.at, diags);
