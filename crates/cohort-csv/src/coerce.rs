@@ -97,17 +97,23 @@ pub fn date(text: &str) -> Result<Option<NaiveDate>, String> {
 
 /// Shopify-style tags: comma separated, trimmed, empty ones dropped.
 pub fn tags(text: &str) -> Vec<String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
-        .collect()
+    tag_iter(text).map(str::to_owned).collect()
+}
+
+/// The tags of [`tags`], borrowed.
+pub fn tag_iter(text: &str) -> impl Iterator<Item = &str> + Clone {
+    text.split(',').map(str::trim).filter(|t| !t.is_empty())
 }
 
 /// Optional text: trimmed, empty is none.
 pub fn text(text: &str) -> Option<String> {
+    text_ref(text).map(str::to_owned)
+}
+
+/// Optional text, borrowed: trimmed, empty is none.
+pub fn text_ref(text: &str) -> Option<&str> {
     let t = text.trim();
-    (!t.is_empty()).then(|| t.to_owned())
+    (!t.is_empty()).then_some(t)
 }
 
 #[cfg(test)]

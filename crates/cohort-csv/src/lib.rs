@@ -14,4 +14,6 @@ pub mod mapping;
 mod reader;
 
 pub use mapping::{Kind, OverrideError, Overrides, ResolveError, Resolved};
-pub use reader::{BadRow, CsvError, CsvReader, OrderLine, Position, RowError};
+pub use reader::{
+    BadRow, CsvError, CsvReader, CustomerRow, OrderLine, OrderRow, Position, RowError,
+};

@@ -107,6 +107,119 @@ pub struct OrderLine<'a> {
     pub facts: Option<OrderFacts>,
 }
 
+/// One order, borrowed from the reader's buffer: exactly what [`CsvReader::next_order`] builds
+/// an [`Order`] from (same checks, same values), for writers that never need the owned record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRow<'a> {
+    /// The order's id (`line-N` when the column is empty).
+    pub id: std::borrow::Cow<'a, str>,
+    /// The buyer.
+    pub customer_id: &'a str,
+    /// When the order was placed.
+    pub created_at: Timestamp,
+    /// Amount charged.
+    pub total: Money,
+    /// The currency column, when present and filled.
+    pub currency: Option<&'a str>,
+    /// Number of items (0 when not given).
+    pub item_count: u32,
+    /// When the order was cancelled.
+    pub cancelled_at: Option<Timestamp>,
+    /// Amount refunded.
+    pub refunded: Money,
+}
+
+impl OrderRow<'_> {
+    /// The owned record.
+    pub fn to_order(&self) -> Order {
+        Order {
+            id: self.id.clone().into_owned(),
+            customer_id: CustomerId::new(self.customer_id),
+            created_at: Some(self.created_at),
+            total: self.total,
+            currency: self.currency.map(str::to_owned),
+            item_count: self.item_count,
+            line_items: Vec::new(),
+            cancelled_at: self.cancelled_at,
+            refunded: self.refunded,
+        }
+    }
+}
+
+/// One customer, borrowed from the reader's buffer: exactly what [`CsvReader::next_customer`]
+/// builds a [`Customer`] from (same checks, same values).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerRow<'a> {
+    /// Identifier.
+    pub id: &'a str,
+    /// Email address.
+    pub email: Option<&'a str>,
+    /// Phone number.
+    pub phone: Option<&'a str>,
+    /// Given name.
+    pub first_name: Option<&'a str>,
+    /// Family name.
+    pub last_name: Option<&'a str>,
+    /// Country.
+    pub country: Option<&'a str>,
+    /// Region.
+    pub region: Option<&'a str>,
+    /// City.
+    pub city: Option<&'a str>,
+    /// Postal code.
+    pub postal_code: Option<&'a str>,
+    /// Date of birth.
+    pub birth_date: Option<chrono::NaiveDate>,
+    /// Year of birth.
+    pub birth_year: Option<i32>,
+    /// Gender.
+    pub gender: Option<&'a str>,
+    /// The raw tags field; [`CustomerRow::tags`] splits it.
+    pub tags_field: &'a str,
+    /// Consent to marketing email.
+    pub accepts_email_marketing: bool,
+    /// Consent to marketing SMS.
+    pub accepts_sms_marketing: bool,
+    /// When the customer was created.
+    pub created_at: Option<Timestamp>,
+    /// When the customer was last changed.
+    pub updated_at: Option<Timestamp>,
+    /// Custom attributes (empty, so unallocated, when the file maps none).
+    pub attributes: std::collections::BTreeMap<String, AttributeValue>,
+}
+
+impl<'a> CustomerRow<'a> {
+    /// The tags, as [`coerce::tags`] splits them.
+    pub fn tags(&self) -> impl Iterator<Item = &'a str> + Clone + use<'a> {
+        coerce::tag_iter(self.tags_field)
+    }
+
+    /// The owned record.
+    pub fn into_customer(self) -> Customer {
+        let own = |s: Option<&str>| s.map(str::to_owned);
+        Customer {
+            id: CustomerId::new(self.id),
+            email: own(self.email),
+            phone: own(self.phone),
+            first_name: own(self.first_name),
+            last_name: own(self.last_name),
+            country: own(self.country),
+            region: own(self.region),
+            city: own(self.city),
+            postal_code: own(self.postal_code),
+            birth_date: self.birth_date,
+            birth_year: self.birth_year,
+            gender: own(self.gender),
+            tags: self.tags().map(str::to_owned).collect(),
+            accepts_email_marketing: self.accepts_email_marketing,
+            accepts_sms_marketing: self.accepts_sms_marketing,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            attributes: self.attributes,
+        }
+    }
+}
+
 /// Reads one kind of record from one CSV file.
 #[derive(Debug)]
 pub struct CsvReader {
@@ -321,17 +434,23 @@ impl CsvReader {
 
     /// The next customer.
     pub fn next_customer(&mut self) -> Option<Result<Customer, RowError>> {
+        self.next_customer_row()
+            .map(|row| row.map(CustomerRow::into_customer))
+    }
+
+    /// The next customer, borrowed from the reader's buffer (see [`CustomerRow`]).
+    pub fn next_customer_row(&mut self) -> Option<Result<CustomerRow<'_>, RowError>> {
         if let Err(e) = self.advance()? {
             return Some(Err(e));
         }
-        Some(self.customer())
+        Some(self.customer_row())
     }
 
-    fn customer(&self) -> Result<Customer, RowError> {
+    fn customer_row(&self) -> Result<CustomerRow<'_>, RowError> {
         self.check_width()?;
-        let text = |f: Field| coerce::text(self.raw(f).1);
-        let mut c = Customer {
-            id: CustomerId::new(self.required_text(customer::ID)?),
+        let text = |f: Field| coerce::text_ref(self.raw(f).1);
+        let mut c = CustomerRow {
+            id: self.required_text(customer::ID)?,
             email: text(customer::EMAIL),
             phone: text(customer::PHONE),
             first_name: text(customer::FIRST_NAME),
@@ -353,7 +472,7 @@ impl CsvReader {
                 })
                 .transpose()?,
             gender: text(customer::GENDER),
-            tags: coerce::tags(self.raw(customer::TAGS).1),
+            tags_field: self.raw(customer::TAGS).1,
             accepts_email_marketing: self
                 .get(customer::ACCEPTS_EMAIL_MARKETING, coerce::boolean)?
                 .unwrap_or(false),
@@ -383,27 +502,31 @@ impl CsvReader {
 
     /// The next order, in full.
     pub fn next_order(&mut self) -> Option<Result<Order, RowError>> {
+        self.next_order_row().map(|row| row.map(|r| r.to_order()))
+    }
+
+    /// The next order, borrowed from the reader's buffer (see [`OrderRow`]).
+    pub fn next_order_row(&mut self) -> Option<Result<OrderRow<'_>, RowError>> {
         if let Err(e) = self.advance()? {
             return Some(Err(e));
         }
-        Some(self.order())
+        Some(self.order_row())
     }
 
-    fn order(&self) -> Result<Order, RowError> {
+    fn order_row(&self) -> Result<OrderRow<'_>, RowError> {
         self.check_width()?;
         let id = self.raw(order::ID).1.trim_ascii();
-        Ok(Order {
+        Ok(OrderRow {
             id: if id.is_empty() {
-                format!("line-{}", self.line)
+                format!("line-{}", self.line).into()
             } else {
-                id.to_owned()
+                id.into()
             },
-            customer_id: CustomerId::new(self.required_text(order::CUSTOMER_ID)?),
-            created_at: Some(self.required_timestamp()?),
+            customer_id: self.required_text(order::CUSTOMER_ID)?,
+            created_at: self.required_timestamp()?,
             total: self.required_money()?,
-            currency: coerce::text(self.raw(order::CURRENCY).1),
+            currency: coerce::text_ref(self.raw(order::CURRENCY).1),
             item_count: self.item_count()?,
-            line_items: Vec::new(),
             cancelled_at: self.get(order::CANCELLED_AT, coerce::timestamp)?,
             refunded: self
                 .get(order::REFUNDED, coerce::money)?
