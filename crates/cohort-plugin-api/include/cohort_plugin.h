@@ -31,7 +31,7 @@ extern "C" {
 #endif
 
 #define COHORT_ABI_MAJOR 1
-#define COHORT_ABI_MINOR 0
+#define COHORT_ABI_MINOR 1 /* 1.1: binary pages, optional (see below) */
 #define COHORT_PLUGIN_ENTRY_SYMBOL "cohort_plugin_entry"
 
 /* Status of every fallible call; the JSON in `out` depends on it. */
@@ -47,6 +47,23 @@ typedef int32_t CohortStatus;
 #define COHORT_LOG_INFO 3
 #define COHORT_LOG_DEBUG 4
 #define COHORT_LOG_TRACE 5
+
+/*
+ * Binary pages (ABI 1.1, optional; docs/plugins.md, "Binary pages"). A source that lists
+ * "binary" in its manifest's capabilities.page_formats may answer a page request carrying
+ * "format":"binary" with a binary page instead of page JSON. A page starts with the 4 bytes of
+ * COHORT_BINARY_PAGE_MAGIC (a NUL never starts JSON), then the format version, the stream code,
+ * the flags (bit 0: done), a zero byte, the record count and the records' length (uint32 little
+ * endian each): COHORT_BINARY_PAGE_HEADER_LEN bytes in all. A plugin that declares nothing
+ * keeps receiving and answering JSON only.
+ */
+#define COHORT_BINARY_PAGE_MAGIC "\0CPG"
+#define COHORT_BINARY_PAGE_VERSION 1
+#define COHORT_BINARY_PAGE_HEADER_LEN 16
+#define COHORT_STREAM_CUSTOMERS 0
+#define COHORT_STREAM_ORDERS 1
+#define COHORT_STREAM_EVENTS 2
+#define COHORT_BINARY_PAGE_DONE 1
 
 /* Borrowed bytes, valid only during the call. `ptr` may be NULL when `len` is 0. */
 typedef struct CohortBytes {

@@ -24,7 +24,12 @@ use std::ffi::c_void;
 /// Major version of the ABI: a plugin of another major version is refused.
 pub const ABI_MAJOR: u32 = 1;
 /// Minor version of the ABI: additions that older peers can ignore.
-pub const ABI_MINOR: u32 = 0;
+///
+/// - 1.0: the vtables, JSON messages.
+/// - 1.1: pages may be written in the [binary page format](crate::wire::binary), when the
+///   manifest declares it (`capabilities.page_formats`) and the host asks for it
+///   (`PageRequest.format`). No vtable change.
+pub const ABI_MINOR: u32 = 1;
 
 /// The one symbol a plugin exports, NUL-terminated, of type [`EntryFn`].
 pub const ENTRY_SYMBOL: &[u8] = b"cohort_plugin_entry\0";

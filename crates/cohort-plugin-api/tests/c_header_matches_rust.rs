@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use cohort_plugin_api::abi::*;
+use cohort_plugin_api::wire::{Stream, binary};
 
 const PROBE: &str = r#"
 #include <stdio.h>
@@ -30,6 +31,13 @@ int main(void) {
     C(COHORT_STATUS_OK); C(COHORT_STATUS_ERROR); C(COHORT_STATUS_RETRY); C(COHORT_STATUS_PANICKED);
     C(COHORT_LOG_ERROR); C(COHORT_LOG_WARN); C(COHORT_LOG_INFO); C(COHORT_LOG_DEBUG); C(COHORT_LOG_TRACE);
     printf("COHORT_PLUGIN_ENTRY_SYMBOL=%s\n", COHORT_PLUGIN_ENTRY_SYMBOL);
+    {
+        const char magic[] = COHORT_BINARY_PAGE_MAGIC;
+        printf("COHORT_BINARY_PAGE_MAGIC=%d,%d,%d,%d,%zu\n", magic[0], magic[1], magic[2], magic[3],
+               sizeof magic - 1);
+    }
+    C(COHORT_BINARY_PAGE_VERSION); C(COHORT_BINARY_PAGE_HEADER_LEN); C(COHORT_BINARY_PAGE_DONE);
+    C(COHORT_STREAM_CUSTOMERS); C(COHORT_STREAM_ORDERS); C(COHORT_STREAM_EVENTS);
     return 0;
 }
 "#;
@@ -83,6 +91,26 @@ fn rust_side() -> Vec<String> {
         format!("COHORT_LOG_DEBUG={LOG_DEBUG}"),
         format!("COHORT_LOG_TRACE={LOG_TRACE}"),
         format!("COHORT_PLUGIN_ENTRY_SYMBOL={entry}"),
+        format!(
+            "COHORT_BINARY_PAGE_MAGIC={},{}",
+            binary::MAGIC.map(|b| b.to_string()).join(","),
+            binary::MAGIC.len()
+        ),
+        format!("COHORT_BINARY_PAGE_VERSION={}", binary::VERSION),
+        format!("COHORT_BINARY_PAGE_HEADER_LEN={}", binary::HEADER_LEN),
+        format!("COHORT_BINARY_PAGE_DONE={}", binary::FLAG_DONE),
+        format!(
+            "COHORT_STREAM_CUSTOMERS={}",
+            binary::stream_code(Stream::Customers)
+        ),
+        format!(
+            "COHORT_STREAM_ORDERS={}",
+            binary::stream_code(Stream::Orders)
+        ),
+        format!(
+            "COHORT_STREAM_EVENTS={}",
+            binary::stream_code(Stream::Events)
+        ),
     ]
 }
 

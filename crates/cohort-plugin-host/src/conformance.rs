@@ -6,7 +6,8 @@
 //!
 //! Checks: the library loads and speaks this ABI; the manifest and config schema are valid; the
 //! fixture config is accepted and a bad one is rejected with its path; for a source, every stream
-//! pages to an end within bounds, a cursor resumes exactly where it stopped, a finished cursor
+//! pages to an end within bounds, its binary pages (when it declares them) hold exactly what its
+//! JSON pages hold, a cursor resumes exactly where it stopped, a finished cursor
 //! yields nothing new (incremental sources), and a cursor the plugin never made is refused
 //! without a panic; for a destination, each push answers one outcome per operation and repeating
 //! a batch is harmless; and, given a config that makes the plugin panic, the panic is contained
@@ -16,7 +17,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use cohort_plugin_api::wire::{
-    Action, Batch, DestinationMode, Kind, Message, Operation, OutcomeStatus, Stream, StreamRecord,
+    Action, Batch, DestinationMode, Kind, Message, Operation, OutcomeStatus, PageFormat, Stream,
+    StreamRecord,
 };
 use cohort_plugin_api::{Customer, CustomerId, Event, Order};
 use serde_json::{Value, json};
@@ -440,6 +442,53 @@ fn check_stream(plugin: &LoadedPlugin, fixture: &Fixture, stream: Stream, report
             fixture.page_size
         )),
     );
+
+    let name = format!("{stream}: binary pages hold what JSON pages hold");
+    if plugin
+        .manifest()
+        .capabilities
+        .page_formats
+        .contains(&PageFormat::Binary)
+    {
+        let as_json = open().and_then(|mut i| {
+            i.set_page_format(PageFormat::Json)
+                .map_err(|e| e.to_string())?;
+            pull_all(
+                &mut i,
+                stream,
+                Value::Null,
+                fixture.page_size,
+                fixture.max_pages,
+            )
+        });
+        match as_json {
+            Ok(j) if j.records == records && j.cursors == cursors && j.rejects == rejects => {
+                report.push(
+                    name,
+                    Verdict::Passed(format!("{} records, same cursors", records.len())),
+                );
+            }
+            Ok(j) => report.push(
+                name,
+                Verdict::Failed(format!(
+                    "binary: {} records, {} pages, {rejects} rejects; JSON: {} records, {} pages, \
+                     {} rejects{}",
+                    records.len(),
+                    cursors.len(),
+                    j.records.len(),
+                    j.cursors.len(),
+                    j.rejects,
+                    first_difference(&records, &j.records)
+                )),
+            ),
+            Err(e) => report.push(name, Verdict::Failed(format!("as JSON: {e}"))),
+        }
+    } else {
+        report.push(
+            name,
+            Verdict::Skipped("the source writes JSON pages only".to_owned()),
+        );
+    }
 
     let name = format!("{stream}: a cursor resumes where it stopped");
     if cursors.len() < 2 {

@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cohort_plugin_api::wire::{Batch, Page, PushResult, Stream, StreamRecord};
+use cohort_plugin_api::wire::{Batch, Page, PushResult, Stream, StreamRecord, binary};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value;
 
 use crate::error::CallError;
-use crate::plugin::{Instance, LoadedPlugin, RawPage};
+use crate::plugin::{Instance, LoadedPlugin, RawPage, check_page_size};
 use crate::services::{CancelToken, HostServices};
 
 /// Pulls every page of `R`'s stream from `cursor` until the source says done, handing each page
@@ -54,9 +54,22 @@ struct PageTail {
     done: bool,
 }
 
-/// Where the page after this one starts, read without parsing the records when the page
-/// leads with `next_cursor` and `done` (as the Rust SDK writes it); otherwise by skimming it.
-fn read_tail(page: &[u8]) -> Result<PageTail, serde_json::Error> {
+/// Where the page after this one starts, read without parsing the records: from the header of
+/// a binary page, from the start of a JSON page that leads with `next_cursor` and `done` (as the
+/// Rust SDK writes it), otherwise by skimming the JSON.
+fn read_tail(page: &[u8]) -> Result<PageTail, String> {
+    if binary::is_binary(page) {
+        let parts = binary::parts(page).map_err(|e| e.to_string())?;
+        return Ok(PageTail {
+            _records: IgnoredAny,
+            next_cursor: parts.cursor().map_err(|e| e.to_string())?,
+            done: parts.done,
+        });
+    }
+    read_json_tail(page).map_err(|e| e.to_string())
+}
+
+fn read_json_tail(page: &[u8]) -> Result<PageTail, serde_json::Error> {
     const HEAD: &[u8] = b"{\"next_cursor\":";
     if let Some(rest) = page.strip_prefix(HEAD) {
         let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<Value>();
@@ -88,6 +101,7 @@ pub fn pull_prefetched<R: StreamRecord, E: From<CallError> + Send>(
     mut on_page: impl FnMut(Page<R>) -> Result<(), E>,
 ) -> Result<Value, E> {
     let stream: Stream = R::STREAM;
+    let plugin = instance.plugin_name().to_owned();
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<RawPage, CallError>>(1);
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
@@ -98,8 +112,11 @@ pub fn pull_prefetched<R: StreamRecord, E: From<CallError> + Send>(
                 let result = instance
                     .next_page_raw(stream, &cursor, max_records)
                     .and_then(|raw| {
-                        let tail = read_tail(&raw.0).map_err(|e| {
-                            CallError::Protocol(format!("unreadable {stream} page: {e}"))
+                        let tail = read_tail(raw.bytes()).map_err(|e| {
+                            CallError::Protocol(format!(
+                                "plugin `{}` sent an unreadable {stream} page: {e}",
+                                raw.plugin_name()
+                            ))
                         })?;
                         Ok((raw, tail))
                     });
@@ -124,12 +141,7 @@ pub fn pull_prefetched<R: StreamRecord, E: From<CallError> + Send>(
                 )));
             };
             let page: Page<R> = raw?.parse()?;
-            if page.records.len() > max_records {
-                return Err(E::from(CallError::Protocol(format!(
-                    "asked for at most {max_records} records, got {}",
-                    page.records.len()
-                ))));
-            }
+            check_page_size(&page, max_records, &plugin)?;
             let done = page.done;
             let cursor = page.next_cursor.clone();
             on_page(page)?;

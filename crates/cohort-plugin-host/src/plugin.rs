@@ -12,8 +12,8 @@ use std::sync::Arc;
 use cohort_plugin_api::abi::{self, Buf, Bytes, EntryFn, PluginVtable, STATUS_OK, Status};
 use cohort_plugin_api::schema::Schema;
 use cohort_plugin_api::wire::{
-    Batch, ConfigIssue, Kind, Manifest, Outcome, OutcomeStatus, Page, PageRequest, PushResult,
-    Stream, StreamRecord,
+    self, Batch, ConfigIssue, Kind, Manifest, Outcome, OutcomeStatus, Page, PageFormat,
+    PageRequest, PushResult, Stream, StreamRecord,
 };
 use serde_json::Value;
 
@@ -43,15 +43,32 @@ impl Library {
     /// Calls a function that fills an out-buffer, copying the bytes and freeing the plugin's
     /// buffer with the plugin's own `free_buf`.
     fn with_out(&self, f: impl FnOnce(*mut Buf) -> Status) -> (Status, Vec<u8>) {
-        let mut out = Buf::EMPTY;
-        let status = f(&mut out);
-        // SAFETY: the plugin wrote `len` readable bytes at `ptr` (or left the empty buffer).
-        let bytes = unsafe { out.as_slice() }.to_vec();
-        if !out.ptr.is_null() {
-            // SAFETY: the buffer was allocated by this plugin, and is freed once, by it.
-            unsafe { (self.vtable().free_buf)(out) };
+        self.with_out_read(f, |_, bytes| bytes.to_vec())
+    }
+
+    /// Calls a function that fills an out-buffer, reads the bytes in place with `read`, then
+    /// frees the plugin's buffer with the plugin's own `free_buf` (on this thread, right after
+    /// the call, as always).
+    fn with_out_read<T>(
+        &self,
+        f: impl FnOnce(*mut Buf) -> Status,
+        read: impl FnOnce(Status, &[u8]) -> T,
+    ) -> (Status, T) {
+        struct Out<'a>(Buf, &'a Library);
+        impl Drop for Out<'_> {
+            fn drop(&mut self) {
+                if !self.0.ptr.is_null() {
+                    // SAFETY: the buffer was allocated by this plugin, and is freed once, by it.
+                    unsafe { (self.1.vtable().free_buf)(self.0) };
+                }
+            }
         }
-        (status, bytes)
+        let mut out = Out(Buf::EMPTY, self);
+        let status = f(&mut out.0);
+        // SAFETY: the plugin wrote `len` readable bytes at `ptr` (or left the empty buffer),
+        // which stay valid until `out` frees them, after `read` returns.
+        let value = read(status, unsafe { out.0.as_slice() });
+        (status, value)
     }
 }
 
@@ -220,13 +237,26 @@ impl LoadedPlugin {
                 "open succeeded but returned no instance".to_owned(),
             ));
         }
+        // Binary pages when the plugin says it writes them (ABI 1.1), JSON otherwise.
+        let format = if self
+            .manifest
+            .capabilities
+            .page_formats
+            .contains(&PageFormat::Binary)
+        {
+            PageFormat::Binary
+        } else {
+            PageFormat::Json
+        };
         Ok(Instance {
             raw,
             host,
             lib: self.lib.clone(),
-            name: self.manifest.name.clone(),
+            name: self.manifest.name.as_str().into(),
             cancel,
             poisoned: None,
+            format,
+            supports: self.manifest.capabilities.page_formats.clone(),
         })
     }
 }
@@ -249,9 +279,13 @@ pub struct Instance {
     /// Boxed host services; the plugin holds pointers into it until close.
     host: Box<HostContext>,
     lib: Arc<Library>,
-    name: String,
+    name: Arc<str>,
     cancel: CancelToken,
     poisoned: Option<String>,
+    /// The page format asked for.
+    format: PageFormat,
+    /// The formats besides JSON that the manifest declares.
+    supports: Vec<PageFormat>,
 }
 
 // SAFETY: a plugin instance may be called from any thread (ABI requirement; the Rust SDK demands
@@ -267,16 +301,54 @@ impl std::fmt::Debug for Instance {
     }
 }
 
-/// A page pulled from a source, as raw JSON (for callers that parse it themselves, or later).
+/// A page pulled from a source, unparsed (for callers that parse it later, on another thread).
 #[derive(Debug, Clone)]
-pub struct RawPage(pub Vec<u8>);
+pub struct RawPage {
+    bytes: Vec<u8>,
+    plugin: Arc<str>,
+    stream: Stream,
+}
 
 impl RawPage {
+    /// The page as the plugin wrote it: JSON, or the binary page format.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The name of the plugin that wrote it.
+    pub fn plugin_name(&self) -> &str {
+        &self.plugin
+    }
+
+    /// Whether the page is in the binary format.
+    pub fn is_binary(&self) -> bool {
+        wire::binary::is_binary(&self.bytes)
+    }
+
     /// Parses the page as records of `R`.
     pub fn parse<R: StreamRecord>(&self) -> Result<Page<R>, CallError> {
-        R::read_page(&self.0)
-            .map_err(|e| CallError::Protocol(format!("unreadable {} page: {e}", R::STREAM)))
+        parse_page(&self.bytes, &self.plugin, self.stream)
     }
+}
+
+/// Reads a page of `R`, in either format, naming the plugin in any error.
+fn parse_page<R: StreamRecord>(
+    bytes: &[u8],
+    plugin: &str,
+    asked: Stream,
+) -> Result<Page<R>, CallError> {
+    if asked != R::STREAM {
+        return Err(CallError::Protocol(format!(
+            "a page of {asked} from plugin `{plugin}` cannot be read as {}",
+            R::STREAM
+        )));
+    }
+    wire::read_page::<R>(bytes).map_err(|e| {
+        CallError::Protocol(format!(
+            "plugin `{plugin}` sent an unreadable {} page: {e}",
+            R::STREAM
+        ))
+    })
 }
 
 impl Instance {
@@ -290,6 +362,26 @@ impl Instance {
         self.cancel.clone()
     }
 
+    /// The page format this instance asks for: binary when the plugin's manifest lists it in
+    /// `capabilities.page_formats`, else JSON.
+    pub fn page_format(&self) -> PageFormat {
+        self.format
+    }
+
+    /// Asks for pages in `format` from now on (JSON is always possible; the conformance kit
+    /// uses this to compare both). A format the plugin does not declare is refused.
+    pub fn set_page_format(&mut self, format: PageFormat) -> Result<(), CallError> {
+        if format != PageFormat::Json && !self.supports.contains(&format) {
+            return Err(CallError::Unsupported(format!(
+                "plugin `{}` does not declare {} pages",
+                self.name,
+                format.as_str()
+            )));
+        }
+        self.format = format;
+        Ok(())
+    }
+
     /// Marks the instance unusable (after a timeout the caller gave up on).
     pub(crate) fn poison(&mut self, why: String) {
         self.poisoned.get_or_insert(why);
@@ -301,33 +393,49 @@ impl Instance {
         input: &[u8],
         what: &str,
     ) -> Result<Vec<u8>, CallError> {
+        self.call_read(f, input, what, |bytes| Ok(bytes.to_vec()))
+    }
+
+    /// Makes a call and, on success, reads its answer in place with `read`, before the
+    /// plugin's buffer is freed (no copy of a page crosses).
+    fn call_read<T>(
+        &mut self,
+        f: impl FnOnce(&PluginVtable, *mut c_void, Bytes, *mut Buf) -> Option<Status>,
+        input: &[u8],
+        what: &str,
+        read: impl FnOnce(&[u8]) -> Result<T, CallError>,
+    ) -> Result<T, CallError> {
         if let Some(why) = &self.poisoned {
             return Err(CallError::Poisoned(why.clone()));
         }
         let raw = self.raw;
         let lib = self.lib.clone();
         let mut missing = false;
-        let (status, bytes) =
-            lib.with_out(
-                |out| match f(lib.vtable(), raw, Bytes::from_slice(input), out) {
-                    Some(s) => s,
-                    None => {
-                        missing = true;
-                        STATUS_OK
-                    }
-                },
-            );
+        let (status, answer) = lib.with_out_read(
+            |out| match f(lib.vtable(), raw, Bytes::from_slice(input), out) {
+                Some(s) => s,
+                None => {
+                    missing = true;
+                    STATUS_OK
+                }
+            },
+            |status, bytes| {
+                if status == STATUS_OK {
+                    read(bytes)
+                } else {
+                    Err(CallError::from_status(status, bytes))
+                }
+            },
+        );
         if missing {
             return Err(CallError::Unsupported(format!(
                 "plugin `{}` does not implement {what}",
                 self.name
             )));
         }
-        if status == STATUS_OK {
-            return Ok(bytes);
-        }
-        let err = CallError::from_status(status, &bytes);
-        if let CallError::Panicked { message } = &err {
+        if let Err(CallError::Panicked { message }) = &answer
+            && status != STATUS_OK
+        {
             self.poisoned = Some(message.clone());
             self.host.log(
                 cohort_plugin_api::sdk::Level::Error,
@@ -335,22 +443,32 @@ impl Instance {
                 &serde_json::json!({"call": what, "panic": message}),
             );
         }
-        Err(err)
+        answer
     }
 
-    /// Pulls the next page of `R`'s stream, as raw JSON.
+    fn page_request(
+        &self,
+        stream: Stream,
+        cursor: &Value,
+        max_records: usize,
+    ) -> Result<Vec<u8>, CallError> {
+        let request = PageRequest {
+            stream,
+            cursor: cursor.clone(),
+            max_records,
+            format: self.format,
+        };
+        serde_json::to_vec(&request).map_err(|e| CallError::Protocol(e.to_string()))
+    }
+
+    /// Pulls the next page of a stream, unparsed (JSON or binary, as the plugin answered).
     pub fn next_page_raw(
         &mut self,
         stream: Stream,
         cursor: &Value,
         max_records: usize,
     ) -> Result<RawPage, CallError> {
-        let request = PageRequest {
-            stream,
-            cursor: cursor.clone(),
-            max_records,
-        };
-        let input = serde_json::to_vec(&request).map_err(|e| CallError::Protocol(e.to_string()))?;
+        let input = self.page_request(stream, cursor, max_records)?;
         let bytes = self.call(
             |vt, raw, input, out| {
                 // SAFETY: per the ABI: live instance, readable input, writable out.
@@ -359,7 +477,11 @@ impl Instance {
             &input,
             "next_page (it is not a source)",
         )?;
-        Ok(RawPage(bytes))
+        Ok(RawPage {
+            bytes,
+            plugin: self.name.clone(),
+            stream,
+        })
     }
 
     /// Pulls the next page of `R`'s stream from `cursor` (`Value::Null` = from the start).
@@ -368,14 +490,18 @@ impl Instance {
         cursor: &Value,
         max_records: usize,
     ) -> Result<Page<R>, CallError> {
-        let raw = self.next_page_raw(R::STREAM, cursor, max_records)?;
-        let page: Page<R> = raw.parse()?;
-        if page.records.len() > max_records {
-            return Err(CallError::Protocol(format!(
-                "asked for at most {max_records} records, got {}",
-                page.records.len()
-            )));
-        }
+        let input = self.page_request(R::STREAM, cursor, max_records)?;
+        let name = self.name.clone();
+        let page: Page<R> = self.call_read(
+            |vt, raw, input, out| {
+                // SAFETY: per the ABI: live instance, readable input, writable out.
+                vt.next_page.map(|f| unsafe { f(raw, input, out) })
+            },
+            &input,
+            "next_page (it is not a source)",
+            |bytes| parse_page(bytes, &name, R::STREAM),
+        )?;
+        check_page_size(&page, max_records, &self.name)?;
         Ok(page)
     }
 
@@ -395,6 +521,21 @@ impl Instance {
         check_outcomes(batch, &result)?;
         Ok(result)
     }
+}
+
+/// A page holds at most what was asked for.
+pub(crate) fn check_page_size<R>(
+    page: &Page<R>,
+    max_records: usize,
+    plugin: &str,
+) -> Result<(), CallError> {
+    if page.records.len() > max_records {
+        return Err(CallError::Protocol(format!(
+            "plugin `{plugin}` was asked for at most {max_records} records and sent {}",
+            page.records.len()
+        )));
+    }
+    Ok(())
 }
 
 /// One outcome per operation key, no more, no less: anything else would lose or invent sends.

@@ -44,7 +44,11 @@ fn after_a_workspace_build_plugins_list_shows_csv_and_outbox_beside_the_binary()
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(
         csv_line.contains("source")
-            && csv_line.contains("1.0")
+            && csv_line.contains(&format!(
+                " {}.{} ",
+                cohort_plugin_host::abi::ABI_MAJOR,
+                cohort_plugin_host::abi::ABI_MINOR
+            ))
             && csv_line.contains("libcohort_plugin_csv")
     );
     let outbox_line = lines
@@ -81,7 +85,13 @@ fn plugins_found_through_cohort_plugin_path_are_listed_too() {
         .find(|p| p["name"] == "test-panicking")
         .unwrap();
     assert_eq!(found["found"], "COHORT_PLUGIN_PATH");
-    assert_eq!(found["abi"], "1.0");
+    // Built with this workspace's SDK, so it speaks the current ABI.
+    let abi = format!(
+        "{}.{}",
+        cohort_plugin_host::abi::ABI_MAJOR,
+        cohort_plugin_host::abi::ABI_MINOR
+    );
+    assert_eq!(found["abi"], abi.as_str());
 }
 
 #[test]

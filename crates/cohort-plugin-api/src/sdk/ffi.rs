@@ -18,7 +18,7 @@ use crate::abi::{
     self, Buf, Bytes, HostVtable, PluginVtable, STATUS_ERROR, STATUS_OK, STATUS_PANICKED,
     STATUS_RETRY, Status,
 };
-use crate::wire::{Batch, ConfigIssue, ErrorBody, PageRequest};
+use crate::wire::{Batch, ConfigIssue, ErrorBody, Kind, PageFormat, PageRequest};
 
 /// Source entry point type, as stored in the vtable.
 pub type NextPageFn = unsafe extern "C" fn(*mut c_void, Bytes, *mut Buf) -> Status;
@@ -157,7 +157,13 @@ unsafe fn fail(out: *mut Buf, failure: Failure) -> Status {
 /// Called by the host per the ABI: `out` is valid for a write.
 unsafe extern "C" fn manifest<T: Plugin>(out: *mut Buf) -> Status {
     let result = guarded(|| {
-        serde_json::to_vec(&T::manifest())
+        let mut manifest = T::manifest();
+        // Every page of an SDK source goes through `PageWriter`, which writes both formats.
+        let formats = &mut manifest.capabilities.page_formats;
+        if manifest.kinds.contains(&Kind::Source) && !formats.contains(&PageFormat::Binary) {
+            formats.push(PageFormat::Binary);
+        }
+        serde_json::to_vec(&manifest)
             .map_err(|e| PluginError::failed(format!("encoding the manifest: {e}")))
     });
     match result {
@@ -302,7 +308,8 @@ unsafe extern "C" fn next_page<T: Source>(
                     PluginError::BadCursor(format!("{e} (was it saved by another plugin version?)"))
                 })?),
             };
-            let mut page = PageWriter::new(request.stream, request.max_records);
+            let mut page =
+                PageWriter::with_format(request.stream, request.max_records, request.format);
             let end: PageEnd<T::Cursor> = plugin.next_page(request.stream, cursor, &mut page)?;
             page.finish(&end)
         })
@@ -350,5 +357,5 @@ unsafe extern "C" fn close<T: Plugin>(instance: *mut c_void) {
 /// Called by the host per the ABI with a buffer this plugin returned, once.
 unsafe extern "C" fn free_buf(buf: Buf) {
     // SAFETY: the buffer came from `Buf::from_vec` in this plugin and is freed once.
-    drop(unsafe { buf.into_vec() });
+    super::page::recycle(unsafe { buf.into_vec() });
 }

@@ -1,17 +1,55 @@
 //! Writing a page straight into the buffer that crosses the boundary.
 //!
-//! Records are serialized as they are pushed (in the compact form of
-//! [`wire::compact`](crate::wire::compact)), so a page never exists twice as records: the
-//! boundary costs one serialization on this side and one parse on the host's.
+//! Records are serialized as they are pushed, in the format the host asked for: the compact
+//! JSON of [`wire::compact`](crate::wire::compact), or the [`binary`](crate::wire::binary) page
+//! format (ABI 1.1), so a page never exists twice as records: the boundary costs one
+//! serialization on this side and one parse on the host's. Binary pages are written in place
+//! (the header is filled in at the end), and the buffers the host hands back through `free_buf`
+//! are kept for the next pages instead of being allocated again.
 //!
-//! The finished page starts with `next_cursor` and `done`, so a host that prefetches the next
-//! page can learn where it starts without parsing the records (any field order is valid JSON,
-//! and hosts accept any; this one is just cheaper to read).
+//! A finished JSON page starts with `next_cursor` and `done`, so a host that prefetches the
+//! next page can learn where it starts without parsing the records (any field order is valid
+//! JSON, and hosts accept any; this one is just cheaper to read). A binary page says where its
+//! cursor is in its header.
+
+use std::sync::Mutex;
 
 use serde::Serialize;
 
 use super::PluginError;
-use crate::wire::{Reject, Stream, StreamRecord};
+use crate::wire::binary::{self, CustomerRef, OrderRef};
+use crate::wire::{PageFormat, Reject, Stream, StreamRecord, compact};
+
+/// Buffers handed back by the host, kept for the next pages.
+static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Buffers kept at most (the host holds one page, prefetches another).
+const POOL_SIZE: usize = 4;
+/// Buffers smaller than this (error messages, manifests) or larger are not worth keeping.
+const POOL_MIN: usize = 64 << 10;
+const POOL_MAX: usize = 256 << 20;
+
+/// A buffer for a page, from the pool when one is there.
+fn buffer(capacity: usize) -> Vec<u8> {
+    let pooled = POOL.lock().ok().and_then(|mut pool| pool.pop());
+    match pooled {
+        Some(mut buf) => {
+            buf.clear();
+            buf.reserve(capacity);
+            buf
+        }
+        None => Vec::with_capacity(capacity),
+    }
+}
+
+/// Takes back a buffer the host is done with (called by `free_buf`).
+pub(crate) fn recycle(buf: Vec<u8>) {
+    if (POOL_MIN..=POOL_MAX).contains(&buf.capacity())
+        && let Ok(mut pool) = POOL.lock()
+        && pool.len() < POOL_SIZE
+    {
+        pool.push(buf);
+    }
+}
 
 /// The end of a page: where the next one starts, and whether the stream is exhausted.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,23 +65,38 @@ pub struct PageEnd<C> {
 pub struct PageWriter {
     buf: Vec<u8>,
     stream: Stream,
+    format: PageFormat,
     max_records: usize,
     count: usize,
     rejects: Vec<Reject>,
 }
 
 impl PageWriter {
-    /// An empty page for `stream` holding at most `max_records`.
+    /// An empty JSON page for `stream` holding at most `max_records`.
     pub fn new(stream: Stream, max_records: usize) -> PageWriter {
-        let mut buf = Vec::with_capacity(64 + max_records.min(100_000) * 100);
-        buf.push(b'[');
+        PageWriter::with_format(stream, max_records, PageFormat::Json)
+    }
+
+    /// An empty page for `stream` holding at most `max_records`, in `format`.
+    pub fn with_format(stream: Stream, max_records: usize, format: PageFormat) -> PageWriter {
+        let mut buf = buffer(64 + max_records.min(100_000) * 64);
+        match format {
+            PageFormat::Json => buf.push(b'['),
+            PageFormat::Binary => binary::begin(&mut buf, stream),
+        }
         PageWriter {
             buf,
             stream,
+            format,
             max_records: max_records.max(1),
             count: 0,
             rejects: Vec::new(),
         }
+    }
+
+    /// The format the page is written in.
+    pub fn format(&self) -> PageFormat {
+        self.format
     }
 
     /// The stream this page is for.
@@ -78,10 +131,51 @@ impl PageWriter {
 
     /// Adds a record. Fails if the page is full or the record belongs to another stream.
     pub fn push<R: StreamRecord>(&mut self, record: &R) -> Result<(), PluginError> {
-        if R::STREAM != self.stream {
+        self.room_for(R::STREAM)?;
+        match self.format {
+            PageFormat::Json => record.write_json(&mut self.buf),
+            PageFormat::Binary => record.write_binary(&mut self.buf),
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Adds an order given as borrowed fields, for a source that can produce them without
+    /// building an [`Order`](crate::Order) (the page is the same as with [`push`](Self::push)).
+    pub fn push_order(&mut self, order: &OrderRef<'_>) -> Result<(), PluginError> {
+        self.room_for(Stream::Orders)?;
+        match self.format {
+            PageFormat::Json => compact::order_ref(&mut self.buf, order),
+            PageFormat::Binary => binary::write_order(&mut self.buf, order),
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Adds a customer given as borrowed fields (see [`push_order`](Self::push_order)).
+    pub fn push_customer<'a, T, S>(
+        &mut self,
+        customer: &CustomerRef<'a, T>,
+    ) -> Result<(), PluginError>
+    where
+        T: IntoIterator<Item = S> + Clone,
+        S: AsRef<str>,
+    {
+        self.room_for(Stream::Customers)?;
+        match self.format {
+            PageFormat::Json => compact::customer_ref(&mut self.buf, customer),
+            PageFormat::Binary => binary::write_customer(&mut self.buf, customer),
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Checks that a record of `stream` fits, and writes the separator before it.
+    #[inline]
+    fn room_for(&mut self, stream: Stream) -> Result<(), PluginError> {
+        if stream != self.stream {
             return Err(PluginError::failed(format!(
-                "plugin bug: pushed a record of stream `{}` into a page of `{}`",
-                R::STREAM,
+                "plugin bug: pushed a record of stream `{stream}` into a page of `{}`",
                 self.stream
             )));
         }
@@ -91,11 +185,9 @@ impl PageWriter {
                 self.max_records
             )));
         }
-        if self.count > 0 {
+        if self.count > 0 && self.format == PageFormat::Json {
             self.buf.push(b',');
         }
-        record.write_json(&mut self.buf);
-        self.count += 1;
         Ok(())
     }
 
@@ -112,9 +204,20 @@ impl PageWriter {
         &self.rejects
     }
 
-    /// Closes the JSON and returns the page's bytes.
-    pub fn finish<C: Serialize>(self, end: &PageEnd<C>) -> Result<Vec<u8>, PluginError> {
-        let mut out = Vec::with_capacity(self.buf.len() + 256);
+    /// Completes the page and returns its bytes.
+    pub fn finish<C: Serialize>(mut self, end: &PageEnd<C>) -> Result<Vec<u8>, PluginError> {
+        if self.format == PageFormat::Binary {
+            binary::finish(
+                &mut self.buf,
+                self.count,
+                end.done,
+                &end.next_cursor,
+                &self.rejects,
+            )
+            .map_err(PluginError::failed)?;
+            return Ok(self.buf);
+        }
+        let mut out = buffer(self.buf.len() + 256);
         out.extend_from_slice(b"{\"next_cursor\":");
         serde_json::to_writer(&mut out, &end.next_cursor)
             .map_err(|e| PluginError::failed(format!("encoding the cursor: {e}")))?;
@@ -129,6 +232,7 @@ impl PageWriter {
         serde_json::to_writer(&mut out, &self.rejects)
             .map_err(|e| PluginError::failed(format!("encoding rejects: {e}")))?;
         out.push(b'}');
+        recycle(self.buf);
         Ok(out)
     }
 }

@@ -12,6 +12,8 @@ use std::io::Write;
 use cohort_core::record::{AttributeValue, LineItem};
 use cohort_core::{Customer, Event, Money, Order, Timestamp};
 
+use super::binary::{CustomerRef, OrderRef};
+
 /// Appends `s` as a JSON string.
 pub(crate) fn string(buf: &mut Vec<u8>, s: &str) {
     buf.push(b'"');
@@ -164,20 +166,36 @@ fn via_serde<T: serde::Serialize + ?Sized>(buf: &mut Vec<u8>, v: &T) {
     let _ = serde_json::to_writer(&mut *buf, v);
 }
 
+fn opt_ref(buf: &mut Vec<u8>, first: &mut bool, name: &str, v: Option<&str>) {
+    if let Some(v) = v {
+        key(buf, first, name);
+        string(buf, v);
+    }
+}
+
 /// Appends a customer.
 pub fn customer(buf: &mut Vec<u8>, c: &Customer) {
+    customer_ref(buf, &CustomerRef::from(c));
+}
+
+/// Appends a customer given as borrowed fields.
+pub fn customer_ref<'a, T, S>(buf: &mut Vec<u8>, c: &CustomerRef<'a, T>)
+where
+    T: IntoIterator<Item = S> + Clone,
+    S: AsRef<str>,
+{
     let first = &mut true;
     buf.push(b'{');
     key(buf, first, "id");
-    string(buf, c.id.as_str());
-    opt_str(buf, first, "email", &c.email);
-    opt_str(buf, first, "phone", &c.phone);
-    opt_str(buf, first, "first_name", &c.first_name);
-    opt_str(buf, first, "last_name", &c.last_name);
-    opt_str(buf, first, "country", &c.country);
-    opt_str(buf, first, "region", &c.region);
-    opt_str(buf, first, "city", &c.city);
-    opt_str(buf, first, "postal_code", &c.postal_code);
+    string(buf, c.id);
+    opt_ref(buf, first, "email", c.email);
+    opt_ref(buf, first, "phone", c.phone);
+    opt_ref(buf, first, "first_name", c.first_name);
+    opt_ref(buf, first, "last_name", c.last_name);
+    opt_ref(buf, first, "country", c.country);
+    opt_ref(buf, first, "region", c.region);
+    opt_ref(buf, first, "city", c.city);
+    opt_ref(buf, first, "postal_code", c.postal_code);
     if let Some(d) = c.birth_date {
         key(buf, first, "birth_date");
         via_serde(buf, &d);
@@ -186,15 +204,16 @@ pub fn customer(buf: &mut Vec<u8>, c: &Customer) {
         key(buf, first, "birth_year");
         let _ = write!(buf, "{y}");
     }
-    opt_str(buf, first, "gender", &c.gender);
-    if !c.tags.is_empty() {
+    opt_ref(buf, first, "gender", c.gender);
+    let mut tags = c.tags.clone().into_iter().peekable();
+    if tags.peek().is_some() {
         key(buf, first, "tags");
         buf.push(b'[');
-        for (i, t) in c.tags.iter().enumerate() {
+        for (i, t) in tags.enumerate() {
             if i > 0 {
                 buf.push(b',');
             }
-            string(buf, t);
+            string(buf, t.as_ref());
         }
         buf.push(b']');
     }
@@ -208,32 +227,37 @@ pub fn customer(buf: &mut Vec<u8>, c: &Customer) {
     }
     opt_ts(buf, first, "created_at", c.created_at);
     opt_ts(buf, first, "updated_at", c.updated_at);
-    if !c.attributes.is_empty() {
+    if let Some(attributes) = c.attributes.filter(|a| !a.is_empty()) {
         key(buf, first, "attributes");
-        via_serde::<std::collections::BTreeMap<String, AttributeValue>>(buf, &c.attributes);
+        via_serde::<std::collections::BTreeMap<String, AttributeValue>>(buf, attributes);
     }
     buf.push(b'}');
 }
 
 /// Appends an order.
 pub fn order(buf: &mut Vec<u8>, o: &Order) {
+    order_ref(buf, &OrderRef::from(o));
+}
+
+/// Appends an order given as borrowed fields.
+pub fn order_ref(buf: &mut Vec<u8>, o: &OrderRef<'_>) {
     let first = &mut true;
     buf.push(b'{');
     key(buf, first, "id");
-    string(buf, &o.id);
+    string(buf, o.id);
     key(buf, first, "customer_id");
-    string(buf, o.customer_id.as_str());
+    string(buf, o.customer_id);
     opt_ts(buf, first, "created_at", o.created_at);
     key(buf, first, "total");
     money(buf, o.total);
-    opt_str(buf, first, "currency", &o.currency);
+    opt_ref(buf, first, "currency", o.currency);
     if o.item_count != 0 {
         key(buf, first, "item_count");
         uint(buf, u64::from(o.item_count));
     }
     if !o.line_items.is_empty() {
         key(buf, first, "line_items");
-        via_serde::<[LineItem]>(buf, &o.line_items);
+        via_serde::<[LineItem]>(buf, o.line_items);
     }
     opt_ts(buf, first, "cancelled_at", o.cancelled_at);
     if o.refunded != Money::ZERO {

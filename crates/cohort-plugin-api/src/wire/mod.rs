@@ -5,6 +5,7 @@
 //! peers. Records inside pages and batches are the canonical `cohort-core` records
 //! ([`Customer`], [`Order`], [`Event`]) in their serde shape.
 
+pub mod binary;
 pub mod compact;
 pub mod fast;
 mod scan;
@@ -99,6 +100,40 @@ pub struct Capabilities {
     pub incremental: bool,
     /// Modes a destination supports (empty for a source).
     pub destination_modes: Vec<DestinationMode>,
+    /// Page formats a source can answer in besides JSON (ABI 1.1). Empty, or absent, means JSON
+    /// only; the Rust SDK declares [`PageFormat::Binary`] for every source.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub page_formats: Vec<PageFormat>,
+}
+
+/// How a page of records is encoded (ABI 1.1).
+///
+/// JSON is the default, understood by every plugin and host. A host asks for another format in
+/// [`PageRequest::format`] only when the plugin's manifest lists it in
+/// `capabilities.page_formats`; the plugin may still answer JSON, and the host reads either
+/// (a binary page starts with a NUL byte, which JSON never does).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PageFormat {
+    /// The page JSON described in `docs/plugins.md`.
+    #[default]
+    Json,
+    /// The binary page format, version 1 ([`binary`]).
+    Binary,
+}
+
+impl PageFormat {
+    /// The format's name as it appears in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PageFormat::Json => "json",
+            PageFormat::Binary => "binary",
+        }
+    }
+
+    fn is_json(&self) -> bool {
+        *self == PageFormat::Json
+    }
 }
 
 /// A plugin's description of itself, returned by `manifest`.
@@ -309,6 +344,10 @@ pub struct PageRequest {
     pub cursor: Value,
     /// Most records the page may hold (the host's backpressure).
     pub max_records: usize,
+    /// The format the host would like the page in (ABI 1.1). Absent means JSON; a host sends
+    /// another value only to a plugin that lists it in `capabilities.page_formats`.
+    #[serde(default, skip_serializing_if = "PageFormat::is_json")]
+    pub format: PageFormat,
 }
 
 /// A record the source could not turn into a canonical record: reported, then skipped.
@@ -353,7 +392,13 @@ pub trait StreamRecord: Serialize + for<'de> Deserialize<'de> + Send + 'static {
     /// Appends the record's compact JSON (see [`compact`]) to `buf`.
     fn write_json(&self, buf: &mut Vec<u8>);
 
-    /// Reads a page of these records (see [`fast`]); the canonical `Deserialize` by default.
+    /// Appends the record in the [`binary`] page format to `buf`.
+    fn write_binary(&self, buf: &mut Vec<u8>);
+
+    /// Reads one record of the [`binary`] page format.
+    fn read_binary(reader: &mut binary::Reader<'_>) -> Result<Self, binary::BinaryError>;
+
+    /// Reads a JSON page of these records (see [`fast`]); the canonical `Deserialize` by default.
     fn read_page(bytes: &[u8]) -> Result<Page<Self>, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
@@ -364,11 +409,23 @@ impl StreamRecord for Customer {
     fn write_json(&self, buf: &mut Vec<u8>) {
         compact::customer(buf, self);
     }
+    fn write_binary(&self, buf: &mut Vec<u8>) {
+        binary::write_customer(buf, &binary::CustomerRef::from(self));
+    }
+    fn read_binary(reader: &mut binary::Reader<'_>) -> Result<Self, binary::BinaryError> {
+        reader.customer()
+    }
 }
 impl StreamRecord for Order {
     const STREAM: Stream = Stream::Orders;
     fn write_json(&self, buf: &mut Vec<u8>) {
         compact::order(buf, self);
+    }
+    fn write_binary(&self, buf: &mut Vec<u8>) {
+        binary::write_order(buf, &binary::OrderRef::from(self));
+    }
+    fn read_binary(reader: &mut binary::Reader<'_>) -> Result<Self, binary::BinaryError> {
+        reader.order()
     }
     fn read_page(bytes: &[u8]) -> Result<Page<Self>, serde_json::Error> {
         fast::orders(bytes)
@@ -379,8 +436,35 @@ impl StreamRecord for Event {
     fn write_json(&self, buf: &mut Vec<u8>) {
         compact::event(buf, self);
     }
+    fn write_binary(&self, buf: &mut Vec<u8>) {
+        binary::write_event(buf, self);
+    }
+    fn read_binary(reader: &mut binary::Reader<'_>) -> Result<Self, binary::BinaryError> {
+        reader.event()
+    }
     fn read_page(bytes: &[u8]) -> Result<Page<Self>, serde_json::Error> {
         fast::events(bytes)
+    }
+}
+
+/// Why a page could not be read, in either format.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    /// A JSON page that does not read as a page of the expected records.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// A binary page that does not read exactly.
+    #[error("{0}")]
+    Binary(#[from] binary::BinaryError),
+}
+
+/// Reads a page of `R` in whichever format it is: [`binary`] when it starts with its magic,
+/// JSON otherwise.
+pub fn read_page<R: StreamRecord>(bytes: &[u8]) -> Result<Page<R>, PageError> {
+    if binary::is_binary(bytes) {
+        Ok(binary::read_page(bytes, R::STREAM, R::read_binary)?)
+    } else {
+        Ok(R::read_page(bytes)?)
     }
 }
 

@@ -28,22 +28,36 @@ pub fn plugin(package: &str) -> PathBuf {
 
 /// Compiles a C plugin source into a shared library in a folder kept for the test process.
 pub fn c_plugin(source: &Path, file_name: &str) -> PathBuf {
+    c_plugin_against(
+        source,
+        file_name,
+        &workspace_root().join("crates/cohort-plugin-api/include"),
+    )
+}
+
+/// Compiles a C plugin against the header in `include`.
+pub fn c_plugin_against(source: &Path, file_name: &str, include: &Path) -> PathBuf {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static BUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
     let out = dir.path().join(file_name);
-    let include = workspace_root().join("crates/cohort-plugin-api/include");
+    // Tests run in parallel and may build the same plugin: each compiles to its own file, then
+    // renames it into place, so no test ever loads a half-written library.
+    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let tmp = dir.path().join(format!("{file_name}.{n}.tmp"));
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
     let status = Command::new(&cc)
         .args([
             "-std=c99", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-I",
         ])
-        .arg(&include)
+        .arg(include)
         .arg(source)
         .arg("-o")
-        .arg(&out)
+        .arg(&tmp)
         .status()
         .unwrap_or_else(|e| panic!("running the C compiler `{cc}`: {e}"));
     assert!(status.success(), "compiling {} failed", source.display());
+    std::fs::rename(&tmp, &out).unwrap();
     out
 }
 
