@@ -22,12 +22,22 @@ use cohort_plugin_api::{Customer, Order};
 use cohort_plugin_host::{CallError, HostServices, LoadedPlugin, pull, pull_prefetched};
 use serde_json::{Value, json};
 
+/// The allocator of the real host process, `cohort` (see crates/cohort/src/main.rs), so that
+/// both the direct reading and the host side of the ABI allocate records as `cohort` does. The
+/// plugin, a separate library, keeps its own (the system's).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Args {
     plugin: PathBuf,
     data: PathBuf,
     page: usize,
     runs: usize,
     json: bool,
+    /// Only these streams (`customers`, `orders`), for profiling one.
+    streams: Vec<String>,
+    /// Only this measurement (`direct`, `abi`, `prefetch`, `split`), for profiling it.
+    only: Option<String>,
 }
 
 fn args() -> Args {
@@ -37,6 +47,8 @@ fn args() -> Args {
         page: 10_000,
         runs: 1,
         json: false,
+        streams: vec!["customers".into(), "orders".into()],
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -46,6 +58,10 @@ fn args() -> Args {
             "--page" => a.page = it.next().unwrap().parse().unwrap(),
             "--runs" => a.runs = it.next().unwrap().parse().unwrap(),
             "--json" => a.json = true,
+            "--only" => a.only = Some(it.next().unwrap()),
+            "--streams" => {
+                a.streams = it.next().unwrap().split(',').map(str::to_owned).collect();
+            }
             other => panic!("unknown argument {other}"),
         }
     }
@@ -124,8 +140,15 @@ fn main() {
     let plugin = LoadedPlugin::load(&a.plugin).unwrap();
     let mut rows = Vec::new();
     for (stream, file) in [("customers", "customers.csv"), ("orders", "orders.csv")] {
+        if !a.streams.iter().any(|s| s == stream) {
+            continue;
+        }
         let path = a.data.join(file);
         let config = json!({ stream: {"paths": [path]} });
+        if let Some(only) = &a.only {
+            profile(only, stream, &path, &plugin, &config, a.page);
+            continue;
+        }
         let (d, dn, dc, s, sn, sc, p, pn, pc) = if stream == "customers" {
             let (d, dn, dc) = best(a.runs, || {
                 direct(&path, Kind::Customers, CsvReader::next_customer)
@@ -169,6 +192,38 @@ fn main() {
     } else {
         println!("{}", serde_json::to_string_pretty(&rows).unwrap());
     }
+}
+
+/// Runs one measurement once, for a profiler.
+fn profile(
+    only: &str,
+    stream: &str,
+    path: &Path,
+    plugin: &LoadedPlugin,
+    config: &Value,
+    page: usize,
+) {
+    let started = Instant::now();
+    let n = match (only, stream) {
+        ("direct", "customers") => direct(path, Kind::Customers, CsvReader::next_customer).0,
+        ("direct", _) => direct(path, Kind::Orders, CsvReader::next_order).0,
+        ("abi", "customers") => through_abi::<Customer>(plugin, config, page, false).0,
+        ("abi", _) => through_abi::<Order>(plugin, config, page, false).0,
+        ("prefetch", "customers") => through_abi::<Customer>(plugin, config, page, true).0,
+        ("prefetch", _) => through_abi::<Order>(plugin, config, page, true).0,
+        ("split", "customers") => {
+            let (a, b) = split::<Customer>(plugin, config, page);
+            eprintln!("plugin {a:?} host parse {b:?}");
+            0
+        }
+        ("split", _) => {
+            let (a, b) = split::<Order>(plugin, config, page);
+            eprintln!("plugin {a:?} host parse {b:?}");
+            0
+        }
+        (other, _) => panic!("unknown measurement {other}"),
+    };
+    eprintln!("{only} {stream}: {n} records in {:?}", started.elapsed());
 }
 
 /// Time inside the plugin (read + serialize) and in the host's parse, for one sequential pull.

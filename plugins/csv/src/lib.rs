@@ -18,6 +18,7 @@ use std::path::Path;
 
 use cohort_csv::{CsvReader, Position, RowError};
 use cohort_plugin_api::prelude::*;
+use cohort_plugin_api::wire::binary::{CustomerRef, OrderRef};
 use serde_json::json;
 
 use crate::config::{Config, Validated, kind};
@@ -67,14 +68,62 @@ impl Plugin for CsvSource {
     }
 }
 
-fn read_next<R: StreamRecord>(
+/// Reads the next row into the page: `Some(true)` a record, `Some(false)` a reject, `None` the
+/// end of the file.
+fn read_next(
     reader: &mut CsvReader,
-    next: fn(&mut CsvReader) -> Option<Result<R, RowError>>,
+    stream: Stream,
     page: &mut PageWriter,
 ) -> Result<Option<bool>, PluginError> {
-    match next(reader) {
+    // Customers and orders go from the reader's buffer straight into the page, without building
+    // an owned record first (the page is the same either way).
+    let row = match stream {
+        Stream::Customers => reader.next_customer_row().map(|row| {
+            row.map(|c| {
+                page.push_customer(&CustomerRef {
+                    id: c.id,
+                    email: c.email,
+                    phone: c.phone,
+                    first_name: c.first_name,
+                    last_name: c.last_name,
+                    country: c.country,
+                    region: c.region,
+                    city: c.city,
+                    postal_code: c.postal_code,
+                    birth_date: c.birth_date,
+                    birth_year: c.birth_year,
+                    gender: c.gender,
+                    tags: c.tags(),
+                    accepts_email_marketing: c.accepts_email_marketing,
+                    accepts_sms_marketing: c.accepts_sms_marketing,
+                    created_at: c.created_at,
+                    updated_at: c.updated_at,
+                    attributes: Some(&c.attributes),
+                })
+            })
+        }),
+        Stream::Orders => reader.next_order_row().map(|row| {
+            row.map(|o| {
+                page.push_order(&OrderRef {
+                    id: &o.id,
+                    customer_id: o.customer_id,
+                    created_at: Some(o.created_at),
+                    total: o.total,
+                    currency: o.currency,
+                    item_count: o.item_count,
+                    line_items: &[],
+                    cancelled_at: o.cancelled_at,
+                    refunded: o.refunded,
+                })
+            })
+        }),
+        Stream::Events => reader
+            .next_event()
+            .map(|row| row.map(|event| page.push(&event))),
+    };
+    match row {
         None => Ok(None),
-        Some(Ok(record)) => page.push(&record).map(|()| Some(true)),
+        Some(Ok(pushed)) => pushed.map(|()| Some(true)),
         Some(Err(RowError::Bad(bad))) => {
             let mut location = format!("{}:{}", bad.path.display(), bad.line);
             if let Some(col) = bad.column {
@@ -187,12 +236,7 @@ impl Source for CsvSource {
                         done: false,
                     });
                 }
-                let step = match stream {
-                    Stream::Customers => read_next(&mut reader, CsvReader::next_customer, page)?,
-                    Stream::Orders => read_next(&mut reader, CsvReader::next_order, page)?,
-                    Stream::Events => read_next(&mut reader, CsvReader::next_event, page)?,
-                };
-                match step {
+                match read_next(&mut reader, stream, page)? {
                     None => break,
                     Some(true) => {}
                     Some(false) => rejects += 1,
