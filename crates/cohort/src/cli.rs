@@ -42,6 +42,18 @@ pub(crate) enum Command {
     ///   cohort init my-shop && cohort validate --config my-shop/cohort.toml
     #[command(verbatim_doc_comment)]
     Init(crate::cmd::init::InitArgs),
+    /// Run a job once: pull, segment, diff, render, push, record.
+    ///
+    /// Example:
+    ///   cohort run --config cohort.toml --workspace demo --job nightly --dry-run
+    #[command(verbatim_doc_comment)]
+    Run(crate::cmd::run::RunArgs),
+    /// Read recorded runs back.
+    #[command(subcommand)]
+    Runs(crate::cmd::runs::RunsCommand),
+    /// Preview campaigns without pushing anything.
+    #[command(subcommand)]
+    Campaign(crate::cmd::campaign::CampaignCommand),
 }
 
 #[derive(Debug, Subcommand)]

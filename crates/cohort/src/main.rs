@@ -7,6 +7,7 @@
 
 mod cli;
 mod cmd;
+mod job;
 mod load;
 mod segments_file;
 

@@ -9,6 +9,10 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Folder a relative `dir` is taken from; the working directory by default. Cohort sets it
+    /// to the config file's folder, so `dir = "out"` lands beside the config.
+    #[serde(default)]
+    pub base_dir: Option<PathBuf>,
     /// Folder the operations are written to. Audience operations go to
     /// `DIR/audiences/AUDIENCE/KEY.json`, emails to `DIR/messages/KEY.eml`.
     #[schemars(length(min = 1))]
@@ -40,29 +44,33 @@ impl Config {
         if self.dir.as_os_str().is_empty() {
             return Err(PluginError::config("/dir", "must not be empty"));
         }
-        match std::fs::metadata(&self.dir) {
+        let dir = match &self.base_dir {
+            Some(base) => base.join(&self.dir),
+            None => self.dir,
+        };
+        match std::fs::metadata(&dir) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
                 return Err(PluginError::config(
                     "/dir",
-                    format!("{} exists but is not a folder", self.dir.display()),
+                    format!("{} exists but is not a folder", dir.display()),
                 ));
             }
-            Err(_) if self.create_dir => std::fs::create_dir_all(&self.dir).map_err(|e| {
-                PluginError::config("/dir", format!("cannot create {}: {e}", self.dir.display()))
+            Err(_) if self.create_dir => std::fs::create_dir_all(&dir).map_err(|e| {
+                PluginError::config("/dir", format!("cannot create {}: {e}", dir.display()))
             })?,
             Err(_) => {
                 return Err(PluginError::config(
                     "/dir",
                     format!(
                         "{} does not exist (set create_dir = true to create it)",
-                        self.dir.display()
+                        dir.display()
                     ),
                 ));
             }
         }
         Ok(Validated {
-            dir: self.dir,
+            dir,
             fsync: self.fsync,
         })
     }

@@ -1,0 +1,245 @@
+//! What a run did, in numbers: printed at the end of `cohort run`, stored with the run, and
+//! read back by `cohort runs show`.
+
+use std::fmt::{self, Write as _};
+
+use serde::{Deserialize, Serialize};
+
+/// Counts of one run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RunSummary {
+    pub(crate) workspace: String,
+    pub(crate) job: String,
+    pub(crate) dry_run: bool,
+    /// The run's clock (RFC 3339).
+    pub(crate) as_of: String,
+    pub(crate) sources: Vec<SourceSummary>,
+    pub(crate) customers: u64,
+    pub(crate) segments: Vec<SegmentSummary>,
+    pub(crate) campaigns: Vec<CampaignSummary>,
+    /// Per-record errors recorded (bad rows, render failures, rejected pushes).
+    pub(crate) record_errors: u64,
+    pub(crate) warnings: Vec<String>,
+    /// Milliseconds per stage.
+    pub(crate) timings_ms: Vec<(String, u64)>,
+}
+
+/// One stream of one source.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SourceSummary {
+    pub(crate) source: String,
+    pub(crate) stream: String,
+    pub(crate) pulled: u64,
+    pub(crate) new: u64,
+    pub(crate) updated: u64,
+    pub(crate) unchanged: u64,
+    pub(crate) bad: u64,
+}
+
+/// One segment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SegmentSummary {
+    pub(crate) name: String,
+    pub(crate) members: u64,
+    pub(crate) added: u64,
+    pub(crate) removed: u64,
+}
+
+/// One campaign.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CampaignSummary {
+    pub(crate) name: String,
+    pub(crate) destination: String,
+    pub(crate) mode: String,
+    /// Members of the campaign's segments.
+    pub(crate) members: u64,
+    /// Operations planned (pushed, or that would be pushed in a dry run).
+    pub(crate) planned: u64,
+    /// Operations the destination acknowledged.
+    pub(crate) pushed: u64,
+    /// Of the planned ones, removals from the audience.
+    pub(crate) removals: u64,
+    /// Members whose destination state was already current.
+    pub(crate) unchanged: u64,
+    pub(crate) skipped_no_consent: u64,
+    pub(crate) skipped_suppressed: u64,
+    pub(crate) skipped_no_address: u64,
+    /// Rejected by the destination, failed to render, or still failing after retries.
+    pub(crate) failed: u64,
+}
+
+impl RunSummary {
+    pub(crate) fn failed_records(&self) -> u64 {
+        self.campaigns.iter().map(|c| c.failed).sum::<u64>()
+            + self.sources.iter().map(|s| s.bad).sum::<u64>()
+    }
+}
+
+impl fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dry = if self.dry_run { " (dry run)" } else { "" };
+        writeln!(
+            f,
+            "workspace {} · job {}{dry} · as of {}",
+            self.workspace, self.job, self.as_of
+        )?;
+        if !self.sources.is_empty() {
+            let mut t = Table::new(["source", "stream", "pulled", "new", "updated", "bad"]);
+            for s in &self.sources {
+                t.row([
+                    s.source.clone(),
+                    s.stream.clone(),
+                    s.pulled.to_string(),
+                    s.new.to_string(),
+                    s.updated.to_string(),
+                    s.bad.to_string(),
+                ]);
+            }
+            write!(f, "\n{t}")?;
+        }
+        if !self.segments.is_empty() {
+            let mut t = Table::new(["segment", "members", "added", "removed"]);
+            for s in &self.segments {
+                t.row([
+                    s.name.clone(),
+                    s.members.to_string(),
+                    format!("+{}", s.added),
+                    format!("-{}", s.removed),
+                ]);
+            }
+            write!(f, "\n{t}")?;
+        }
+        if !self.campaigns.is_empty() {
+            let pushed = if self.dry_run { "would push" } else { "pushed" };
+            let mut t = Table::new([
+                "campaign",
+                "mode",
+                "members",
+                pushed,
+                "unchanged",
+                "no consent",
+                "suppressed",
+                "no address",
+                "failed",
+            ]);
+            for c in &self.campaigns {
+                t.row([
+                    format!("{} → {}", c.name, c.destination),
+                    c.mode.clone(),
+                    c.members.to_string(),
+                    if self.dry_run {
+                        c.planned.to_string()
+                    } else {
+                        c.pushed.to_string()
+                    },
+                    c.unchanged.to_string(),
+                    c.skipped_no_consent.to_string(),
+                    c.skipped_suppressed.to_string(),
+                    c.skipped_no_address.to_string(),
+                    c.failed.to_string(),
+                ]);
+            }
+            write!(f, "\n{t}")?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "\nwarning: {w}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A plain text table: the first column left-aligned, the others right-aligned.
+struct Table {
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new<const N: usize>(header: [&str; N]) -> Table {
+        Table {
+            rows: vec![header.iter().map(|h| (*h).to_owned()).collect()],
+        }
+    }
+
+    fn row<const N: usize>(&mut self, cells: [String; N]) {
+        self.rows.push(Vec::from(cells));
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let columns = self.rows[0].len();
+        let widths: Vec<usize> = (0..columns)
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .map(|r| r[c].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for row in &self.rows {
+            let mut line = String::new();
+            for (c, cell) in row.iter().enumerate() {
+                let pad = widths[c] - cell.chars().count();
+                if c == 0 {
+                    let _ = write!(line, "{cell}{}", " ".repeat(pad));
+                } else {
+                    let _ = write!(line, "  {}{cell}", " ".repeat(pad));
+                }
+            }
+            writeln!(f, "{}", line.trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_names_every_stage_and_survives_a_json_round_trip() {
+        let summary = RunSummary {
+            workspace: "demo".into(),
+            job: "nightly".into(),
+            as_of: "1998-07-01T00:00:00Z".into(),
+            sources: vec![SourceSummary {
+                source: "shop".into(),
+                stream: "orders".into(),
+                pulled: 70_195,
+                new: 70_195,
+                ..SourceSummary::default()
+            }],
+            segments: vec![SegmentSummary {
+                name: "champions".into(),
+                members: 3_000,
+                added: 3_000,
+                removed: 0,
+            }],
+            campaigns: vec![CampaignSummary {
+                name: "thanks".into(),
+                destination: "outbox".into(),
+                mode: "send".into(),
+                members: 3_000,
+                pushed: 1_800,
+                skipped_no_consent: 1_200,
+                ..CampaignSummary::default()
+            }],
+            ..RunSummary::default()
+        };
+        let text = summary.to_string();
+        for needle in [
+            "shop",
+            "70195",
+            "champions",
+            "+3000",
+            "thanks → outbox",
+            "1800",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from\n{text}");
+        }
+        let json = serde_json::to_value(&summary).unwrap();
+        let back: RunSummary = serde_json::from_value(json).unwrap();
+        assert_eq!(back, summary);
+    }
+}

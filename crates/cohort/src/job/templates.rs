@@ -1,0 +1,58 @@
+//! A workspace's templates, compiled once for a run, a preview or a validation.
+
+use cohort_config::{Campaign, Template, Workspace};
+use cohort_render::{Kind, Renderer, TemplateError, TemplateSpec, WorkspaceInfo};
+
+/// A renderer with every template of `workspace`, and the errors of those that do not compile.
+pub(crate) fn renderer(workspace: &Workspace) -> (Renderer, Vec<TemplateError>) {
+    let mut renderer = Renderer::new(WorkspaceInfo {
+        id: workspace.id.clone(),
+        name: workspace.name.clone(),
+        timezone: workspace.timezone,
+        currency: workspace.currency.clone(),
+    });
+    let mut errors = Vec::new();
+    for (template, kind) in all(workspace) {
+        if let Err(e) = renderer.add(&spec(template, kind)) {
+            errors.push(e);
+        }
+    }
+    (renderer, errors)
+}
+
+/// Every template of the workspace with the escaping it is rendered with: HTML bodies escape,
+/// everything else (subjects, text bodies, audience fields, URLs) is plain text.
+pub(crate) fn all(workspace: &Workspace) -> Vec<(&Template, Kind)> {
+    let mut out: Vec<(&Template, Kind)> = Vec::new();
+    if let Some(url) = &workspace.unsubscribe_url {
+        out.push((url, Kind::Text));
+    }
+    for campaign in &workspace.campaigns {
+        out.extend(of_campaign(campaign));
+    }
+    out
+}
+
+/// The templates of one campaign.
+pub(crate) fn of_campaign(campaign: &Campaign) -> Vec<(&Template, Kind)> {
+    let mut out = Vec::new();
+    if let Some(email) = &campaign.email {
+        out.push((&email.subject, Kind::Text));
+        if let Some(html) = &email.html {
+            out.push((html, Kind::Html));
+        }
+        if let Some(text) = &email.text {
+            out.push((text, Kind::Text));
+        }
+    }
+    out.extend(campaign.fields.iter().map(|(_, t)| (t, Kind::Text)));
+    out
+}
+
+fn spec(template: &Template, kind: Kind) -> TemplateSpec {
+    TemplateSpec::new(&template.name, &template.text, kind).inline(
+        template.at.file.display().to_string(),
+        template.at.line,
+        template.at.column,
+    )
+}
