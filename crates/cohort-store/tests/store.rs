@@ -680,3 +680,27 @@ async fn sqlite_runs_in_wal_mode() {
     assert!(store.size_bytes().await.unwrap() > 0);
     store.close().await;
 }
+
+#[tokio::test]
+async fn a_first_start_killed_halfway_through_migrating_is_finished_by_the_next() {
+    use sea_orm::ConnectionTrait;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("cohort.db").display()
+    );
+    // What a process killed after the migration's first statement leaves behind: a table,
+    // and no record of the migration.
+    let raw = sea_orm::Database::connect(&url).await.unwrap();
+    raw.execute_unprepared(
+        "CREATE TABLE workspaces (id TEXT PRIMARY KEY, name TEXT NOT NULL, timezone TEXT NOT NULL, \
+         currency TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
+    )
+    .await
+    .unwrap();
+    raw.close().await.unwrap();
+    let store = Store::connect(&url).await.unwrap();
+    store.ensure_workspace(&workspace("a")).await.unwrap();
+    assert_eq!(store.workspaces().await.unwrap().len(), 1);
+    store.close().await;
+}

@@ -6,7 +6,13 @@
 //! Operational instants (runs, memberships, state) are timestamps with a time zone, for people
 //! reading the tables. The record tables carry no foreign key to `workspaces`: PostgreSQL
 //! checks one per inserted row, which costs a bulk load dearly, so ingest checks the workspace
-//! once per call instead.
+//! once per call instead. For the same reason the record tables have no index but their key:
+//! every read path today scans a workspace whole (the key's prefix). A per-customer read
+//! (`orders of customer X`) would add `(workspace_id, customer_id)` in a later migration.
+//!
+//! Every statement is `IF NOT EXISTS`: SQLite runs these DDL statements one by one, so a
+//! process killed halfway through the first start leaves some tables behind, and the next
+//! start must finish the migration instead of failing on them.
 
 // async_trait hides the manager's lifetime; naming it breaks the trait's signature.
 #![allow(elided_lifetimes_in_paths)]
@@ -171,7 +177,8 @@ fn record_table(
     columns: Vec<ColumnDef>,
 ) -> TableCreateStatement {
     let mut t = Table::create();
-    t.table(table)
+    t.if_not_exists()
+        .table(table)
         .col(string(Rec::WorkspaceId))
         .col(string(Rec::Source))
         .col(string(Rec::ExternalId));
@@ -197,6 +204,7 @@ impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.create_table(
             Table::create()
+                .if_not_exists()
                 .table(Workspaces::Table)
                 .col(string(Workspaces::Id).primary_key())
                 .col(string(Workspaces::Name))
@@ -237,15 +245,6 @@ impl MigrationTrait for Migration {
             ],
         ))
         .await?;
-        m.create_index(
-            Index::create()
-                .name("orders_customer")
-                .table(Orders::Table)
-                .col(Rec::WorkspaceId)
-                .col(Rec::CustomerId)
-                .to_owned(),
-        )
-        .await?;
 
         m.create_table(record_table(
             m,
@@ -258,18 +257,10 @@ impl MigrationTrait for Migration {
             ],
         ))
         .await?;
-        m.create_index(
-            Index::create()
-                .name("events_customer")
-                .table(Events::Table)
-                .col(Rec::WorkspaceId)
-                .col(Rec::CustomerId)
-                .to_owned(),
-        )
-        .await?;
 
         m.create_table(
             Table::create()
+                .if_not_exists()
                 .table(SourceCursors::Table)
                 .col(string(SourceCursors::WorkspaceId))
                 .col(string(SourceCursors::Source))
@@ -292,6 +283,7 @@ impl MigrationTrait for Migration {
 
         m.create_table(
             Table::create()
+                .if_not_exists()
                 .table(SegmentDefinitions::Table)
                 .col(big_pk_auto(SegmentDefinitions::Id))
                 .col(string(SegmentDefinitions::WorkspaceId))
@@ -309,6 +301,7 @@ impl MigrationTrait for Migration {
         .await?;
         m.create_index(
             Index::create()
+                .if_not_exists()
                 .name("segment_definitions_version")
                 .table(SegmentDefinitions::Table)
                 .col(SegmentDefinitions::WorkspaceId)
@@ -321,6 +314,7 @@ impl MigrationTrait for Migration {
 
         m.create_table(
             Table::create()
+                .if_not_exists()
                 .table(Memberships::Table)
                 .col(string(Memberships::WorkspaceId))
                 .col(string(Memberships::Segment))
@@ -342,6 +336,7 @@ impl MigrationTrait for Migration {
 
         m.create_table(
             Table::create()
+                .if_not_exists()
                 .table(DestinationState::Table)
                 .col(string(DestinationState::WorkspaceId))
                 .col(string(DestinationState::Campaign))
@@ -370,6 +365,7 @@ impl MigrationTrait for Migration {
 
         m.create_table(
             Table::create()
+                .if_not_exists()
                 .table(JobRuns::Table)
                 .col(big_pk_auto(JobRuns::Id))
                 .col(string(JobRuns::WorkspaceId))
@@ -387,6 +383,7 @@ impl MigrationTrait for Migration {
         .await?;
         m.create_index(
             Index::create()
+                .if_not_exists()
                 .name("job_runs_workspace_job")
                 .table(JobRuns::Table)
                 .col(JobRuns::WorkspaceId)
@@ -398,6 +395,7 @@ impl MigrationTrait for Migration {
 
         m.create_table(
             Table::create()
+                .if_not_exists()
                 .table(RunErrors::Table)
                 .col(big_pk_auto(RunErrors::Id))
                 .col(big_integer(RunErrors::RunId))
@@ -418,6 +416,7 @@ impl MigrationTrait for Migration {
         .await?;
         m.create_index(
             Index::create()
+                .if_not_exists()
                 .name("run_errors_by_run")
                 .table(RunErrors::Table)
                 .col(RunErrors::WorkspaceId)
@@ -428,6 +427,7 @@ impl MigrationTrait for Migration {
 
         m.create_table(
             Table::create()
+                .if_not_exists()
                 .table(Suppressions::Table)
                 .col(string(Suppressions::WorkspaceId))
                 .col(string(Suppressions::Email))
