@@ -455,21 +455,30 @@ impl<'a> Reader<'a> {
         })
     }
 
-    #[inline]
+    #[cold]
+    #[inline(never)]
+    fn short(&self, n: usize) -> BinaryError {
+        BinaryError {
+            at: self.i,
+            what: format!(
+                "{n} bytes announced, {} left before the end of the records",
+                self.b.len().saturating_sub(self.i)
+            ),
+        }
+    }
+
+    #[inline(always)]
     fn take(&mut self, n: usize) -> Result<&'a [u8], BinaryError> {
         match self.b.get(self.i..self.i.saturating_add(n)) {
             Some(s) => {
                 self.i += n;
                 Ok(s)
             }
-            None => self.err(format!(
-                "{n} bytes announced, {} left before the end of the records",
-                self.b.len().saturating_sub(self.i)
-            )),
+            None => Err(self.short(n)),
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn array<const N: usize>(&mut self) -> Result<[u8; N], BinaryError> {
         let s = self.take(N)?;
         let mut a = [0; N];
@@ -477,33 +486,44 @@ impl<'a> Reader<'a> {
         Ok(a)
     }
 
-    #[inline]
+    #[inline(always)]
     fn u8(&mut self) -> Result<u8, BinaryError> {
         Ok(self.array::<1>()?[0])
     }
 
-    #[inline]
+    #[inline(always)]
     fn u16(&mut self) -> Result<u16, BinaryError> {
         self.array().map(u16::from_le_bytes)
     }
 
-    #[inline]
+    #[inline(always)]
     fn u32(&mut self) -> Result<u32, BinaryError> {
         self.array().map(u32::from_le_bytes)
     }
 
-    #[inline]
+    #[inline(always)]
     fn i32(&mut self) -> Result<i32, BinaryError> {
         self.array().map(i32::from_le_bytes)
     }
 
-    #[inline]
+    #[inline(always)]
     fn i64(&mut self) -> Result<i64, BinaryError> {
         self.array().map(i64::from_le_bytes)
     }
 
-    #[inline]
+    #[inline(always)]
     fn len(&mut self) -> Result<usize, BinaryError> {
+        // Nearly every string is shorter than 128 bytes: one byte.
+        match self.b.get(self.i) {
+            Some(&byte) if byte < 0x80 => {
+                self.i += 1;
+                Ok(usize::from(byte))
+            }
+            _ => self.long_len(),
+        }
+    }
+
+    fn long_len(&mut self) -> Result<usize, BinaryError> {
         let mut n: u64 = 0;
         for shift in (0..35).step_by(7) {
             let byte = self.u8()?;
@@ -518,18 +538,23 @@ impl<'a> Reader<'a> {
         self.err("a length of more than 5 bytes")
     }
 
-    #[inline]
+    #[inline(always)]
     fn str(&mut self) -> Result<&'a str, BinaryError> {
         let n = self.len()?;
         let at = self.i;
         let bytes = self.take(n)?;
+        if bytes.is_ascii() {
+            // SAFETY: ASCII is UTF-8. (Most ids, emails and codes are ASCII; checking that is
+            // cheaper than the general validation below.)
+            return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+        }
         std::str::from_utf8(bytes).map_err(|e| BinaryError {
             at: at + e.valid_up_to(),
             what: "a string that is not UTF-8".to_owned(),
         })
     }
 
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> Result<String, BinaryError> {
         self.str().map(str::to_owned)
     }
