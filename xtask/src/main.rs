@@ -13,6 +13,8 @@
 //!   release `cohort segment eval` and the same ten segments with DuckDB
 //!   (`xtask/bench/duckdb_segments.py`), fails unless every count agrees, and prints wall time,
 //!   peak memory and cohort's own phase timings for both.
+//! - `cargo xtask bench store [--small] [--backend sqlite|postgres|both]` loads the same
+//!   generated shop into SQLite and PostgreSQL through cohort-store and prints rows/s and size.
 //!
 //! `../shared` is found beside the repository, or wherever `COHORT_SHARED_DIR` points.
 // Printing progress and tables is this binary's whole job.
@@ -36,6 +38,7 @@ Tasks:
   demo-data         regenerate config/demo/*.csv from the CDNOW data
   bench [NAME]      run a benchmark; without NAME, list them
   bench abi         records/s through the plugin ABI vs reading CSV directly
+  bench store       load 1M customers and 10M orders into SQLite and PostgreSQL
   new-plugin NAME --kind source|destination
                     scaffold plugins/NAME, a plugin crate that passes the conformance kit
   help              show this

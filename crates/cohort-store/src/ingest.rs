@@ -269,7 +269,12 @@ pub(crate) async fn ingest(
         .map_err(|e| StoreError::Invalid(format!("cursor cannot be serialised: {e}")))?;
     match backend {
         Backend::Sqlite => {
-            let mut tx = db.get_sqlite_connection_pool().begin().await?;
+            // IMMEDIATE takes the write lock up front (waiting out the busy timeout): a
+            // deferred transaction that reads first may be refused the upgrade to writing.
+            let mut tx = db
+                .get_sqlite_connection_pool()
+                .begin_with("BEGIN IMMEDIATE")
+                .await?;
             ensure_workspace_sqlite(&mut tx, workspace).await?;
             let counts = upsert_sqlite(&mut tx, workspace, source, batch).await?;
             sqlx::query(
@@ -361,21 +366,23 @@ fn insert_head(table: &TableDef, sql: &mut String) {
     sql.push_str(", hash, revision) ");
 }
 
+/// Placeholders are plain `?`: SQLite looks each numbered `?NNN` up in a list, which made a
+/// 30,000-parameter statement quadratic to prepare. So workspace and source are bound on
+/// every row.
 fn sqlite_statement(table: &TableDef, rows: usize) -> String {
-    let mut sql = String::with_capacity(64 + rows * table.columns.len() * 8);
+    let mut row = String::from("(?,?,?");
+    for _ in 0..table.columns.len() + 1 {
+        row.push_str(",?");
+    }
+    row.push_str(",1)");
+    let mut sql = String::with_capacity(256 + rows * (row.len() + 1));
     insert_head(table, &mut sql);
     sql.push_str("VALUES ");
-    let mut p = 3;
     for r in 0..rows {
         if r > 0 {
             sql.push(',');
         }
-        sql.push_str("(?1,?2");
-        for _ in 0..table.columns.len() + 2 {
-            let _ = write!(sql, ",?{p}");
-            p += 1;
-        }
-        sql.push_str(",1)");
+        sql.push_str(&row);
     }
     on_conflict_clause(table, &mut sql);
     sql
@@ -397,8 +404,8 @@ async fn upsert_sqlite(
     source: &str,
     batch: &Batch,
 ) -> Result<Upserted, StoreError> {
-    let per_row = batch.table.columns.len() + 2;
-    let chunk = (SQLITE_MAX_PARAMS - 2) / per_row;
+    let per_row = batch.table.columns.len() + 4;
+    let chunk = SQLITE_MAX_PARAMS / per_row;
     let mut total = Upserted::default();
     let mut full_sql: Option<String> = None;
     let mut start = 0;
@@ -412,11 +419,9 @@ async fn upsert_sqlite(
             partial = sqlite_statement(batch.table, rows);
             &partial
         };
-        let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(workspace)
-            .bind(source);
+        let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.as_str()));
         for r in start..end {
-            q = q.bind(batch.keys[r].as_str());
+            q = q.bind(workspace).bind(source).bind(batch.keys[r].as_str());
             for values in &batch.columns {
                 q = match values {
                     Values::Text(v) => q.bind(v[r].as_deref()),
@@ -510,8 +515,9 @@ mod tests {
     }
 
     #[test]
-    fn sqlite_statements_number_every_parameter_once() {
+    fn sqlite_statements_bind_every_column_of_every_row() {
         let sql = sqlite_statement(&EVENTS, 2);
-        assert!(sql.contains("(?1,?2,?3,?4,?5,?6,?7,?8,1),(?1,?2,?9,?10,?11,?12,?13,?14,1)"));
+        // workspace, source, external id, 4 data columns, hash; revision is the literal 1.
+        assert!(sql.contains("VALUES (?,?,?,?,?,?,?,?,1),(?,?,?,?,?,?,?,?,1) ON CONFLICT"));
     }
 }

@@ -147,6 +147,9 @@ impl Store {
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(30))
                     .foreign_keys(true)
+                    // 64 MiB of page cache per connection (the default is 2 MiB): a bulk load
+                    // updates indexes far larger than that.
+                    .pragma("cache_size", "-65536")
             });
         }
         let db = Database::connect(options)

@@ -5,6 +5,7 @@
 
 mod measure;
 mod segments;
+mod store;
 
 pub(crate) use segments::{ensure_data, thousands};
 
@@ -19,6 +20,11 @@ const BENCHES: &[(&str, &str)] = &[
          (default 1M customers, 10M orders)",
     ),
     (
+        "store",
+        "cohort-store load into SQLite and PostgreSQL: rows/s and size \
+         (default 1M customers, 10M orders; --small for 10k/100k)",
+    ),
+    (
         "abi",
         "records/s through the plugin ABI vs reading CSV directly",
     ),
@@ -29,6 +35,7 @@ pub(crate) fn run(args: Vec<String>) -> Result<()> {
     let name = args.next();
     match name.as_deref() {
         Some("segments") => segments::run(args.collect()),
+        Some("store") => store::run(args.collect()),
         None | Some("list" | "-h" | "--help") => {
             println!("Usage: cargo xtask bench NAME [OPTIONS]   (NAME --help for its options)\n");
             println!("Benchmarks:");
