@@ -122,17 +122,22 @@ fn through_abi<R: StreamRecord + Touch>(
     (n, check)
 }
 
-fn best(runs: usize, mut f: impl FnMut() -> (u64, u64)) -> (Duration, u64, u64) {
-    let mut best: Option<(Duration, u64, u64)> = None;
+/// Runs the three readings `runs` times, interleaved (direct, ABI, ABI prefetched, then again),
+/// so that a change in the machine's load between rounds touches all three alike, and keeps the
+/// best time of each with its record count and checksum.
+fn best3(runs: usize, mut fs: [&mut dyn FnMut() -> (u64, u64); 3]) -> [(Duration, u64, u64); 3] {
+    let mut best: [Option<(Duration, u64, u64)>; 3] = [None; 3];
     for _ in 0..runs.max(1) {
-        let started = Instant::now();
-        let (n, check) = f();
-        let took = started.elapsed();
-        if best.is_none_or(|b| took < b.0) {
-            best = Some((took, n, check));
+        for (f, best) in fs.iter_mut().zip(&mut best) {
+            let started = Instant::now();
+            let (n, check) = f();
+            let took = started.elapsed();
+            if best.is_none_or(|b| took < b.0) {
+                *best = Some((took, n, check));
+            }
         }
     }
-    best.unwrap()
+    best.map(Option::unwrap)
 }
 
 fn main() {
@@ -149,28 +154,24 @@ fn main() {
             profile(only, stream, &path, &plugin, &config, a.page);
             continue;
         }
-        let (d, dn, dc, s, sn, sc, p, pn, pc) = if stream == "customers" {
-            let (d, dn, dc) = best(a.runs, || {
-                direct(&path, Kind::Customers, CsvReader::next_customer)
-            });
-            let (s, sn, sc) = best(a.runs, || {
-                through_abi::<Customer>(&plugin, &config, a.page, false)
-            });
-            let (p, pn, pc) = best(a.runs, || {
-                through_abi::<Customer>(&plugin, &config, a.page, true)
-            });
-            (d, dn, dc, s, sn, sc, p, pn, pc)
+        let [(d, dn, dc), (s, sn, sc), (p, pn, pc)] = if stream == "customers" {
+            best3(
+                a.runs,
+                [
+                    &mut || direct(&path, Kind::Customers, CsvReader::next_customer),
+                    &mut || through_abi::<Customer>(&plugin, &config, a.page, false),
+                    &mut || through_abi::<Customer>(&plugin, &config, a.page, true),
+                ],
+            )
         } else {
-            let (d, dn, dc) = best(a.runs, || {
-                direct(&path, Kind::Orders, CsvReader::next_order)
-            });
-            let (s, sn, sc) = best(a.runs, || {
-                through_abi::<Order>(&plugin, &config, a.page, false)
-            });
-            let (p, pn, pc) = best(a.runs, || {
-                through_abi::<Order>(&plugin, &config, a.page, true)
-            });
-            (d, dn, dc, s, sn, sc, p, pn, pc)
+            best3(
+                a.runs,
+                [
+                    &mut || direct(&path, Kind::Orders, CsvReader::next_order),
+                    &mut || through_abi::<Order>(&plugin, &config, a.page, false),
+                    &mut || through_abi::<Order>(&plugin, &config, a.page, true),
+                ],
+            )
         };
         assert!(
             dn == sn && sn == pn && dc == sc && sc == pc,

@@ -197,8 +197,14 @@ fn the_cdnow_demo_shop_loads_every_row() {
         data_rows(&demo.join("orders.csv")),
         "every demo order"
     );
-    assert!(customers.records.len() >= 23_570, "at least every CDNOW customer");
-    assert!(orders.records.len() >= 69_659, "at least every CDNOW transaction");
+    assert!(
+        customers.records.len() >= 23_570,
+        "at least every CDNOW customer"
+    );
+    assert!(
+        orders.records.len() >= 69_659,
+        "at least every CDNOW transaction"
+    );
     assert_eq!(events.records.len(), data_rows(&demo.join("events.csv")));
     let spent: i64 = orders.records.iter().map(|o| o.total.raw()).sum();
     assert!(spent > 0);

@@ -268,72 +268,73 @@ where
     S: AsRef<str>,
 {
     use customer_bits as b;
-    let mut tags = c.tags.clone().into_iter().peekable();
-    let has_tags = tags.peek().is_some();
-    let bits = [
-        (c.email.is_some(), b::EMAIL),
-        (c.phone.is_some(), b::PHONE),
-        (c.first_name.is_some(), b::FIRST_NAME),
-        (c.last_name.is_some(), b::LAST_NAME),
-        (c.country.is_some(), b::COUNTRY),
-        (c.region.is_some(), b::REGION),
-        (c.city.is_some(), b::CITY),
-        (c.postal_code.is_some(), b::POSTAL_CODE),
-        (c.birth_date.is_some(), b::BIRTH_DATE),
-        (c.birth_year.is_some(), b::BIRTH_YEAR),
-        (c.gender.is_some(), b::GENDER),
-        (has_tags, b::TAGS),
-        (c.accepts_email_marketing, b::ACCEPTS_EMAIL),
-        (c.accepts_sms_marketing, b::ACCEPTS_SMS),
-        (c.created_at.is_some(), b::CREATED_AT),
-        (c.updated_at.is_some(), b::UPDATED_AT),
-        (c.attributes.is_some_and(|a| !a.is_empty()), b::ATTRIBUTES),
-    ]
-    .iter()
-    .fold(
-        0u32,
-        |bits, &(set, bit)| if set { bits | bit } else { bits },
-    );
-    buf.extend_from_slice(&bits.to_le_bytes());
+    buf.reserve(64 + c.id.len());
+    // The field bits go first; they are known once the fields are written.
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    let mut bits = 0u32;
     put_str(buf, c.id);
-    for s in [c.email, c.phone, c.first_name, c.last_name, c.country]
-        .into_iter()
-        .flatten()
-    {
-        put_str(buf, s);
-    }
-    for s in [c.region, c.city, c.postal_code].into_iter().flatten() {
-        put_str(buf, s);
+    for (s, bit) in [
+        (c.email, b::EMAIL),
+        (c.phone, b::PHONE),
+        (c.first_name, b::FIRST_NAME),
+        (c.last_name, b::LAST_NAME),
+        (c.country, b::COUNTRY),
+        (c.region, b::REGION),
+        (c.city, b::CITY),
+        (c.postal_code, b::POSTAL_CODE),
+    ] {
+        if let Some(s) = s {
+            bits |= bit;
+            put_str(buf, s);
+        }
     }
     if let Some(d) = c.birth_date {
+        bits |= b::BIRTH_DATE;
         buf.extend_from_slice(&days_from_ce(d).to_le_bytes());
     }
     if let Some(y) = c.birth_year {
+        bits |= b::BIRTH_YEAR;
         buf.extend_from_slice(&y.to_le_bytes());
     }
     if let Some(g) = c.gender {
+        bits |= b::GENDER;
         put_str(buf, g);
     }
-    if has_tags {
-        // The count goes first; it is patched in once the tags are written.
-        let at = buf.len();
-        buf.extend_from_slice(&[0; 4]);
-        let mut n = 0u32;
-        for t in tags {
-            put_str(buf, t.as_ref());
-            n += 1;
-        }
+    // The count goes first; it is patched in once the tags are written (and the whole field
+    // dropped when there were none).
+    let at = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    let mut n = 0u32;
+    for t in c.tags.clone() {
+        put_str(buf, t.as_ref());
+        n += 1;
+    }
+    if n == 0 {
+        buf.truncate(at);
+    } else {
+        bits |= b::TAGS;
         buf[at..at + 4].copy_from_slice(&n.to_le_bytes());
     }
+    if c.accepts_email_marketing {
+        bits |= b::ACCEPTS_EMAIL;
+    }
+    if c.accepts_sms_marketing {
+        bits |= b::ACCEPTS_SMS;
+    }
     if let Some(t) = c.created_at {
+        bits |= b::CREATED_AT;
         put_i64(buf, t.secs());
     }
     if let Some(t) = c.updated_at {
+        bits |= b::UPDATED_AT;
         put_i64(buf, t.secs());
     }
     if let Some(a) = c.attributes.filter(|a| !a.is_empty()) {
+        bits |= b::ATTRIBUTES;
         put_json(buf, a);
     }
+    buf[start..start + 4].copy_from_slice(&bits.to_le_bytes());
 }
 
 /// The fields of an order as borrowed text, for writers that never build an [`Order`].
@@ -559,10 +560,21 @@ impl<'a> Reader<'a> {
         self.str().map(str::to_owned)
     }
 
+    #[inline(always)]
+    fn opt_string(&mut self, present: bool) -> Result<Option<String>, BinaryError> {
+        if present {
+            self.string().map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    #[inline(always)]
     fn timestamp(&mut self) -> Result<Timestamp, BinaryError> {
         self.i64().map(Timestamp::from_secs)
     }
 
+    #[inline(always)]
     fn money(&mut self) -> Result<Money, BinaryError> {
         self.i64().map(Money::from_raw)
     }
@@ -626,7 +638,7 @@ impl<'a> Reader<'a> {
         } else {
             None
         };
-        let gender = opt(self, b::GENDER)?;
+        let gender = self.opt_string(has(b::GENDER))?;
         let tags = if has(b::TAGS) {
             let n = self.u32()? as usize;
             // Each tag takes at least one byte: a count beyond what is left is a lie.
