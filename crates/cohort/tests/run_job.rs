@@ -345,3 +345,96 @@ fn a_run_killed_with_sigkill_at_random_moments_loses_and_duplicates_nothing() {
         );
     }
 }
+
+/// PostgreSQL at 127.0.0.1:5432, database `test` (or `COHORT_TEST_POSTGRES_URL`), in a schema
+/// of the test's own, dropped at the end.
+struct PgSchema {
+    base: String,
+    name: String,
+}
+
+impl PgSchema {
+    fn new(tag: &str) -> PgSchema {
+        let base = std::env::var("COHORT_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let name = format!("cohort_run_{tag}_{}", std::process::id());
+        let schema = PgSchema { base, name };
+        schema.psql(&format!(
+            "DROP SCHEMA IF EXISTS {0} CASCADE; CREATE SCHEMA {0}",
+            schema.name
+        ));
+        schema
+    }
+
+    fn psql(&self, sql: &str) {
+        let out = Command::new("psql")
+            .args([self.base.as_str(), "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+            .output()
+            .expect("psql (PostgreSQL's client) must be installed for this test");
+        assert!(
+            out.status.success(),
+            "PostgreSQL must be running at {} (.ci/run starts it): {}",
+            self.base,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A URL whose connections use the schema.
+    fn url(&self) -> String {
+        let sep = if self.base.contains('?') { '&' } else { '?' };
+        format!("{}{sep}options=-c%20search_path%3D{}", self.base, self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                self.base.as_str(),
+                "-q",
+                "-c",
+                &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
+            ])
+            .output();
+    }
+}
+
+#[test]
+fn the_same_job_runs_on_postgresql_and_a_killed_run_resumes_there_too() {
+    let expected = clean_outbox(60);
+    let pg = PgSchema::new("resume");
+    let dir = setup(60);
+    let killed = dir
+        .command()
+        .args(["run", "--config", "cohort.toml"])
+        .env("COHORT_DATABASE_URL", pg.url())
+        .env("COHORT_FAILPOINT", "after-push:3")
+        .output()
+        .unwrap();
+    assert!(!killed.status.success());
+    let again = dir
+        .command()
+        .args(["run", "--config", "cohort.toml"])
+        .env("COHORT_DATABASE_URL", pg.url())
+        .output()
+        .unwrap();
+    let again = Run::from(again).ok();
+    assert_eq!(outbox(dir.tmp.path()), expected, "{}", again.stdout);
+    assert!(
+        !dir.path("cohort.db").exists(),
+        "the run used PostgreSQL, not SQLite"
+    );
+    let list = dir
+        .command()
+        .args(["runs", "list", "--config", "cohort.toml"])
+        .env("COHORT_DATABASE_URL", pg.url())
+        .output()
+        .unwrap();
+    let list = Run::from(list).ok();
+    assert!(list.stdout.contains("succeeded"), "{}", list.stdout);
+    assert!(
+        list.stdout.contains("failed"),
+        "the killed run is recorded: {}",
+        list.stdout
+    );
+}
