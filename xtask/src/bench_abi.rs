@@ -93,21 +93,23 @@ fn load_average() -> String {
 fn print_table(rows: &[Value], page: u32) {
     println!();
     println!(
-        "{:<10} {:>11}  {:>14}  {:>21}  {:>21}  {:>17}",
+        "{:<10} {:>11}  {:>14}  {:>21}  {:>21}  {:>17}  {:>15}",
         "stream",
         "records",
         "direct rec/s",
         "ABI rec/s (cost)",
         "ABI+prefetch (cost)",
-        "plugin | host s"
+        "plugin | host s",
+        "CPU cost ABI"
     );
     for r in rows {
         let n = r["records"].as_f64().unwrap_or(0.0);
         let secs = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         let rate = |s: f64| n / s;
         let cost = |s: f64| (s / secs("direct_s") - 1.0) * 100.0;
+        let cpu_cost = (secs("abi_cpu_s") / secs("direct_cpu_s") - 1.0) * 100.0;
         println!(
-            "{:<10} {:>11}  {:>14}  {:>12} ({:>+5.0}%)  {:>12} ({:>+5.0}%)  {:>7.2} | {:<7.2}",
+            "{:<10} {:>11}  {:>14}  {:>12} ({:>+5.0}%)  {:>12} ({:>+5.0}%)  {:>7.2} | {:<7.2}  {:>+14.0}%",
             r["stream"].as_str().unwrap_or("?"),
             thousands(n as u64),
             thousands(rate(secs("direct_s")) as u64),
@@ -117,12 +119,15 @@ fn print_table(rows: &[Value], page: u32) {
             cost(secs("abi_prefetch_s")),
             secs("plugin_s"),
             secs("host_parse_s"),
+            cpu_cost,
         );
     }
     println!(
         "\ncost = extra wall time over direct reading; {page} records per page; plugin | host = time \
-         inside the plugin (read + encode) and in the host's parse, sequential pull; the direct reading \
-         and the host run with cohort's allocator (mimalloc)"
+         inside the plugin (read + encode) and in the host's parse, sequential pull; CPU cost = extra \
+         CPU time (user + system) of the sequential pull over direct reading, best of the runs, which \
+         other work on the machine hardly moves; the direct reading and the host run with cohort's \
+         allocator (mimalloc)"
     );
 }
 
