@@ -12,14 +12,15 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use cohort_config::{
-    Config, Diagnostic, Diagnostics, Location, Mode, PluginConfig, Template, Workspace,
-    did_you_mean,
+    Config, Diagnostic, Diagnostics, Location, PluginConfig, Workspace, did_you_mean,
 };
 use cohort_core::segment::{SegmentDef, SegmentSet};
 use cohort_plugin_host::discovery::{self, Registry, SearchDir};
 use cohort_plugin_host::wire::Kind;
 use cohort_plugin_host::{CallError, LoadedPlugin};
-use cohort_render::{Renderer, TemplateError, TemplateSpec, WorkspaceInfo};
+use cohort_render::TemplateError;
+
+use crate::job::templates;
 
 /// Arguments of `cohort validate`.
 #[derive(Debug, clap::Args)]
@@ -243,58 +244,17 @@ fn check_segments(ws: &Workspace, diags: &mut Diagnostics) {
 /// Every template of the workspace, compiled by the renderer the run uses and checked for
 /// unknown fields and helpers.
 fn check_templates(ws: &Workspace, diags: &mut Diagnostics) {
-    let mut renderer = Renderer::new(WorkspaceInfo {
-        id: ws.id.clone(),
-        name: ws.name.clone(),
-        timezone: ws.timezone,
-        currency: ws.currency.clone(),
-    });
-    let mut templates: Vec<(&Template, cohort_render::Kind)> = Vec::new();
-    if let Some(u) = &ws.unsubscribe_url {
-        templates.push((u, cohort_render::Kind::Text));
+    let (renderer, errors) = templates::renderer(ws);
+    for e in &errors {
+        diags.push(template_diagnostic(e));
     }
-    for c in &ws.campaigns {
-        if let Some(e) = &c.email {
-            templates.push((&e.subject, cohort_render::Kind::Text));
-            if let Some(h) = &e.html {
-                templates.push((h, cohort_render::Kind::Html));
-            }
-            if let Some(t) = &e.text {
-                templates.push((t, cohort_render::Kind::Text));
-            }
-        }
-        if c.mode != Mode::Send {
-            for (_, t) in &c.fields {
-                templates.push((t, cohort_render::Kind::Text));
+    for (t, _) in templates::all(ws) {
+        if renderer.has(&t.name) {
+            for e in renderer.check_fields(&t.name) {
+                diags.push(template_diagnostic(&e));
             }
         }
     }
-    for (t, kind) in templates {
-        let spec = spec_of(t, kind);
-        match renderer.add(&spec) {
-            Ok(()) => {
-                for e in renderer.check_fields(&t.name) {
-                    diags.push(template_diagnostic(&e));
-                }
-            }
-            Err(e) => diags.push(template_diagnostic(&e)),
-        }
-    }
-}
-
-/// A template's spec, placed where its text is: inline in the TOML, or a whole file.
-pub(crate) fn spec_of(t: &Template, kind: cohort_render::Kind) -> TemplateSpec {
-    let spec = TemplateSpec::new(t.name.clone(), t.text.clone(), kind);
-    let file = t.at.file.display().to_string();
-    if t.at.line == 1 && t.at.column == 1 && is_template_file(&t.at.file) {
-        spec.file(file)
-    } else {
-        spec.inline(file, t.at.line, t.at.column)
-    }
-}
-
-fn is_template_file(path: &Path) -> bool {
-    path.extension().is_none_or(|e| e != "toml")
 }
 
 fn template_diagnostic(e: &TemplateError) -> Diagnostic {

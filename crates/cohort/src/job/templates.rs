@@ -49,10 +49,17 @@ pub(crate) fn of_campaign(campaign: &Campaign) -> Vec<(&Template, Kind)> {
     out
 }
 
+/// A template's spec, placed where its text is: a whole file (`html_file`), or inline in the
+/// TOML, so that errors point at the file's own lines and columns.
 fn spec(template: &Template, kind: Kind) -> TemplateSpec {
-    TemplateSpec::new(&template.name, &template.text, kind).inline(
-        template.at.file.display().to_string(),
-        template.at.line,
-        template.at.column,
-    )
+    let spec = TemplateSpec::new(&template.name, &template.text, kind);
+    let file = template.at.file.display().to_string();
+    let whole_file = template.at.line == 1
+        && template.at.column == 1
+        && template.at.file.extension().is_none_or(|e| e != "toml");
+    if whole_file {
+        spec.file(file)
+    } else {
+        spec.inline(file, template.at.line, template.at.column)
+    }
 }
