@@ -438,3 +438,22 @@ fn the_same_job_runs_on_postgresql_and_a_killed_run_resumes_there_too() {
         list.stdout
     );
 }
+
+#[test]
+fn output_piped_into_a_command_that_stops_reading_ends_quietly() {
+    let dir = setup(12);
+    run(&dir, &[]).ok();
+    run(&dir, &[]).ok();
+    // `cohort runs list | head -1`, with a reader that closes the pipe at once.
+    let mut child = dir
+        .command()
+        .args(["runs", "list", "--config", "cohort.toml", "--limit", "1000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
