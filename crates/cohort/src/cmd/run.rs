@@ -33,6 +33,16 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         .iter()
         .map(|w| job::job_plan(w, args.job.as_deref()))
         .collect::<Result<Vec<_>>>()?;
+    if let Some(name) = &args.job {
+        for w in &workspaces {
+            if w.job(name).is_some_and(|j| !j.enabled) {
+                eprintln!(
+                    "note: job `{name}` of workspace `{}` is disabled (enabled = false): schedules skip it; running it once because you asked",
+                    w.id
+                );
+            }
+        }
+    }
     let options = Options {
         dry_run: args.dry_run,
         trigger: "manual",
