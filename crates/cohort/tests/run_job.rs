@@ -457,3 +457,38 @@ fn output_piped_into_a_command_that_stops_reading_ends_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn a_destination_that_cannot_open_fails_the_run_but_not_the_other_campaigns() {
+    let dir = setup(12);
+    // The first campaign's destination writes into a "folder" that is a file.
+    dir.write("blocker", "not a folder");
+    let config = CONFIG.replace(
+        "[[campaigns]]\nname = \"thanks\"\nsegments = [\"buyers\"]\ndestination = \"out\"",
+        "[[destinations]]\nname = \"broken\"\nplugin = \"outbox\"\nconfig = { dir = \"blocker\" }\n\n\
+         [[campaigns]]\nname = \"thanks\"\nsegments = [\"buyers\"]\ndestination = \"broken\"",
+    );
+    assert_ne!(config, CONFIG);
+    dir.write("cohort.toml", &config);
+    let failed = run(&dir, &[]).failed();
+    assert!(
+        failed.stderr.contains("campaign `thanks`"),
+        "{}",
+        failed.stderr
+    );
+    assert!(failed.stderr.contains("not a folder"), "{}", failed.stderr);
+    let files = outbox(dir.tmp.path());
+    assert!(
+        !files["audiences/vip_audience"].is_empty(),
+        "the other campaign ran: {files:?}"
+    );
+    let show = dir
+        .run(&["runs", "show", "1", "--config", "cohort.toml"])
+        .ok();
+    assert!(show.stdout.contains("failed"), "{}", show.stdout);
+    assert!(
+        show.stdout.contains("vip_audience → out"),
+        "{}",
+        show.stdout
+    );
+}

@@ -240,13 +240,16 @@ pub(crate) async fn run_campaign(
                     done.push(to_state(&op.customer, &op.acked, &op.key, shared.now));
                 }
                 Some(OutcomeStatus::Rejected { reason }) => {
-                    // Refused for good: the change did not happen. Forget the intent so the
-                    // state says what the destination holds; the next run plans it again.
+                    // Refused for good: the change did not happen. Put the state back as it
+                    // was (an earlier unconfirmed push included); the next run plans it again.
                     summary.failed += 1;
                     errors.push(push_error(campaign, op, reason));
-                    let reverted = Acked {
-                        pending: None,
-                        ..op.intent(before.get(&op.customer).copied())
+                    let reverted = match before.get(&op.customer) {
+                        Some(a) => (*a).clone(),
+                        None => Acked {
+                            pending: None,
+                            ..op.intent(None)
+                        },
                     };
                     let key = stored
                         .get(op.customer.as_str())

@@ -276,13 +276,19 @@ async fn stages(
         dry_run: options.dry_run,
         failpoint: &failpoint,
     };
+    // A campaign that cannot go on (its destination is down) fails the run, but not the other
+    // campaigns: their customers are not held hostage by another platform's outage.
+    let mut failed = Vec::new();
     for campaign in &job.campaigns {
-        let done = campaigns::run_campaign(&shared, plugins, campaign, errors)
-            .await
-            .with_context(|| format!("campaign `{}`", campaign.name))?;
-        summary.campaigns.push(done);
+        match campaigns::run_campaign(&shared, plugins, campaign, errors).await {
+            Ok(done) => summary.campaigns.push(done),
+            Err(e) => failed.push(format!("campaign `{}`: {e:#}", campaign.name)),
+        }
     }
     summary.timings_ms.push(timer.lap("campaigns"));
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
     Ok(())
 }
 
