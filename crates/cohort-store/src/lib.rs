@@ -12,8 +12,9 @@
 //!
 //! Backends: SQLite by default (`sqlite://cohort.db?mode=rwc`, WAL, `synchronous=NORMAL`, a busy
 //! timeout, foreign keys on) and PostgreSQL by URL. Bulk ingest uses multi-row upserts on
-//! SQLite (sized to its parameter limit) and `UNNEST` arrays on PostgreSQL, and reads stream
-//! rows so memory stays flat however many orders there are.
+//! SQLite (sized to its parameter limit) and, on PostgreSQL, a key lookup then binary `COPY`
+//! for new rows (see `ingest`); reads stream rows so memory stays flat however many orders
+//! there are.
 #![warn(missing_docs)]
 
 mod entity;

@@ -170,18 +170,29 @@ fn workspace_fk(table: impl IntoIden, name: &str) -> ForeignKeyCreateStatement {
 /// A record table: keyed by (workspace, source, external id), clustered on that key.
 ///
 /// No surrogate id: the key is the only index a bulk load maintains, and on SQLite the table
-/// is `WITHOUT ROWID`, so a workspace's rows lie together and stream in one range scan.
+/// is `WITHOUT ROWID`, so a workspace's rows lie together and stream in one range scan. On
+/// PostgreSQL the key columns compare bytewise (`COLLATE "C"`, as SQLite's do): ids are opaque,
+/// never sorted for people, and the database's locale collation made every index comparison
+/// of a bulk load go through `strcoll`.
 fn record_table(
     m: &SchemaManager<'_>,
     table: impl IntoIden,
     columns: Vec<ColumnDef>,
 ) -> TableCreateStatement {
+    let postgres = m.get_database_backend() == sea_orm::DbBackend::Postgres;
+    let key = |column: Rec| {
+        let mut c = string(column);
+        if postgres {
+            c.extra("COLLATE \"C\"");
+        }
+        c
+    };
     let mut t = Table::create();
     t.if_not_exists()
         .table(table)
-        .col(string(Rec::WorkspaceId))
-        .col(string(Rec::Source))
-        .col(string(Rec::ExternalId));
+        .col(key(Rec::WorkspaceId))
+        .col(key(Rec::Source))
+        .col(key(Rec::ExternalId));
     for c in columns {
         t.col(c);
     }
