@@ -187,21 +187,19 @@ fn content_hash(bytes: &[u8]) -> i64 {
     i64::from_ne_bytes(xxh3_64(bytes).to_ne_bytes())
 }
 
-/// Indices of `keys` keeping only the last occurrence of each key, in first-seen order:
-/// PostgreSQL refuses to upsert the same row twice in one statement, and the last version a
-/// source sent is the one that counts.
+/// Indices of `keys` in key order, keeping only the last occurrence of each key: PostgreSQL
+/// refuses to upsert the same row twice in one statement, and the last version a source sent
+/// is the one that counts.
+///
+/// Key order is byte order, which is how both databases' indexes sort the key (SQLite's
+/// default collation, `COLLATE "C"` on PostgreSQL): a batch then goes into the B-tree from one
+/// end to the other, each index page touched once, instead of wherever each key falls.
 fn last_of_each<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<usize> {
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    let mut order = Vec::new();
-    for (i, key) in keys.enumerate() {
-        match seen.get_mut(key) {
-            Some(slot) => order[*slot] = i,
-            None => {
-                seen.insert(key, order.len());
-                order.push(i);
-            }
-        }
-    }
+    let keys: Vec<&str> = keys.collect();
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    // Equal keys: the latest first, so `dedup_by` (which keeps the first of a run) keeps it.
+    order.sort_unstable_by(|&a, &b| keys[a].cmp(keys[b]).then(b.cmp(&a)));
+    order.dedup_by(|later, kept| keys[*later] == keys[*kept]);
     order
 }
 
@@ -395,24 +393,32 @@ fn insert_head(table: &TableDef, sql: &mut String) {
     sql.push_str(", hash, revision) ");
 }
 
-/// Placeholders are plain `?`: SQLite looks each numbered `?NNN` up in a list, which made a
-/// 30,000-parameter statement quadratic to prepare. So workspace and source are bound on
-/// every row.
+/// `INSERT … SELECT ?, ?, column1, … FROM (VALUES (?, …), …)`: workspace and source are
+/// bound once, then every row binds its key, data columns and hash. Placeholders are plain
+/// `?`, numbered in the order they appear: SQLite looks each numbered `?NNN` up in a list,
+/// which made a 30,000-parameter statement quadratic to prepare. `WHERE true` is SQLite's
+/// documented way to let `ON CONFLICT` follow a `SELECT`.
 fn sqlite_statement(table: &TableDef, rows: usize) -> String {
-    let mut row = String::from("(?,?,?");
-    for _ in 0..table.columns.len() + 1 {
+    let fields = table.columns.len() + 2;
+    let mut row = String::from("(?");
+    for _ in 1..fields {
         row.push_str(",?");
     }
-    row.push_str(",1)");
+    row.push(')');
     let mut sql = String::with_capacity(256 + rows * (row.len() + 1));
     insert_head(table, &mut sql);
-    sql.push_str("VALUES ");
+    sql.push_str("SELECT ?, ?");
+    for i in 1..=fields {
+        let _ = write!(sql, ", column{i}");
+    }
+    sql.push_str(", 1 FROM (VALUES ");
     for r in 0..rows {
         if r > 0 {
             sql.push(',');
         }
         sql.push_str(&row);
     }
+    sql.push_str(") WHERE true");
     on_conflict_clause(table, &mut sql);
     sql
 }
@@ -441,8 +447,8 @@ async fn upsert_sqlite(
     source: &str,
     batch: &Batch,
 ) -> Result<Upserted, StoreError> {
-    let per_row = batch.table.columns.len() + 4;
-    let chunk = SQLITE_MAX_PARAMS / per_row;
+    let per_row = batch.table.columns.len() + 2;
+    let chunk = (SQLITE_MAX_PARAMS - 2) / per_row;
     let mut total = Upserted::default();
     let mut full_sql: Option<(String, String)> = None;
     let mut start = 0;
@@ -472,9 +478,11 @@ async fn upsert_sqlite(
         }
         let existing = q.fetch_one(&mut **tx).await?;
 
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(upsert_sql.as_str()));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(upsert_sql.as_str()))
+            .bind(workspace)
+            .bind(source);
         for r in start..end {
-            q = q.bind(workspace).bind(source).bind(batch.keys[r].as_str());
+            q = q.bind(batch.keys[r].as_str());
             for values in &batch.columns {
                 q = match values {
                     Values::Text(v) => q.bind(v[r].as_deref()),
@@ -720,9 +728,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_last_duplicate_wins_in_first_seen_order() {
-        let keys = ["a", "b", "a", "c", "b"];
-        assert_eq!(last_of_each(keys.into_iter()), vec![2, 4, 3]);
+    fn the_last_duplicate_wins_and_keys_come_in_byte_order() {
+        let keys = ["b", "a", "b", "c", "a", "B"];
+        assert_eq!(last_of_each(keys.into_iter()), vec![5, 4, 2, 3]);
     }
 
     #[test]
@@ -736,7 +744,10 @@ mod tests {
     #[test]
     fn sqlite_statements_bind_every_column_of_every_row() {
         let sql = sqlite_statement(&EVENTS, 2);
-        // workspace, source, external id, 4 data columns, hash; revision is the literal 1.
-        assert!(sql.contains("VALUES (?,?,?,?,?,?,?,?,1),(?,?,?,?,?,?,?,?,1) ON CONFLICT"));
+        // Workspace and source once; per row the external id, 4 data columns and the hash.
+        assert!(
+            sql.contains("SELECT ?, ?, column1, column2, column3, column4, column5, column6, 1")
+        );
+        assert!(sql.contains("(VALUES (?,?,?,?,?,?),(?,?,?,?,?,?)) WHERE true ON CONFLICT"));
     }
 }
