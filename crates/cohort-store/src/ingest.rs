@@ -41,7 +41,7 @@ enum Kind {
     Text,
     Int,
     Bool,
-    /// JSON, carried as text and cast to `jsonb` on PostgreSQL.
+    /// JSON, carried as text (`json` on PostgreSQL).
     Json,
 }
 
@@ -524,7 +524,7 @@ fn pg_upsert_statement(table: &TableDef) -> String {
     for c in table.columns {
         match c.kind {
             Kind::Json => {
-                let _ = write!(sql, ", u.{0}::jsonb", c.name);
+                let _ = write!(sql, ", u.{0}::json", c.name);
             }
             _ => {
                 let _ = write!(sql, ", u.{0}", c.name);
@@ -648,7 +648,7 @@ const COPY_SEND_BYTES: usize = 1 << 20;
 
 /// Writes rows `rows` of `batch` with `COPY … FROM STDIN (FORMAT binary)`: a header, then per
 /// row a field count and each field as a length (-1 for NULL) and its binary value (text as
-/// UTF-8, `int8` big-endian, `bool` one byte, `jsonb` a version byte 1 and the text).
+/// UTF-8, `int8` big-endian, `bool` one byte, `json` as its text).
 async fn copy_pg(
     tx: &mut Transaction<'static, Postgres>,
     workspace: &str,
@@ -680,16 +680,11 @@ async fn copy_pg(
         text(&mut buf, workspace);
         text(&mut buf, source);
         text(&mut buf, &batch.keys[r]);
-        for (c, values) in table.columns.iter().zip(&batch.columns) {
+        for values in &batch.columns {
             match values {
-                Values::Text(v) => match (&v[r], c.kind) {
-                    (None, _) => null(&mut buf),
-                    (Some(s), Kind::Json) => {
-                        buf.extend_from_slice(&(s.len() as i32 + 1).to_be_bytes());
-                        buf.push(1);
-                        buf.extend_from_slice(s.as_bytes());
-                    }
-                    (Some(s), _) => text(&mut buf, s),
+                Values::Text(v) => match &v[r] {
+                    None => null(&mut buf),
+                    Some(s) => text(&mut buf, s),
                 },
                 Values::Int(v) => match v[r] {
                     None => null(&mut buf),

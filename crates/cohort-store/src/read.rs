@@ -25,7 +25,7 @@ fn corrupt(what: &'static str, key: &str, reason: &dyn std::fmt::Display) -> Sto
     }
 }
 
-/// JSON columns as text: `jsonb` must be cast, SQLite already stores text.
+/// JSON columns as text: PostgreSQL's `json` is cast (it keeps the text), SQLite stores text.
 fn json_text(backend: Backend, column: &str) -> String {
     match backend {
         Backend::Sqlite => column.to_owned(),

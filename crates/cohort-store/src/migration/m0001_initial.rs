@@ -4,7 +4,10 @@
 //! Record instants are `BIGINT` seconds since the epoch and money is `BIGINT` ten-thousandths
 //! (`cohort_core::money`), so values round-trip exactly and scan cheaply on both backends.
 //! Operational instants (runs, memberships, state) are timestamps with a time zone, for people
-//! reading the tables. The record tables carry no foreign key to `workspaces`: PostgreSQL
+//! reading the tables. The record tables' JSON columns are `json` on PostgreSQL, not `jsonb`:
+//! they are written in bulk and read back whole, never queried inside, and `jsonb` parsed and
+//! key-sorted every customer on the way in (sorting alone was a tenth of the server's time).
+//! The record tables carry no foreign key to `workspaces`: PostgreSQL
 //! checks one per inserted row, which costs a bulk load dearly, so ingest checks the workspace
 //! once per call instead. For the same reason the record tables have no index but their key:
 //! every read path today scans a workspace whole (the key's prefix). A per-customer read
@@ -236,7 +239,7 @@ impl MigrationTrait for Migration {
                 boolean(Customers::AcceptsSmsMarketing),
                 big_integer_null(Customers::CreatedAt),
                 big_integer_null(Customers::UpdatedAt),
-                json_binary(Customers::Data),
+                json(Customers::Data),
             ],
         ))
         .await?;
@@ -252,7 +255,7 @@ impl MigrationTrait for Migration {
                 string_null(Orders::Currency),
                 big_integer(Orders::ItemCount),
                 big_integer_null(Orders::CancelledAt),
-                json_binary_null(Orders::LineItems),
+                json_null(Orders::LineItems),
             ],
         ))
         .await?;
@@ -264,7 +267,7 @@ impl MigrationTrait for Migration {
                 string(Rec::CustomerId),
                 string(Events::Kind),
                 big_integer(Events::OccurredAt),
-                json_binary(Events::Properties),
+                json(Events::Properties),
             ],
         ))
         .await?;
