@@ -203,53 +203,9 @@ impl Walker<'_> {
     }
 }
 
-/// The candidate nearest to `name`, if one is near enough to be a plausible typo.
-///
-/// Case differences cost nothing; otherwise up to a third of the name's length may differ
-/// (at least one edit). Ties go to the earlier candidate. The same rule as the segment
-/// language's suggestions, so users meet one behaviour.
-pub(crate) fn suggest<'a>(
-    name: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
-    let target: Vec<char> = name.to_lowercase().chars().collect();
-    let limit = (target.len() / 3).max(1);
-    let mut best: Option<(usize, &str)> = None;
-    for candidate in candidates {
-        if candidate == name {
-            continue;
-        }
-        let other: Vec<char> = candidate.to_lowercase().chars().collect();
-        let d = edit_distance(&target, &other);
-        if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
-            best = Some((d, candidate));
-        }
-    }
-    best.map(|(_, c)| c)
-}
-
-/// Optimal string alignment distance: insertions, deletions, substitutions and swaps of two
-/// adjacent characters each cost one.
-fn edit_distance(a: &[char], b: &[char]) -> usize {
-    let width = b.len() + 1;
-    let mut prev2 = vec![0; width];
-    let mut prev: Vec<usize> = (0..width).collect();
-    let mut cur = vec![0; width];
-    for i in 1..=a.len() {
-        cur[0] = i;
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut d = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                d = d.min(prev2[j - 2] + 1);
-            }
-            cur[j] = d;
-        }
-        std::mem::swap(&mut prev2, &mut prev);
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
-}
+/// The candidate nearest to `name`, if one is near enough to be a plausible typo: the segment
+/// language's rule, so users meet one behaviour for every suggestion.
+pub(crate) use cohort_core::segment::did_you_mean as suggest;
 
 #[cfg(test)]
 mod tests {

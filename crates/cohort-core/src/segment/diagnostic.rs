@@ -107,7 +107,7 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 ///
 /// Case differences cost nothing (`Total_Spent` finds `total_spent`); otherwise up to a third
 /// of the name's length may differ, at least one edit. Ties go to the earlier candidate.
-pub(crate) fn did_you_mean<'a>(
+pub fn did_you_mean<'a>(
     name: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {

@@ -53,7 +53,7 @@ pub use ast::{
     SegmentRef, Test,
 };
 pub use check::check;
-pub use diagnostic::Diagnostic;
+pub use diagnostic::{Diagnostic, did_you_mean};
 pub use explain::{ExplainNode, Explanation};
 pub use parser::parse;
 pub use set::{Run, SegmentDef, SegmentError, SegmentResult, SegmentSet};
