@@ -1,6 +1,5 @@
 //! `cohort campaign preview`: render a campaign for a few customers without pushing.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -57,10 +56,7 @@ pub(crate) fn run(cmd: CampaignCommand) -> Result<ExitCode> {
             "workspace `{}` has no campaign `{}`{}",
             workspace.id,
             args.campaign,
-            match cohort_config::did_you_mean(&args.campaign, names.iter().copied()) {
-                Some(s) => format!(" (did you mean `{s}`?)"),
-                None => format!(" (campaigns: {})", names.join(", ")),
-            }
+            job::hint(&args.campaign, &names, "campaigns")
         );
     };
     let (renderer, template_errors) = templates::renderer(workspace);
@@ -84,8 +80,7 @@ pub(crate) fn run(cmd: CampaignCommand) -> Result<ExitCode> {
                 args.config.display()
             );
         }
-        let mut suppressed: HashSet<String> = ws.suppressed_emails().await?;
-        suppressed.extend(computed.unsubscribed.iter().map(|e| e.trim().to_lowercase()));
+        let suppressed = computed.suppressed(&ws).await?;
         let failpoint = Failpoint::default();
         let shared = Shared {
             ws: &ws,

@@ -12,7 +12,6 @@ mod segments;
 mod summary;
 pub(crate) mod templates;
 
-use std::collections::HashSet;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -58,11 +57,7 @@ pub(crate) fn job_plan<'c>(workspace: &'c Workspace, name: Option<&str>) -> Resu
         bail!(
             "workspace `{}` has no job `{name}`{}",
             workspace.id,
-            match cohort_config::did_you_mean(name, known.iter().copied()) {
-                Some(s) => format!(" (did you mean `{s}`?)"),
-                None if known.is_empty() => " (it defines no jobs)".to_owned(),
-                None => format!(" (jobs: {})", known.join(", ")),
-            }
+            hint(name, &known, "jobs")
         );
     };
     let pick = |wanted: &Option<Vec<String>>| -> Option<Vec<String>> { wanted.clone() };
@@ -92,13 +87,19 @@ pub(crate) fn workspaces<'c>(config: &'c Config, id: Option<&str>) -> Result<Vec
                 let ids: Vec<&str> = config.workspaces.iter().map(|w| w.id.as_str()).collect();
                 bail!(
                     "no workspace `{id}` in the config{}",
-                    match cohort_config::did_you_mean(id, ids.iter().copied()) {
-                        Some(s) => format!(" (did you mean `{s}`?)"),
-                        None => format!(" (workspaces: {})", ids.join(", ")),
-                    }
+                    hint(id, &ids, "workspaces")
                 )
             }
         },
+    }
+}
+
+/// What to add to "no such NAME": the nearest name, or those that exist (`what`, plural).
+pub(crate) fn hint(name: &str, known: &[&str], what: &str) -> String {
+    match cohort_config::did_you_mean(name, known.iter().copied()) {
+        Some(s) => format!(" (did you mean `{s}`?)"),
+        None if known.is_empty() => format!(" (it defines no {what})"),
+        None => format!(" ({what}: {})", known.join(", ")),
     }
 }
 
@@ -259,13 +260,7 @@ async fn stages(
             .await?;
         }
     }
-    let mut suppressed: HashSet<String> = ws.suppressed_emails().await?;
-    suppressed.extend(
-        computed
-            .unsubscribed
-            .iter()
-            .map(|e| e.trim().to_lowercase()),
-    );
+    let suppressed = computed.suppressed(ws).await?;
     let shared = campaigns::Shared {
         ws,
         workspace,

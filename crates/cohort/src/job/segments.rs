@@ -41,6 +41,14 @@ impl Computed {
             .map(|(_, m)| m)
     }
 
+    /// Every address that may not be sent marketing: the store's suppressions (lower-cased) and
+    /// the addresses unsubscribed by this run's events, recorded or not (a dry run records none).
+    pub(crate) async fn suppressed(&self, ws: &WorkspaceStore) -> Result<HashSet<String>> {
+        let mut suppressed = ws.suppressed_emails().await?;
+        suppressed.extend(self.unsubscribed.iter().map(|e| e.trim().to_lowercase()));
+        Ok(suppressed)
+    }
+
     /// The customer at `id` and their row in the table.
     pub(crate) fn customer(&self, id: &str) -> Option<(usize, &Customer)> {
         let row = self.table.row_of(id)?;
