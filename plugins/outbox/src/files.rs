@@ -80,6 +80,63 @@ pub fn write_once(tmp_dir: &Path, target: &Path, bytes: &[u8], fsync: bool) -> i
     result
 }
 
+/// Removes the temporary files that writers which are gone left in `tmp_dir`.
+///
+/// A process killed between creating its temporary file and linking it leaves the file
+/// behind; its operation was not acknowledged, so the next run writes it again under a new
+/// name and the leftover is only clutter. A file is stale when the process named in it
+/// (`NAME.PID.SEQ.tmp`) no longer runs: on Linux, when `/proc/PID` is gone; elsewhere, when
+/// the file is over an hour old. Files of this process and of live writers are kept, so two
+/// runs sharing an outbox never pull a file from under each other. Returns how many were
+/// removed; a missing `tmp_dir` is not an error.
+pub fn sweep_stale_temp_files(tmp_dir: &Path) -> io::Result<usize> {
+    let entries = match fs::read_dir(tmp_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(writer_pid) else {
+            continue;
+        };
+        if pid == std::process::id() || writer_may_be_alive(pid, &entry.path()) {
+            continue;
+        }
+        match fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
+}
+
+/// The writer's process id in a temporary file's name (`NAME.PID.SEQ.tmp`).
+fn writer_pid(name: &str) -> Option<u32> {
+    let mut parts = name.rsplitn(4, '.');
+    let (Some("tmp"), Some(seq), Some(pid), Some(_)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    seq.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+fn writer_may_be_alive(pid: u32, file: &Path) -> bool {
+    if cfg!(target_os = "linux") {
+        return Path::new("/proc").join(pid.to_string()).exists();
+    }
+    let age = fs::metadata(file)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok());
+    age.is_none_or(|age| age < std::time::Duration::from_secs(3600))
+}
+
 /// Makes a new directory entry durable (a no-op where directories cannot be opened).
 fn sync_dir(dir: &Path) -> io::Result<()> {
     match File::open(dir) {
@@ -102,6 +159,33 @@ mod tests {
         let stem = file_stem(&long);
         assert!(stem.len() < 200);
         assert_ne!(stem, file_stem(&format!("{long}x")));
+    }
+
+    #[test]
+    fn temporary_files_of_writers_that_are_gone_are_swept_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        // A process that has exited: its id is free (until reused, which `/proc` would show).
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let stale = format!("shop%2Fthanks%2F1%2F1-send.eml.{gone}.3.tmp");
+        let mine = format!("a.json.{}.0.tmp", std::process::id());
+        for name in [stale.as_str(), mine.as_str(), "notes.txt", "x.1.tmp"] {
+            fs::write(dir.path().join(name), b"partial").unwrap();
+        }
+        let removed = sweep_stale_temp_files(dir.path()).unwrap();
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        if cfg!(target_os = "linux") {
+            assert_eq!(removed, 1);
+            assert_eq!(left, [mine.as_str(), "notes.txt", "x.1.tmp"]);
+        }
+        assert_eq!(writer_pid(&stale), Some(gone));
+        assert_eq!(writer_pid("x.1.tmp"), None);
+        assert_eq!(sweep_stale_temp_files(&dir.path().join("none")).unwrap(), 0);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use cohort_plugin_api::prelude::*;
 use serde_json::json;
 
 use crate::config::{Config, Validated};
-use crate::files::{Written, file_stem, write_once};
+use crate::files::{Written, file_stem, sweep_stale_temp_files, write_once};
 
 /// The outbox destination.
 #[derive(Debug)]
@@ -41,10 +41,20 @@ impl Plugin for Outbox {
     }
 
     fn open(config: Config, host: Host) -> Result<Self, PluginError> {
-        Ok(Outbox {
-            config: config.validate()?,
-            host,
-        })
+        let config = config.validate()?;
+        // Leftovers of a run killed mid-write: clutter, never a delivery (see files.rs).
+        match sweep_stale_temp_files(&config.dir.join(".tmp")) {
+            Ok(0) => {}
+            Ok(n) => host.log(
+                Level::Info,
+                &format!("removed {n} temporary files left by interrupted runs"),
+            ),
+            Err(e) => host.log(
+                Level::Warn,
+                &format!("could not sweep {}: {e}", config.dir.join(".tmp").display()),
+            ),
+        }
+        Ok(Outbox { config, host })
     }
 }
 
