@@ -5,11 +5,13 @@
 //!
 //! ```text
 //! load_bench --data DIR [--backend sqlite|postgres|both] [--postgres-url URL] [--batch N]
+//!            [--sqlite-file PATH] [--no-read-back]
 //! ```
 //!
 //! CSV is parsed on a thread of its own (cohort-csv) and handed over in batches of `--batch`
 //! records, each ingested in one call (one transaction, cursor included), as a source plugin's
-//! pages would be. SQLite writes a file in a temp dir; PostgreSQL a schema of its own, dropped
+//! pages would be. SQLite writes a file in a temp dir (or at `--sqlite-file`, replaced first
+//! and kept afterwards, for looking into); PostgreSQL a schema of its own, dropped
 //! at the end. After loading, the orders are read back once with `for_each_order`. Prints one
 //! JSON object per line: `{"backend","table","rows","seconds","bytes"}`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -23,14 +25,21 @@ use cohort_store::{Store, WorkspaceInfo, WorkspaceStore};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-const USAGE: &str =
-    "load_bench --data DIR [--backend sqlite|postgres|both] [--postgres-url URL] [--batch N]";
+/// The allocator the `cohort` binary runs with: the load allocates millions of short strings,
+/// and the benchmark should pay for them what the product pays.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const USAGE: &str = "load_bench --data DIR [--backend sqlite|postgres|both] [--postgres-url URL] \
+                     [--batch N] [--sqlite-file PATH] [--no-read-back]";
 
 struct Args {
     data: PathBuf,
     backends: Vec<String>,
     postgres_url: String,
     batch: usize,
+    sqlite_file: Option<PathBuf>,
+    read_back: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -40,6 +49,8 @@ fn parse_args() -> Result<Args, String> {
         postgres_url: std::env::var("COHORT_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
         batch: 50_000,
+        sqlite_file: None,
+        read_back: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -54,6 +65,8 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--postgres-url" => args.postgres_url = value()?,
+            "--no-read-back" => args.read_back = false,
+            "--sqlite-file" => args.sqlite_file = Some(PathBuf::from(value()?)),
             "--batch" => args.batch = value()?.parse().map_err(|e| format!("--batch: {e}"))?,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown option `{other}`\n{USAGE}")),
@@ -104,6 +117,7 @@ async fn load(
     ws: &WorkspaceStore,
     data: &Path,
     batch: usize,
+    read_back: bool,
 ) -> Result<Vec<(&'static str, u64, f64)>, String> {
     let mut out = Vec::new();
 
@@ -144,6 +158,9 @@ async fn load(
         rows += got.total();
     }
     out.push(("orders", rows, start.elapsed().as_secs_f64()));
+    if !read_back {
+        return Ok(out);
+    }
 
     let start = Instant::now();
     let mut spent = 0i64;
@@ -160,10 +177,18 @@ async fn bench(args: &Args, backend: &str) -> Result<(), String> {
     let schema = format!("cohort_bench_{}", std::process::id());
     let store = match backend {
         "sqlite" => {
-            let url = format!(
-                "sqlite://{}?mode=rwc",
-                dir.path().join("bench.db").display()
-            );
+            let file = match &args.sqlite_file {
+                Some(file) => {
+                    for suffix in ["", "-wal", "-shm"] {
+                        let mut path = file.clone().into_os_string();
+                        path.push(suffix);
+                        let _ = std::fs::remove_file(path);
+                    }
+                    file.clone()
+                }
+                None => dir.path().join("bench.db"),
+            };
+            let url = format!("sqlite://{}?mode=rwc", file.display());
             Store::connect(&url).await
         }
         _ => Store::connect_in_schema(&args.postgres_url, &schema).await,
@@ -179,7 +204,7 @@ async fn bench(args: &Args, backend: &str) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let ws = store.workspace("bench");
-    let result = load(&ws, &args.data, args.batch).await;
+    let result = load(&ws, &args.data, args.batch, args.read_back).await;
     let bytes = store.size_bytes().await.unwrap_or(0);
     store.close().await;
     if backend == "postgres" {
