@@ -28,16 +28,35 @@ pub(crate) mod workspaces {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub(crate) mod sources {
+    use sea_orm::entity::prelude::*;
+
+    /// A source of a workspace, numbered: the record tables' key starts with its id.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sources")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub workspace_id: String,
+        pub name: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub(crate) mod customers {
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
     #[sea_orm(table_name = "customers")]
     pub struct Model {
+        /// `sources.id`: the workspace and source the record came from.
         #[sea_orm(primary_key, auto_increment = false)]
-        pub workspace_id: String,
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub source: String,
+        pub source_id: i64,
         #[sea_orm(primary_key, auto_increment = false)]
         pub external_id: String,
         pub email: Option<String>,
@@ -65,10 +84,9 @@ pub(crate) mod orders {
     #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
     #[sea_orm(table_name = "orders")]
     pub struct Model {
+        /// `sources.id`: the workspace and source the record came from.
         #[sea_orm(primary_key, auto_increment = false)]
-        pub workspace_id: String,
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub source: String,
+        pub source_id: i64,
         #[sea_orm(primary_key, auto_increment = false)]
         pub external_id: String,
         pub customer_id: String,
@@ -96,10 +114,9 @@ pub(crate) mod events {
     #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
     #[sea_orm(table_name = "events")]
     pub struct Model {
+        /// `sources.id`: the workspace and source the record came from.
         #[sea_orm(primary_key, auto_increment = false)]
-        pub workspace_id: String,
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub source: String,
+        pub source_id: i64,
         #[sea_orm(primary_key, auto_increment = false)]
         pub external_id: String,
         pub customer_id: String,

@@ -1,9 +1,9 @@
 //! Bulk upserts of records, with the stream cursor saved in the same transaction.
 //!
 //! Records are turned into columns once (key, content hash, data columns), then written the
-//! cheapest way each backend has, keeping three promises: upsert by (workspace, source,
-//! external id), exact new / updated / unchanged counts by content hash, and the cursor in the
-//! same transaction.
+//! cheapest way each backend has, keeping three promises: upsert by (source, external id),
+//! where the source is the workspace's integer id for it (`sources`); exact new / updated /
+//! unchanged counts by content hash; and the cursor in the same transaction.
 //!
 //! - SQLite: per chunk of rows sized to its 32,766-parameter limit, one `SELECT count(*)` of
 //!   the keys that exist, then one multi-row `INSERT … ON CONFLICT DO UPDATE … WHERE hash <>
@@ -183,22 +183,32 @@ fn json_error(what: &'static str, key: &str, err: &serde_json::Error) -> StoreEr
 }
 
 /// The hash stored beside a record: the first 64 bits of XXH3 over its canonical JSON.
-fn content_hash(bytes: &[u8]) -> i64 {
+pub(crate) fn content_hash(bytes: &[u8]) -> i64 {
     i64::from_ne_bytes(xxh3_64(bytes).to_ne_bytes())
+}
+
+/// The key's `id_len` column: the external id's length in bytes.
+fn id_len(key: &str) -> i32 {
+    i32::try_from(key.len()).unwrap_or(i32::MAX)
+}
+
+/// Orders external ids as the record tables' key does: shorter first, then bytewise (SQLite's
+/// default collation, `COLLATE "C"` on PostgreSQL). Numeric ids sort as numbers.
+fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 /// Indices of `keys` in key order, keeping only the last occurrence of each key: PostgreSQL
 /// refuses to upsert the same row twice in one statement, and the last version a source sent
 /// is the one that counts.
 ///
-/// Key order is byte order, which is how both databases' indexes sort the key (SQLite's
-/// default collation, `COLLATE "C"` on PostgreSQL): a batch then goes into the B-tree from one
-/// end to the other, each index page touched once, instead of wherever each key falls.
+/// In key order a batch goes into the B-tree from one end to the other, each index page
+/// touched once, instead of wherever each key falls.
 fn last_of_each<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<usize> {
     let keys: Vec<&str> = keys.collect();
     let mut order: Vec<usize> = (0..keys.len()).collect();
     // Equal keys: the latest first, so `dedup_by` (which keeps the first of a run) keeps it.
-    order.sort_unstable_by(|&a, &b| keys[a].cmp(keys[b]).then(b.cmp(&a)));
+    order.sort_unstable_by(|&a, &b| key_order(keys[a], keys[b]).then(b.cmp(&a)));
     order.dedup_by(|later, kept| keys[*later] == keys[*kept]);
     order
 }
@@ -303,8 +313,8 @@ pub(crate) async fn ingest(
                 .get_sqlite_connection_pool()
                 .begin_with("BEGIN IMMEDIATE")
                 .await?;
-            ensure_workspace_sqlite(&mut tx, workspace).await?;
-            let counts = upsert_sqlite(&mut tx, workspace, source, batch).await?;
+            let source_id = source_id_sqlite(&mut tx, workspace, source).await?;
+            let counts = upsert_sqlite(&mut tx, source_id, batch).await?;
             sqlx::query(
                 "INSERT INTO source_cursors (workspace_id, source, stream, cursor, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (workspace_id, source, stream) \
@@ -322,8 +332,8 @@ pub(crate) async fn ingest(
         }
         Backend::Postgres => {
             let mut tx = db.get_postgres_connection_pool().begin().await?;
-            ensure_workspace_pg(&mut tx, workspace).await?;
-            let counts = upsert_pg(&mut tx, workspace, source, batch).await?;
+            let source_id = source_id_pg(&mut tx, workspace, source).await?;
+            let counts = upsert_pg(&mut tx, source_id, batch).await?;
             sqlx::query(
                 "INSERT INTO source_cursors (workspace_id, source, stream, cursor, updated_at) \
                  VALUES ($1, $2, $3, $4::jsonb, $5) ON CONFLICT (workspace_id, source, stream) \
@@ -342,35 +352,58 @@ pub(crate) async fn ingest(
     }
 }
 
-async fn ensure_workspace_sqlite(
+/// The id of (workspace, source), made on its first ingest. Unknown workspaces are refused
+/// here, once per call: the record tables carry no foreign key (see the migration).
+async fn source_id_sqlite(
     tx: &mut Transaction<'static, Sqlite>,
     workspace: &str,
-) -> Result<(), StoreError> {
-    let found = sqlx::query("SELECT 1 FROM workspaces WHERE id = ?1")
+    source: &str,
+) -> Result<i64, StoreError> {
+    sqlx::query(
+        "INSERT INTO sources (workspace_id, name, created_at) \
+         SELECT id, ?2, ?3 FROM workspaces WHERE id = ?1 \
+         ON CONFLICT (workspace_id, name) DO NOTHING",
+    )
+    .bind(workspace)
+    .bind(source)
+    .bind(Utc::now())
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query_scalar("SELECT id FROM sources WHERE workspace_id = ?1 AND name = ?2")
         .bind(workspace)
+        .bind(source)
         .fetch_optional(&mut **tx)
-        .await?;
-    found
-        .map(|_| ())
+        .await?
         .ok_or_else(|| StoreError::UnknownWorkspace(workspace.to_owned()))
 }
 
-async fn ensure_workspace_pg(
+/// [`source_id_sqlite`] for PostgreSQL.
+async fn source_id_pg(
     tx: &mut Transaction<'static, Postgres>,
     workspace: &str,
-) -> Result<(), StoreError> {
-    let found = sqlx::query("SELECT 1 FROM workspaces WHERE id = $1")
+    source: &str,
+) -> Result<i64, StoreError> {
+    sqlx::query(
+        "INSERT INTO sources (workspace_id, name, created_at) \
+         SELECT id, $2, $3 FROM workspaces WHERE id = $1 \
+         ON CONFLICT (workspace_id, name) DO NOTHING",
+    )
+    .bind(workspace)
+    .bind(source)
+    .bind(Utc::now())
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query_scalar("SELECT id FROM sources WHERE workspace_id = $1 AND name = $2")
         .bind(workspace)
+        .bind(source)
         .fetch_optional(&mut **tx)
-        .await?;
-    found
-        .map(|_| ())
+        .await?
         .ok_or_else(|| StoreError::UnknownWorkspace(workspace.to_owned()))
 }
 
 /// `ON CONFLICT … DO UPDATE`, rewriting a row only when its hash changed.
 fn on_conflict_clause(table: &TableDef, sql: &mut String) {
-    sql.push_str(" ON CONFLICT (workspace_id, source, external_id) DO UPDATE SET ");
+    sql.push_str(" ON CONFLICT (source_id, id_len, external_id) DO UPDATE SET ");
     for c in table.columns {
         let _ = write!(sql, "{0} = excluded.{0}, ", c.name);
     }
@@ -384,7 +417,7 @@ fn on_conflict_clause(table: &TableDef, sql: &mut String) {
 fn insert_head(table: &TableDef, sql: &mut String) {
     let _ = write!(
         sql,
-        "INSERT INTO {} (workspace_id, source, external_id",
+        "INSERT INTO {} (source_id, id_len, external_id",
         table.name
     );
     for c in table.columns {
@@ -393,13 +426,13 @@ fn insert_head(table: &TableDef, sql: &mut String) {
     sql.push_str(", hash, revision) ");
 }
 
-/// `INSERT … SELECT ?, ?, column1, … FROM (VALUES (?, …), …)`: workspace and source are
-/// bound once, then every row binds its key, data columns and hash. Placeholders are plain
+/// `INSERT … SELECT ?, column1, … FROM (VALUES (?, …), …)`: the source id is bound once,
+/// then every row binds its key (length and id), data columns and hash. Placeholders are plain
 /// `?`, numbered in the order they appear: SQLite looks each numbered `?NNN` up in a list,
 /// which made a 30,000-parameter statement quadratic to prepare. `WHERE true` is SQLite's
 /// documented way to let `ON CONFLICT` follow a `SELECT`.
 fn sqlite_statement(table: &TableDef, rows: usize) -> String {
-    let fields = table.columns.len() + 2;
+    let fields = table.columns.len() + 3;
     let mut row = String::from("(?");
     for _ in 1..fields {
         row.push_str(",?");
@@ -407,7 +440,7 @@ fn sqlite_statement(table: &TableDef, rows: usize) -> String {
     row.push(')');
     let mut sql = String::with_capacity(256 + rows * (row.len() + 1));
     insert_head(table, &mut sql);
-    sql.push_str("SELECT ?, ?");
+    sql.push_str("SELECT ?");
     for i in 1..=fields {
         let _ = write!(sql, ", column{i}");
     }
@@ -423,16 +456,21 @@ fn sqlite_statement(table: &TableDef, rows: usize) -> String {
     sql
 }
 
-/// How many of `rows` keys already exist: `SELECT count(*) … IN (?, …)`.
+/// How many of `rows` keys already exist: a join of the keys, as `VALUES` (length, id), with
+/// the table on its key, then the source id. (A row-value `IN` would be planned as a scan of
+/// the whole source.)
 fn sqlite_count_statement(table: &TableDef, rows: usize) -> String {
-    let mut sql = format!(
-        "SELECT count(*) FROM {} WHERE workspace_id = ? AND source = ? AND external_id IN (",
+    let mut sql = String::with_capacity(160 + rows * 6);
+    sql.push_str("SELECT count(*) FROM (VALUES ");
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(?,?)" } else { ",(?,?)" });
+    }
+    let _ = write!(
+        sql,
+        ") AS k JOIN {} AS t ON t.source_id = ? AND t.id_len = k.column1 \
+         AND t.external_id = k.column2",
         table.name
     );
-    for r in 0..rows {
-        sql.push_str(if r == 0 { "?" } else { ",?" });
-    }
-    sql.push(')');
     sql
 }
 
@@ -443,12 +481,11 @@ fn sqlite_count_statement(table: &TableDef, rows: usize) -> String {
 /// 30% of a load's time: each row crossed sqlx's worker thread on its own.
 async fn upsert_sqlite(
     tx: &mut Transaction<'static, Sqlite>,
-    workspace: &str,
-    source: &str,
+    source_id: i64,
     batch: &Batch,
 ) -> Result<Upserted, StoreError> {
-    let per_row = batch.table.columns.len() + 2;
-    let chunk = (SQLITE_MAX_PARAMS - 2) / per_row;
+    let per_row = batch.table.columns.len() + 3;
+    let chunk = (SQLITE_MAX_PARAMS - 1) / per_row;
     let mut total = Upserted::default();
     let mut full_sql: Option<(String, String)> = None;
     let mut start = 0;
@@ -470,19 +507,15 @@ async fn upsert_sqlite(
             );
             &partial
         };
-        let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(count_sql.as_str()))
-            .bind(workspace)
-            .bind(source);
+        let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(count_sql.as_str()));
         for key in &batch.keys[start..end] {
-            q = q.bind(key.as_str());
+            q = q.bind(id_len(key)).bind(key.as_str());
         }
-        let existing = q.fetch_one(&mut **tx).await?;
+        let existing = q.bind(source_id).fetch_one(&mut **tx).await?;
 
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(upsert_sql.as_str()))
-            .bind(workspace)
-            .bind(source);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(upsert_sql.as_str())).bind(source_id);
         for r in start..end {
-            q = q.bind(batch.keys[r].as_str());
+            q = q.bind(id_len(&batch.keys[r])).bind(batch.keys[r].as_str());
             for values in &batch.columns {
                 q = match values {
                     Values::Text(v) => q.bind(v[r].as_deref()),
@@ -520,7 +553,7 @@ fn split_counts(rows: u64, existing: u64, written: u64) -> Result<Upserted, Stor
 fn pg_upsert_statement(table: &TableDef) -> String {
     let mut sql = String::with_capacity(1024);
     insert_head(table, &mut sql);
-    sql.push_str("SELECT $1, $2, u.external_id");
+    sql.push_str("SELECT $1, u.id_len, u.external_id");
     for c in table.columns {
         match c.kind {
             Kind::Json => {
@@ -531,7 +564,7 @@ fn pg_upsert_statement(table: &TableDef) -> String {
             }
         }
     }
-    sql.push_str(", u.hash, 1 FROM UNNEST($3::text[]");
+    sql.push_str(", u.hash, 1 FROM UNNEST($2::int4[], $3::text[]");
     for (i, c) in table.columns.iter().enumerate() {
         let ty = match c.kind {
             Kind::Text | Kind::Json => "text",
@@ -542,7 +575,7 @@ fn pg_upsert_statement(table: &TableDef) -> String {
     }
     let _ = write!(
         sql,
-        ", ${}::int8[]) AS u(external_id",
+        ", ${}::int8[]) AS u(id_len, external_id",
         table.columns.len() + 4
     );
     for c in table.columns {
@@ -554,7 +587,7 @@ fn pg_upsert_statement(table: &TableDef) -> String {
 }
 
 fn pg_copy_statement(table: &TableDef) -> String {
-    let mut sql = format!("COPY {} (workspace_id, source, external_id", table.name);
+    let mut sql = format!("COPY {} (source_id, id_len, external_id", table.name);
     for c in table.columns {
         let _ = write!(sql, ", {}", c.name);
     }
@@ -567,43 +600,26 @@ fn pg_copy_statement(table: &TableDef) -> String {
 ///
 /// `INSERT … ON CONFLICT` costs the server about twice a plain insert per row (a speculative
 /// insertion, checked and confirmed), and a bulk load is almost all new rows. So the keys'
-/// stored hashes are fetched first (one index probe per key), rows whose key is absent
+/// stored hashes are fetched first ([`stored_hashes_pg`]), rows whose key is absent
 /// go in through binary `COPY` (the cheapest way into a table), rows whose hash changed take
 /// the `ON CONFLICT` path, and equal ones are not sent at all. A transaction-scoped advisory
-/// lock on (table, workspace, source) keeps two ingests of one stream from inserting the same
+/// lock on (table, source id) keeps two ingests of one stream from inserting the same
 /// new key between lookup and copy; ingests of different streams still run side by side.
 async fn upsert_pg(
     tx: &mut Transaction<'static, Postgres>,
-    workspace: &str,
-    source: &str,
+    source_id: i64,
     batch: &Batch,
 ) -> Result<Upserted, StoreError> {
     let table = batch.table;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || ':' || $2 || ':' || $3, 0))")
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || ':' || $2::text, 0))")
         .bind(table.name)
-        .bind(workspace)
-        .bind(source)
+        .bind(source_id)
         .execute(&mut **tx)
         .await?;
 
     let mut stored: HashMap<String, i64> = HashMap::new();
-    // One unique-index probe per key, whatever the planner thinks of the table: `LIMIT 1`
-    // keeps the lateral subquery from being flattened into a join it might hash, and
-    // `= ANY(keys)` was planned as a filter over the whole workspace while statistics lagged.
-    let lookup = format!(
-        "SELECT k.id, s.hash FROM UNNEST($3::text[]) AS k(id) CROSS JOIN LATERAL \
-         (SELECT hash FROM {} WHERE workspace_id = $1 AND source = $2 AND external_id = k.id \
-         LIMIT 1) AS s",
-        table.name
-    );
     for keys in batch.keys.chunks(PG_CHUNK_ROWS) {
-        let rows: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(lookup.as_str()))
-            .bind(workspace)
-            .bind(source)
-            .bind(keys)
-            .fetch_all(&mut **tx)
-            .await?;
-        stored.extend(rows);
+        stored.extend(stored_hashes_pg(tx, table, source_id, keys).await?);
     }
 
     let mut counts = Upserted::default();
@@ -618,16 +634,17 @@ async fn upsert_pg(
     }
 
     if !new.is_empty() {
-        copy_pg(tx, workspace, source, batch, &new).await?;
+        copy_pg(tx, source_id, batch, &new).await?;
         counts.new = new.len() as u64;
     }
     if !changed.is_empty() {
         let sql = pg_upsert_statement(table);
         for rows in changed.chunks(PG_CHUNK_ROWS) {
             let part = batch.select(rows);
+            let lens: Vec<i32> = part.keys.iter().map(|k| id_len(k)).collect();
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-                .bind(workspace)
-                .bind(source)
+                .bind(source_id)
+                .bind(lens)
                 .bind(&part.keys);
             for values in &part.columns {
                 q = match values {
@@ -643,6 +660,58 @@ async fn upsert_pg(
     Ok(counts)
 }
 
+/// The stored hashes of `keys` (sorted in key order) that exist.
+///
+/// First one range scan over the keys' span, stopping after twice as many rows as there are
+/// keys: a load of new, increasing ids finds its span empty with one index descent, and a
+/// re-sync of the same ids reads them in one sweep. A span holding more than that (random
+/// ids, or a few keys spread across many stored ones) falls back to one unique-index probe
+/// per key, so a call never reads more than a small multiple of its own size. In the probe,
+/// `LIMIT 1` keeps the lateral subquery from being flattened into a join the planner might
+/// hash, and `= ANY(keys)` was planned as a filter over the whole source while statistics
+/// lagged.
+async fn stored_hashes_pg(
+    tx: &mut Transaction<'static, Postgres>,
+    table: &TableDef,
+    source_id: i64,
+    keys: &[String],
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
+        return Ok(Vec::new());
+    };
+    let limit = keys.len() * 2;
+    let range = format!(
+        "SELECT external_id, hash FROM {} WHERE source_id = $1 \
+         AND (id_len, external_id) >= ($2, $3) AND (id_len, external_id) <= ($4, $5) LIMIT $6",
+        table.name
+    );
+    let rows: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(range))
+        .bind(source_id)
+        .bind(id_len(first))
+        .bind(first)
+        .bind(id_len(last))
+        .bind(last)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut **tx)
+        .await?;
+    if rows.len() < limit {
+        return Ok(rows);
+    }
+    let probe = format!(
+        "SELECT k.id, s.hash FROM UNNEST($2::int4[], $3::text[]) AS k(len, id) CROSS JOIN \
+         LATERAL (SELECT hash FROM {} WHERE source_id = $1 AND id_len = k.len \
+         AND external_id = k.id LIMIT 1) AS s",
+        table.name
+    );
+    let lens: Vec<i32> = keys.iter().map(|k| id_len(k)).collect();
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(probe))
+        .bind(source_id)
+        .bind(lens)
+        .bind(keys)
+        .fetch_all(&mut **tx)
+        .await?)
+}
+
 /// Bytes of `COPY` data sent at a time: the server parses one while the next is encoded.
 const COPY_SEND_BYTES: usize = 1 << 20;
 
@@ -651,8 +720,7 @@ const COPY_SEND_BYTES: usize = 1 << 20;
 /// UTF-8, `int8` big-endian, `bool` one byte, `json` as its text).
 async fn copy_pg(
     tx: &mut Transaction<'static, Postgres>,
-    workspace: &str,
-    source: &str,
+    source_id: i64,
     batch: &Batch,
     rows: &[usize],
 ) -> Result<(), StoreError> {
@@ -677,8 +745,9 @@ async fn copy_pg(
     buf.extend_from_slice(&0i32.to_be_bytes()); // header extension length
     for &r in rows {
         buf.extend_from_slice(&fields.to_be_bytes());
-        text(&mut buf, workspace);
-        text(&mut buf, source);
+        int(&mut buf, source_id);
+        buf.extend_from_slice(&4i32.to_be_bytes());
+        buf.extend_from_slice(&id_len(&batch.keys[r]).to_be_bytes());
         text(&mut buf, &batch.keys[r]);
         for values in &batch.columns {
             match values {
@@ -723,9 +792,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_last_duplicate_wins_and_keys_come_in_byte_order() {
-        let keys = ["b", "a", "b", "c", "a", "B"];
-        assert_eq!(last_of_each(keys.into_iter()), vec![5, 4, 2, 3]);
+    fn the_last_duplicate_wins_and_keys_come_shortest_first_then_in_byte_order() {
+        let keys = ["b", "a", "b", "c", "a", "B", "10", "9", "aa"];
+        assert_eq!(last_of_each(keys.into_iter()), vec![7, 5, 4, 2, 3, 6, 8]);
     }
 
     #[test]
@@ -739,10 +808,10 @@ mod tests {
     #[test]
     fn sqlite_statements_bind_every_column_of_every_row() {
         let sql = sqlite_statement(&EVENTS, 2);
-        // Workspace and source once; per row the external id, 4 data columns and the hash.
-        assert!(
-            sql.contains("SELECT ?, ?, column1, column2, column3, column4, column5, column6, 1")
-        );
-        assert!(sql.contains("(VALUES (?,?,?,?,?,?),(?,?,?,?,?,?)) WHERE true ON CONFLICT"));
+        // The source id once; per row the key (length, id), 4 data columns and the hash.
+        assert!(sql.contains(
+            "SELECT ?, column1, column2, column3, column4, column5, column6, column7, 1"
+        ));
+        assert!(sql.contains("(VALUES (?,?,?,?,?,?,?),(?,?,?,?,?,?,?)) WHERE true ON CONFLICT"));
     }
 }

@@ -41,10 +41,12 @@ fn statement(backend: Backend, sql: String, workspace: &str) -> Statement {
     Statement::from_sql_and_values(db_backend, sql, [workspace.into()])
 }
 
-fn placeholder(backend: Backend) -> &'static str {
+/// The filter that scopes a record table to the workspace bound as the one parameter: its
+/// rows are those of the workspace's sources.
+fn of_workspace(backend: Backend) -> &'static str {
     match backend {
-        Backend::Sqlite => "?",
-        Backend::Postgres => "$1",
+        Backend::Sqlite => "source_id IN (SELECT id FROM sources WHERE workspace_id = ?)",
+        Backend::Postgres => "source_id IN (SELECT id FROM sources WHERE workspace_id = $1)",
     }
 }
 
@@ -69,9 +71,9 @@ pub(crate) async fn for_each_customer(
     mut f: impl FnMut(Customer) + Send,
 ) -> Result<u64, StoreError> {
     let sql = format!(
-        "SELECT external_id, {} FROM customers WHERE workspace_id = {}",
+        "SELECT external_id, {} FROM customers WHERE {}",
         json_text(backend, "data"),
-        placeholder(backend)
+        of_workspace(backend)
     );
     for_each_row(db, statement(backend, sql, workspace), |row| {
         let key: String = row.try_get_by_index(0)?;
@@ -92,9 +94,9 @@ pub(crate) async fn for_each_order(
 ) -> Result<u64, StoreError> {
     let sql = format!(
         "SELECT external_id, customer_id, created_at, total, refunded, currency, item_count, \
-         cancelled_at, {} FROM orders WHERE workspace_id = {}",
+         cancelled_at, {} FROM orders WHERE {}",
         json_text(backend, "line_items"),
-        placeholder(backend)
+        of_workspace(backend)
     );
     for_each_row(db, statement(backend, sql, workspace), |row| {
         let id: String = row.try_get_by_index(0)?;
@@ -133,9 +135,9 @@ pub(crate) async fn for_each_event(
 ) -> Result<u64, StoreError> {
     let sql = format!(
         "SELECT external_id, customer_id, kind, occurred_at, {} FROM events \
-         WHERE workspace_id = {}",
+         WHERE {}",
         json_text(backend, "properties"),
-        placeholder(backend)
+        of_workspace(backend)
     );
     for_each_row(db, statement(backend, sql, workspace), |row| {
         let id: String = row.try_get_by_index(0)?;

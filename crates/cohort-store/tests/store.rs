@@ -302,6 +302,59 @@ both!(
 );
 
 both!(
+    a_few_keys_among_many_stored_ones_and_ids_of_every_length_are_counted_exactly,
+    |db| {
+        db.store.ensure_workspace(&workspace("a")).await.unwrap();
+        let ws = db.store.workspace("a");
+        // Ids of several lengths: the key sorts "9" before "10" (shorter first).
+        let stored: Vec<Order> = (0..300).map(|i| order(&i.to_string(), "c1", i)).collect();
+        let got = ws.ingest_orders("shop", &stored, &json!(1)).await.unwrap();
+        assert_eq!(got.new, 300);
+
+        // Three keys spanning a hundred stored ones (PostgreSQL looks them up one by one):
+        // one changed, one new in the middle of the span, one unchanged.
+        let mut changed = order("100", "c1", 100);
+        changed.refunded = Money::from_whole(5);
+        let sparse = vec![changed, order("150x", "c1", 7), order("199", "c1", 199)];
+        let got = ws.ingest_orders("shop", &sparse, &json!(2)).await.unwrap();
+        assert_eq!(
+            got,
+            Upserted {
+                new: 1,
+                updated: 1,
+                unchanged: 1
+            }
+        );
+
+        // New ids past every stored one (PostgreSQL finds their span empty), then a dense
+        // re-sync of stored ones with a new one among them (it sweeps the span once).
+        let next: Vec<Order> = (300..350).map(|i| order(&i.to_string(), "c2", i)).collect();
+        let got = ws.ingest_orders("shop", &next, &json!(3)).await.unwrap();
+        assert_eq!(got.new, 50);
+        let mut dense: Vec<Order> = (40..90).map(|i| order(&i.to_string(), "c1", i)).collect();
+        dense[10].total = Money::from_whole(1_000);
+        dense.push(order("9a", "c3", 1));
+        let got = ws.ingest_orders("shop", &dense, &json!(4)).await.unwrap();
+        assert_eq!(
+            got,
+            Upserted {
+                new: 1,
+                updated: 1,
+                unchanged: 49
+            }
+        );
+
+        let back = orders_of(&ws).await;
+        assert_eq!(back.len(), 352);
+        let find = |id: &str| back.iter().find(|o| o.id == id).unwrap().clone();
+        assert_eq!(find("100").refunded, Money::from_whole(5));
+        assert_eq!(find("150x").total, Money::from_whole(7));
+        assert_eq!(find("50").total, Money::from_whole(1_000));
+        assert_eq!(find("9a").customer_id.as_str(), "c3");
+    }
+);
+
+both!(
     the_cursor_is_saved_with_its_batch_per_source_and_stream,
     |db| {
         db.store.ensure_workspace(&workspace("a")).await.unwrap();
