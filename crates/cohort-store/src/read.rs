@@ -208,30 +208,22 @@ pub(crate) async fn for_each_customer(
     .await
 }
 
-/// An order from its stored columns.
-#[allow(clippy::too_many_arguments)]
-fn order(
-    id: String,
-    customer_id: String,
-    created_at: Option<i64>,
-    total: i64,
-    refunded: i64,
-    currency: Option<String>,
-    item_count: i64,
-    cancelled_at: Option<i64>,
-    line_items: Vec<LineItem>,
-) -> Result<Order, StoreError> {
-    Ok(Order {
-        customer_id: CustomerId::new(customer_id),
-        created_at: created_at.map(Timestamp::from_secs),
-        total: Money::from_raw(total),
-        refunded: Money::from_raw(refunded),
-        currency,
-        item_count: u32::try_from(item_count).map_err(|e| corrupt("order", &id, &e))?,
-        cancelled_at: cancelled_at.map(Timestamp::from_secs),
-        line_items,
-        id,
-    })
+impl OrderRow {
+    fn into_order(self) -> Result<Order, StoreError> {
+        let OrderRow(_, id, customer, created, total, refunded, currency, items, cancelled, lines) =
+            self;
+        Ok(Order {
+            customer_id: CustomerId::new(customer),
+            created_at: created.map(Timestamp::from_secs),
+            total: Money::from_raw(total),
+            refunded: Money::from_raw(refunded),
+            currency,
+            item_count: u32::try_from(items).map_err(|e| corrupt("order", &id, &e))?,
+            cancelled_at: cancelled.map(Timestamp::from_secs),
+            line_items: lines.unwrap_or_default(),
+            id,
+        })
+    }
 }
 
 pub(crate) async fn for_each_order(
@@ -248,29 +240,8 @@ pub(crate) async fn for_each_order(
             "customer_id, created_at, total, refunded, currency, item_count, cancelled_at, \
              json(line_items)",
             |r: &OrderRow| (r.0, &r.1),
-            |OrderRow(
-                _,
-                id,
-                customer,
-                created,
-                total,
-                refunded,
-                currency,
-                items,
-                cancelled,
-                lines,
-            )| {
-                f(order(
-                    id,
-                    customer,
-                    created,
-                    total,
-                    refunded,
-                    currency,
-                    items,
-                    cancelled,
-                    lines.unwrap_or_default(),
-                )?);
+            |row| {
+                f(row.into_order()?);
                 Ok(())
             },
         )
@@ -285,11 +256,12 @@ pub(crate) async fn for_each_order(
     for_each_row(db, statement(backend, sql, workspace), |row| {
         let id: String = row.try_get_by_index(0)?;
         let line_items: Option<String> = row.try_get_by_index(8)?;
-        let line_items: Vec<LineItem> = match line_items {
-            Some(text) => serde_json::from_str(&text).map_err(|e| corrupt("order", &id, &e))?,
-            None => Vec::new(),
+        let line_items: Option<Vec<LineItem>> = match line_items {
+            Some(text) => Some(serde_json::from_str(&text).map_err(|e| corrupt("order", &id, &e))?),
+            None => None,
         };
-        f(order(
+        let row = OrderRow(
+            0, // the key's length: only SQLite's pages continue from it
             id,
             row.try_get_by_index(1)?,
             row.try_get_by_index(2)?,
@@ -299,7 +271,8 @@ pub(crate) async fn for_each_order(
             row.try_get_by_index(6)?,
             row.try_get_by_index(7)?,
             line_items,
-        )?);
+        );
+        f(row.into_order()?);
         Ok(())
     })
     .await
