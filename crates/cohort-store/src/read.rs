@@ -34,36 +34,22 @@ fn corrupt(what: &'static str, key: &str, reason: &dyn std::fmt::Display) -> Sto
     }
 }
 
-/// JSON columns as text: PostgreSQL's `json` is cast (it keeps the text), SQLite stores text.
-fn json_text(backend: Backend, column: &str) -> String {
-    match backend {
-        Backend::Sqlite => column.to_owned(),
-        Backend::Postgres => format!("{column}::text"),
-    }
-}
-
-fn statement(backend: Backend, sql: String, workspace: &str) -> Statement {
-    let db_backend = match backend {
-        Backend::Sqlite => sea_orm::DbBackend::Sqlite,
-        Backend::Postgres => sea_orm::DbBackend::Postgres,
-    };
-    Statement::from_sql_and_values(db_backend, sql, [workspace.into()])
-}
-
-/// The filter that scopes a record table to the workspace bound as the one parameter: its
-/// rows are those of the workspace's sources.
-fn of_workspace(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Sqlite => "source_id IN (SELECT id FROM sources WHERE workspace_id = ?)",
-        Backend::Postgres => "source_id IN (SELECT id FROM sources WHERE workspace_id = $1)",
-    }
-}
-
-async fn for_each_row(
+/// PostgreSQL: streams `SELECT {columns} FROM {table}` over the workspace's sources, calling
+/// `f` with each row as it arrives. JSON columns are selected as `::text` (`json` keeps the
+/// text as sent).
+async fn for_each_pg_row(
     db: &DatabaseConnection,
-    stmt: Statement,
+    workspace: &str,
+    table: &str,
+    columns: &str,
     mut f: impl FnMut(QueryResult) -> Result<(), StoreError> + Send,
 ) -> Result<u64, StoreError> {
+    let sql = format!(
+        "SELECT {columns} FROM {table} \
+         WHERE source_id IN (SELECT id FROM sources WHERE workspace_id = $1)"
+    );
+    let stmt =
+        Statement::from_sql_and_values(sea_orm::DbBackend::Postgres, sql, [workspace.into()]);
     let mut rows = db.stream_raw(stmt).await?;
     let mut n = 0u64;
     while let Some(row) = rows.try_next().await? {
@@ -116,7 +102,7 @@ async fn for_each_sqlite_page<T: DeserializeOwned>(
                 Some((len, id)) => sqlx::query_scalar(sqlx::AssertSqlSafe(next.as_str()))
                     .bind(source)
                     .bind(*len)
-                    .bind(id.clone()),
+                    .bind(id.as_str()),
             }
             .fetch_one(&mut *tx)
             .await?;
@@ -172,6 +158,19 @@ struct EventRow(
     BTreeMap<String, serde_json::Value>,
 );
 
+impl EventRow {
+    fn into_event(self) -> Event {
+        let EventRow(_, id, customer, kind, at, properties) = self;
+        Event {
+            customer_id: CustomerId::new(customer),
+            kind,
+            occurred_at: Timestamp::from_secs(at),
+            properties,
+            id: Some(id),
+        }
+    }
+}
+
 pub(crate) async fn for_each_customer(
     db: &DatabaseConnection,
     backend: Backend,
@@ -192,19 +191,20 @@ pub(crate) async fn for_each_customer(
         )
         .await;
     }
-    let sql = format!(
-        "SELECT external_id, {} FROM customers WHERE {}",
-        json_text(backend, "data"),
-        of_workspace(backend)
-    );
-    for_each_row(db, statement(backend, sql, workspace), |row| {
-        let key: String = row.try_get_by_index(0)?;
-        let data: String = row.try_get_by_index(1)?;
-        let customer: Customer =
-            serde_json::from_str(&data).map_err(|e| corrupt("customer", &key, &e))?;
-        f(customer);
-        Ok(())
-    })
+    for_each_pg_row(
+        db,
+        workspace,
+        "customers",
+        "external_id, data::text",
+        |row| {
+            let key: String = row.try_get_by_index(0)?;
+            let data: String = row.try_get_by_index(1)?;
+            let customer: Customer =
+                serde_json::from_str(&data).map_err(|e| corrupt("customer", &key, &e))?;
+            f(customer);
+            Ok(())
+        },
+    )
     .await
 }
 
@@ -247,13 +247,9 @@ pub(crate) async fn for_each_order(
         )
         .await;
     }
-    let sql = format!(
-        "SELECT external_id, customer_id, created_at, total, refunded, currency, item_count, \
-         cancelled_at, {} FROM orders WHERE {}",
-        json_text(backend, "line_items"),
-        of_workspace(backend)
-    );
-    for_each_row(db, statement(backend, sql, workspace), |row| {
+    let columns = "external_id, customer_id, created_at, total, refunded, currency, item_count, \
+                   cancelled_at, line_items::text";
+    for_each_pg_row(db, workspace, "orders", columns, |row| {
         let id: String = row.try_get_by_index(0)?;
         let line_items: Option<String> = row.try_get_by_index(8)?;
         let line_items: Option<Vec<LineItem>> = match line_items {
@@ -291,26 +287,15 @@ pub(crate) async fn for_each_event(
             "events",
             "customer_id, kind, occurred_at, json(properties)",
             |r: &EventRow| (r.0, &r.1),
-            |EventRow(_, id, customer, kind, at, properties)| {
-                f(Event {
-                    customer_id: CustomerId::new(customer),
-                    kind,
-                    occurred_at: Timestamp::from_secs(at),
-                    properties,
-                    id: Some(id),
-                });
+            |row| {
+                f(row.into_event());
                 Ok(())
             },
         )
         .await;
     }
-    let sql = format!(
-        "SELECT external_id, customer_id, kind, occurred_at, {} FROM events \
-         WHERE {}",
-        json_text(backend, "properties"),
-        of_workspace(backend)
-    );
-    for_each_row(db, statement(backend, sql, workspace), |row| {
+    let columns = "external_id, customer_id, kind, occurred_at, properties::text";
+    for_each_pg_row(db, workspace, "events", columns, |row| {
         let id: String = row.try_get_by_index(0)?;
         let kind: String = row.try_get_by_index(2)?;
         // serde, not EventKind::parse: the stored name round-trips exactly, unknown kinds too.
@@ -319,14 +304,15 @@ pub(crate) async fn for_each_event(
         let properties: String = row.try_get_by_index(4)?;
         let properties: BTreeMap<String, serde_json::Value> =
             serde_json::from_str(&properties).map_err(|e| corrupt("event", &id, &e))?;
-        let event = Event {
-            customer_id: CustomerId::new(row.try_get_by_index::<String>(1)?),
+        let row = EventRow(
+            0, // the key's length: only SQLite's pages continue from it
+            id,
+            row.try_get_by_index(1)?,
             kind,
-            occurred_at: Timestamp::from_secs(row.try_get_by_index(3)?),
+            row.try_get_by_index(3)?,
             properties,
-            id: Some(id),
-        };
-        f(event);
+        );
+        f(row.into_event());
         Ok(())
     })
     .await
