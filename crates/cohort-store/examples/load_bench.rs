@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use cohort_core::record::{Customer, Order};
 use cohort_csv::{CsvReader, Kind, Overrides};
-use cohort_store::{Store, WorkspaceInfo, WorkspaceStore};
+use cohort_store::{Store, StoreError, Upserted, WorkspaceInfo, WorkspaceStore};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -113,6 +113,29 @@ fn read_batches<T: Send + 'static>(
     Ok(rx)
 }
 
+/// Streams `file` through `ingest` in calls of `batch` records, each with a cursor naming its
+/// page, as a source's pages arrive; returns the records counted and the seconds taken.
+async fn load_file<T: Send + 'static>(
+    path: &Path,
+    kind: Kind,
+    batch: usize,
+    next: fn(&mut CsvReader) -> Option<Result<T, cohort_csv::RowError>>,
+    ingest: impl AsyncFn(&[T], &serde_json::Value) -> Result<Upserted, StoreError>,
+) -> Result<(u64, f64), String> {
+    let start = Instant::now();
+    let mut rx = read_batches(path, kind, batch, next)?;
+    let mut rows = 0u64;
+    let mut pages = 0u64;
+    while let Some(records) = rx.recv().await {
+        pages += 1;
+        let got = ingest(&records, &json!({ "page": pages }))
+            .await
+            .map_err(|e| e.to_string())?;
+        rows += got.total();
+    }
+    Ok((rows, start.elapsed().as_secs_f64()))
+}
+
 async fn load(
     ws: &WorkspaceStore,
     data: &Path,
@@ -120,44 +143,24 @@ async fn load(
     read_back: bool,
 ) -> Result<Vec<(&'static str, u64, f64)>, String> {
     let mut out = Vec::new();
-
-    let start = Instant::now();
-    let mut rx = read_batches::<Customer>(
+    let (rows, seconds) = load_file(
         &data.join("customers.csv"),
         Kind::Customers,
         batch,
         CsvReader::next_customer,
-    )?;
-    let mut rows = 0u64;
-    let mut pages = 0u64;
-    while let Some(records) = rx.recv().await {
-        pages += 1;
-        let got = ws
-            .ingest_customers("bench", &records, &json!({ "page": pages }))
-            .await
-            .map_err(|e| e.to_string())?;
-        rows += got.total();
-    }
-    out.push(("customers", rows, start.elapsed().as_secs_f64()));
-
-    let start = Instant::now();
-    let mut rx = read_batches::<Order>(
+        async |records: &[Customer], cursor| ws.ingest_customers("bench", records, cursor).await,
+    )
+    .await?;
+    out.push(("customers", rows, seconds));
+    let (rows, seconds) = load_file(
         &data.join("orders.csv"),
         Kind::Orders,
         batch,
         CsvReader::next_order,
-    )?;
-    let mut rows = 0u64;
-    let mut pages = 0u64;
-    while let Some(records) = rx.recv().await {
-        pages += 1;
-        let got = ws
-            .ingest_orders("bench", &records, &json!({ "page": pages }))
-            .await
-            .map_err(|e| e.to_string())?;
-        rows += got.total();
-    }
-    out.push(("orders", rows, start.elapsed().as_secs_f64()));
+        async |records: &[Order], cursor| ws.ingest_orders("bench", records, cursor).await,
+    )
+    .await?;
+    out.push(("orders", rows, seconds));
     if !read_back {
         return Ok(out);
     }
