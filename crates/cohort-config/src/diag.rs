@@ -201,6 +201,22 @@ impl<'a> IntoIterator for &'a Diagnostics {
     }
 }
 
+/// A JSON pointer into a plugin's config as people write the path: `/api/hosts/0` is
+/// `.api.hosts[0]`. Used after `config` in messages (`config.api.hosts[0]: …`).
+pub fn dotted_pointer(pointer: &str) -> String {
+    pointer
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            if s.parse::<usize>().is_ok() {
+                format!("[{s}]")
+            } else {
+                format!(".{s}")
+            }
+        })
+        .collect()
+}
+
 /// The closest of `candidates` to `word`, when close enough to be a likely typo.
 pub fn did_you_mean<'a>(
     word: &str,
@@ -254,6 +270,12 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_pointers_read_as_dotted_paths() {
+        assert_eq!(dotted_pointer("/api/hosts/0/port"), ".api.hosts[0].port");
+        assert_eq!(dotted_pointer(""), "");
+    }
 
     #[test]
     fn line_and_column_count_characters_not_bytes() {

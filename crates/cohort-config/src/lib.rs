@@ -21,7 +21,7 @@ mod validate;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use diag::{Diagnostic, Diagnostics, Location, did_you_mean};
+pub use diag::{Diagnostic, Diagnostics, Location, did_you_mean, dotted_pointer};
 pub use model::{
     Campaign, Config, DATABASE_URL_ENV, DEFAULT_DATABASE_URL, Destination, Email, Job, Mode,
     PluginsSection, RateLimit, Segment, ServerSection, Source, StoreSection, Template, Workspace,

@@ -12,7 +12,7 @@ use serde_json::Value;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::diag::{Diagnostic, Diagnostics, Location, suggest};
+use crate::diag::{Diagnostic, Diagnostics, Location, dotted_pointer, suggest};
 use crate::secret::check_placeholders;
 
 /// The keys allowed in each table, by section path. Free-form tables (a plugin's `config`,
@@ -776,20 +776,6 @@ fn dotted(section: &str, key: &str) -> String {
     } else {
         format!("{section}.{key}")
     }
-}
-
-fn dotted_pointer(pointer: &str) -> String {
-    pointer
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            if s.parse::<usize>().is_ok() {
-                format!("[{s}]")
-            } else {
-                format!(".{s}")
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

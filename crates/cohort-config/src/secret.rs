@@ -348,19 +348,7 @@ impl PluginConfig {
 
     /// ``source `shop` config.api.token (cohort.toml:12:9)``.
     fn describe(&self, pointer: &str) -> String {
-        let dotted =
-            pointer
-                .split('/')
-                .filter(|s| !s.is_empty())
-                .fold(String::new(), |mut acc, seg| {
-                    if seg.parse::<usize>().is_ok() {
-                        acc.push_str(&format!("[{seg}]"));
-                    } else {
-                        acc.push('.');
-                        acc.push_str(seg);
-                    }
-                    acc
-                });
+        let dotted = crate::diag::dotted_pointer(pointer);
         match self.location_of(pointer) {
             Some(at) => format!("{}{dotted} ({at})", self.owner),
             None => format!("{}{dotted}", self.owner),

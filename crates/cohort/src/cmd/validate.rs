@@ -184,18 +184,7 @@ fn check_config(
             let place = config
                 .location_of(&issue.path)
                 .unwrap_or_else(|| at.clone());
-            let path = issue
-                .path
-                .split('/')
-                .filter(|s| !s.is_empty())
-                .map(|s| {
-                    if s.parse::<usize>().is_ok() {
-                        format!("[{s}]")
-                    } else {
-                        format!(".{s}")
-                    }
-                })
-                .collect::<String>();
+            let path = cohort_config::dotted_pointer(&issue.path);
             diags.push(Diagnostic::new(
                 Some(place),
                 resolved.redact(&format!(
