@@ -30,10 +30,11 @@
 use std::fmt;
 
 use cohort_core::record::{AttributeValue, LineItem};
-use cohort_core::{Customer, CustomerId, Event, EventKind, Money, Order, Timestamp};
+use cohort_core::{Customer, CustomerId, Event, Money, Order, Timestamp};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::fast::event_kind;
 use super::{Page, Reject, Stream};
 
 /// The first four bytes of every binary page. The NUL never starts a JSON text.
@@ -767,15 +768,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The kind as the canonical `Deserialize` reads it: exact snake_case names, else `Other`.
-fn event_kind(s: &str) -> EventKind {
-    EventKind::COUNTED
-        .iter()
-        .find(|k| k.as_str() == s)
-        .cloned()
-        .unwrap_or_else(|| EventKind::Other(s.to_owned()))
-}
-
 /// The parts of a page, found from its header, before any record is read.
 #[derive(Debug)]
 pub struct Parts<'a> {
@@ -948,6 +940,8 @@ pub fn read_page<R>(
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+
+    use cohort_core::EventKind;
 
     use proptest::prelude::*;
     use serde_json::json;

@@ -120,7 +120,8 @@ struct EventIn<'a> {
 }
 
 /// The kind as the canonical `Deserialize` reads it: exact snake_case names, else `Other`.
-fn event_kind(s: &str) -> EventKind {
+/// Shared with the binary page reader, which must decode kinds the same way.
+pub(crate) fn event_kind(s: &str) -> EventKind {
     EventKind::COUNTED
         .iter()
         .find(|k| k.as_str() == s)
