@@ -4,7 +4,6 @@
 //! names, references, time zones, cron). Plugins, segment expressions and templates are
 //! checked by `cohort validate`, which knows the plugins, the features and the renderer.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -236,46 +235,9 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-/// What a campaign does at its destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Mode {
-    /// Add and update members; never remove.
-    Upsert,
-    /// Keep the audience equal to the segment: add, update and remove.
-    Mirror,
-    /// Send an email to each customer on entering the segment.
-    Send,
-}
-
-impl Mode {
-    /// All modes, as written in the config.
-    pub const ALL: [&'static str; 3] = ["upsert", "mirror", "send"];
-
-    /// As written in the config.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Upsert => "upsert",
-            Mode::Mirror => "mirror",
-            Mode::Send => "send",
-        }
-    }
-
-    /// Reads a mode as written in the config.
-    pub fn parse(text: &str) -> Option<Mode> {
-        match text {
-            "upsert" => Some(Mode::Upsert),
-            "mirror" => Some(Mode::Mirror),
-            "send" => Some(Mode::Send),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// What a campaign does at its destination: the core's delivery mode, shared with the plugin
+/// wire and the store.
+pub use cohort_core::delivery::Mode;
 
 /// A campaign: who (segments), where (destination), how (mode) and what (templates).
 #[derive(Debug, Clone)]

@@ -18,10 +18,15 @@
 
 use std::fmt;
 
-use crate::record::CustomerId;
+use serde::{Deserialize, Serialize};
 
-/// How a campaign treats its destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use crate::record::{Customer, CustomerId, Event, EventKind};
+use crate::time::Timestamp;
+
+/// How a campaign treats its destination. The one definition the config, the plugin wire and
+/// the store share; its JSON and config spelling is [`Mode::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Add members and keep their data current; people who leave the segment stay.
     Upsert,
@@ -29,6 +34,36 @@ pub enum Mode {
     Mirror,
     /// Send one message to each customer when they enter the segment.
     Send,
+}
+
+impl Mode {
+    /// Every mode's name, as written in configs and JSON.
+    pub const ALL: [&'static str; 3] = ["upsert", "mirror", "send"];
+
+    /// The mode's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Upsert => "upsert",
+            Mode::Mirror => "mirror",
+            Mode::Send => "send",
+        }
+    }
+
+    /// The mode named `text`.
+    pub fn parse(text: &str) -> Option<Mode> {
+        match text {
+            "upsert" => Some(Mode::Upsert),
+            "mirror" => Some(Mode::Mirror),
+            "send" => Some(Mode::Send),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Whether a customer may be contacted by a campaign, and if not, why.
@@ -46,8 +81,10 @@ pub enum Eligibility {
     Unknown,
 }
 
-/// Where a customer stands at the destination, as last acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a customer stands at the destination, as last acknowledged (stored as
+/// [`Status::as_str`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
     /// In the audience.
     Member,
@@ -134,8 +171,9 @@ pub struct Wanted {
     pub payload_hash: String,
 }
 
-/// What to do at the destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What to do at the destination (its JSON spelling is [`Action::as_str`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Add to the audience or update the customer's data there.
     Upsert,
@@ -152,6 +190,123 @@ impl Action {
             Action::Upsert => "upsert",
             Action::Remove => "remove",
             Action::Send => "send",
+        }
+    }
+
+    /// The action named `text`.
+    pub fn parse(text: &str) -> Option<Action> {
+        Some(match text {
+            "upsert" => Action::Upsert,
+            "remove" => Action::Remove,
+            "send" => Action::Send,
+            _ => return None,
+        })
+    }
+}
+
+/// What the channel needs to know about a customer to decide whether they may be contacted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Contact<'a> {
+    /// Email address, if any.
+    pub email: Option<&'a str>,
+    /// Phone number, if any.
+    pub phone: Option<&'a str>,
+    /// Whether they accepted marketing.
+    pub consent: bool,
+}
+
+impl<'a> Contact<'a> {
+    /// The contact facts of a customer record. Ad audiences take the same consent as email:
+    /// the one marketing consent the canonical record carries for them.
+    pub fn of(customer: &'a Customer) -> Contact<'a> {
+        let present = |s: &'a Option<String>| s.as_deref().map(str::trim).filter(|s| !s.is_empty());
+        Contact {
+            email: present(&customer.email),
+            phone: present(&customer.phone),
+            consent: customer.accepts_email_marketing,
+        }
+    }
+}
+
+/// Whether a customer may be contacted by a campaign in `mode`. Consent is law: marketing goes
+/// only to customers who accepted it, are not suppressed (`suppressed` is asked with the
+/// lower-cased address) and have an address the channel can use: an email for a message, an
+/// email or a phone for an audience.
+pub fn eligibility(
+    mode: Mode,
+    contact: &Contact<'_>,
+    suppressed: impl Fn(&str) -> bool,
+) -> Eligibility {
+    if !contact.consent {
+        return Eligibility::NoConsent;
+    }
+    if contact.email.is_some_and(|e| suppressed(&e.to_lowercase())) {
+        return Eligibility::Suppressed;
+    }
+    let has_address = match mode {
+        Mode::Send => contact.email.is_some(),
+        Mode::Upsert | Mode::Mirror => contact.email.is_some() || contact.phone.is_some(),
+    };
+    if has_address {
+        Eligibility::Eligible
+    } else {
+        Eligibility::NoAddress
+    }
+}
+
+/// Whether `event` puts its customer's address on the suppression list at the run's clock
+/// `now`: an unsubscribe, once it has happened, suppresses the address for good, whatever the
+/// customer's consent flag says later.
+pub fn suppresses(event: &Event, now: Timestamp) -> bool {
+    event.kind == EventKind::EmailUnsubscribe && event.occurred_at <= now
+}
+
+/// A stable hash of a rendered payload: FNV-1a over its JSON (object keys sorted, as
+/// `serde_json` writes them). Audience keys carry it, so its value must never change between
+/// releases: a new value would push every audience member again.
+pub fn payload_hash(payload: &serde_json::Value) -> String {
+    let bytes = serde_json::to_vec(payload).unwrap_or_default();
+    crate::hash::fnv1a_hex(&bytes)
+}
+
+/// What a destination said about one pushed operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied (or applied before, under the same key).
+    Acknowledged,
+    /// Refused for good: the change did not happen.
+    Rejected,
+    /// Still failing after the retries, or no outcome given: it may or may not have happened.
+    Unknown,
+}
+
+/// The state an operation's outcome leaves a customer in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// The change happened: record `op.acked` under the operation's key.
+    Applied(Acked),
+    /// It did not and never will: put back the state from before the push (its own key
+    /// stays), so the next run plans the change again.
+    Reverted(Acked),
+    /// Unknown: the intent recorded before the push stays, so the next run pushes it again
+    /// under the same key.
+    Pending,
+}
+
+impl Planned {
+    /// What `outcome` leaves the customer in; `before` is their state before this run.
+    pub fn settle(&self, before: Option<&Acked>, outcome: Outcome) -> Settled {
+        match outcome {
+            Outcome::Acknowledged => Settled::Applied(self.acked.clone()),
+            Outcome::Rejected => Settled::Reverted(match before {
+                // An earlier unconfirmed push stays pending: it may still have happened.
+                Some(a) => a.clone(),
+                None => Acked {
+                    pending: None,
+                    ..self.intent(None)
+                },
+            }),
+            Outcome::Unknown => Settled::Pending,
         }
     }
 }
@@ -501,24 +656,172 @@ mod tests {
         Eligibility::Eligible
     }
 
-    /// Records state as the runner does: the intent of every operation before pushing, then the
-    /// outcome of those acknowledged, then local updates.
-    fn commit(state: &mut BTreeMap<CustomerId, Acked>, plan: &Plan, acked_keys: &BTreeSet<String>) {
+    /// Records state as the engine does: the intent of every operation before pushing, then
+    /// what each outcome settles to (`Planned::settle`), then local updates.
+    fn commit_outcomes(
+        state: &mut BTreeMap<CustomerId, Acked>,
+        plan: &Plan,
+        outcome: impl Fn(&Planned) -> Outcome,
+    ) {
         for op in &plan.ops {
-            let next = if acked_keys.contains(&op.key) {
-                op.acked.clone()
-            } else {
-                op.intent(state.get(&op.customer))
-            };
-            state.insert(op.customer.clone(), next);
+            let before = state.get(&op.customer).cloned();
+            state.insert(op.customer.clone(), op.intent(before.as_ref()));
+            match op.settle(before.as_ref(), outcome(op)) {
+                Settled::Applied(a) | Settled::Reverted(a) => {
+                    state.insert(op.customer.clone(), a);
+                }
+                Settled::Pending => {}
+            }
         }
         for l in &plan.local {
             state.insert(l.customer.clone(), l.acked.clone());
         }
     }
 
+    /// [`commit_outcomes`] where the keys in `acked_keys` were acknowledged and the outcome of
+    /// the others is unknown.
+    fn commit(state: &mut BTreeMap<CustomerId, Acked>, plan: &Plan, acked_keys: &BTreeSet<String>) {
+        commit_outcomes(state, plan, |op| {
+            if acked_keys.contains(&op.key) {
+                Outcome::Acknowledged
+            } else {
+                Outcome::Unknown
+            }
+        });
+    }
+
     fn sorted(state: &BTreeMap<CustomerId, Acked>) -> Vec<(CustomerId, Acked)> {
         state.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    fn contact(
+        email: Option<&'static str>,
+        phone: Option<&'static str>,
+        consent: bool,
+    ) -> Contact<'static> {
+        Contact {
+            email,
+            phone,
+            consent,
+        }
+    }
+
+    #[test]
+    fn consent_comes_before_everything_and_suppression_before_the_address() {
+        let nobody_suppressed = |_: &str| false;
+        for mode in [Mode::Send, Mode::Upsert, Mode::Mirror] {
+            assert_eq!(
+                eligibility(
+                    mode,
+                    &contact(Some("a@x.com"), None, false),
+                    nobody_suppressed
+                ),
+                Eligibility::NoConsent
+            );
+            assert_eq!(
+                eligibility(mode, &contact(Some("A@X.com"), None, true), |e| e
+                    == "a@x.com"),
+                Eligibility::Suppressed,
+                "suppression is matched on the lower-cased address"
+            );
+            assert_eq!(
+                eligibility(mode, &contact(None, None, true), nobody_suppressed),
+                Eligibility::NoAddress
+            );
+        }
+    }
+
+    #[test]
+    fn a_phone_is_an_address_for_an_audience_but_not_for_an_email() {
+        let phone_only = contact(None, Some("+15550100"), true);
+        assert_eq!(
+            eligibility(Mode::Send, &phone_only, |_| false),
+            Eligibility::NoAddress
+        );
+        assert_eq!(
+            eligibility(Mode::Mirror, &phone_only, |_| false),
+            Eligibility::Eligible
+        );
+    }
+
+    #[test]
+    fn blank_addresses_are_no_addresses() {
+        let mut c = Customer::new("1");
+        c.email = Some("  ".to_owned());
+        c.accepts_email_marketing = true;
+        assert_eq!(
+            eligibility(Mode::Send, &Contact::of(&c), |_| false),
+            Eligibility::NoAddress
+        );
+    }
+
+    #[test]
+    fn an_unsubscribe_suppresses_only_once_it_has_happened() {
+        let at = Timestamp::parse("2024-05-01").unwrap();
+        let event = Event {
+            id: None,
+            customer_id: id(1),
+            kind: EventKind::EmailUnsubscribe,
+            occurred_at: at,
+            properties: Default::default(),
+        };
+        assert!(suppresses(&event, at));
+        assert!(!suppresses(&event, Timestamp::parse("2024-04-30").unwrap()));
+        let open = Event {
+            kind: EventKind::EmailOpen,
+            ..event
+        };
+        assert!(!suppresses(&open, at));
+    }
+
+    #[test]
+    fn the_payload_hash_is_stable_across_releases() {
+        // Stored in keys: this value must never change.
+        let payload = serde_json::json!({"b": "2", "a": "1"});
+        assert_eq!(payload_hash(&payload), "be9380e87280e5d5");
+    }
+
+    #[test]
+    fn a_rejected_push_puts_back_the_state_before_it_and_an_unknown_one_stays_pending() {
+        let before = Acked {
+            status: Status::Member,
+            payload_hash: "old".into(),
+            seq: 2,
+            pending: None,
+        };
+        let p = plan(
+            Mode::Mirror,
+            "p",
+            &wanted(&[(1, "new")]),
+            &[(id(1), before.clone())],
+            everyone_eligible,
+        );
+        let op = &p.ops[0];
+        assert_eq!(
+            op.settle(Some(&before), Outcome::Acknowledged),
+            Settled::Applied(op.acked.clone())
+        );
+        assert_eq!(
+            op.settle(Some(&before), Outcome::Rejected),
+            Settled::Reverted(before.clone())
+        );
+        assert_eq!(op.settle(Some(&before), Outcome::Unknown), Settled::Pending);
+        // A customer never acknowledged before is put back to "not in the audience".
+        let first = plan(
+            Mode::Mirror,
+            "p",
+            &wanted(&[(2, "h")]),
+            &[],
+            everyone_eligible,
+        );
+        match first.ops[0].settle(None, Outcome::Rejected) {
+            Settled::Reverted(a) => {
+                assert_eq!(a.status, Status::Removed);
+                assert_eq!(a.pending, None);
+                assert_eq!(a.seq, 0);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -754,7 +1057,11 @@ mod tests {
         ineligible: BTreeSet<u32>,
         /// Operations acknowledged, by index modulo the number planned; `None` = all.
         acked: Option<Vec<usize>>,
-        /// Whether operations that were not acknowledged reached the destination anyway.
+        /// Operations refused for good, by index modulo the number planned (an operation both
+        /// acknowledged and refused counts as acknowledged).
+        rejected: Vec<usize>,
+        /// Whether operations that were neither acknowledged nor refused reached the
+        /// destination anyway (their outcome was lost).
         lost_were_applied: bool,
     }
 
@@ -763,14 +1070,18 @@ mod tests {
             prop::collection::btree_map(0u32..12, 0u8..3, 0..10),
             prop::collection::btree_set(0u32..12, 0..4),
             prop::option::of(prop::collection::vec(0usize..16, 0..6)),
+            prop::collection::vec(0usize..16, 0..3),
             any::<bool>(),
         )
-            .prop_map(|(members, ineligible, acked, lost_were_applied)| Round {
-                members,
-                ineligible,
-                acked,
-                lost_were_applied,
-            })
+            .prop_map(
+                |(members, ineligible, acked, rejected, lost_were_applied)| Round {
+                    members,
+                    ineligible,
+                    acked,
+                    rejected,
+                    lost_were_applied,
+                },
+            )
     }
 
     /// What a destination that honours idempotency keys holds after applying operations.
@@ -801,22 +1112,30 @@ mod tests {
         }
     }
 
-    /// Pushes a plan: the destination applies the acknowledged operations, and the others too
-    /// when the round says their outcome was lost rather than never sent. Returns the keys
-    /// acknowledged.
+    /// Pushes a plan: the destination applies the acknowledged operations, never the refused
+    /// ones, and the others too when the round says their outcome was lost rather than never
+    /// sent. Returns each operation's outcome, by key.
     fn deliver(
         p: &Plan,
         r: &Round,
         dest: &mut Destination,
-    ) -> Result<BTreeSet<String>, TestCaseError> {
+    ) -> Result<HashMap<String, Outcome>, TestCaseError> {
+        let pick = |i: &usize| p.ops[i % p.ops.len()].key.clone();
         let acked: BTreeSet<String> = match &r.acked {
             None => p.ops.iter().map(|o| o.key.clone()).collect(),
-            Some(picks) if !p.ops.is_empty() => picks
-                .iter()
-                .map(|i| p.ops[i % p.ops.len()].key.clone())
-                .collect(),
+            Some(picks) if !p.ops.is_empty() => picks.iter().map(pick).collect(),
             Some(_) => BTreeSet::new(),
         };
+        let rejected: BTreeSet<String> = if p.ops.is_empty() {
+            BTreeSet::new()
+        } else {
+            r.rejected
+                .iter()
+                .map(pick)
+                .filter(|k| !acked.contains(k))
+                .collect()
+        };
+        let mut outcomes = HashMap::new();
         for op in &p.ops {
             if let Some((c, a)) = dest.applied.get(&op.key) {
                 prop_assert_eq!(
@@ -825,11 +1144,22 @@ mod tests {
                     "key reused for another change"
                 );
             }
-            if acked.contains(&op.key) || r.lost_were_applied {
+            let outcome = if acked.contains(&op.key) {
+                Outcome::Acknowledged
+            } else if rejected.contains(&op.key) && !dest.applied.contains_key(&op.key) {
+                // A destination refuses only what it has not applied before under that key.
+                Outcome::Rejected
+            } else {
+                Outcome::Unknown
+            };
+            if outcome == Outcome::Acknowledged
+                || (outcome == Outcome::Unknown && r.lost_were_applied)
+            {
                 dest.apply(op);
             }
+            outcomes.insert(op.key.clone(), outcome);
         }
-        Ok(acked)
+        Ok(outcomes)
     }
 
     proptest! {
@@ -851,8 +1181,8 @@ mod tests {
                 for op in &p.ops {
                     prop_assert!(op.action == Action::Remove || elig(&op.customer) == Eligibility::Eligible);
                 }
-                let acked = deliver(&p, r, &mut dest)?;
-                commit(&mut state, &p, &acked);
+                let outcomes = deliver(&p, r, &mut dest)?;
+                commit_outcomes(&mut state, &p, |op| outcomes[&op.key]);
                 last = r.clone();
             }
             let expected: BTreeMap<CustomerId, String> = last.members.iter()
@@ -887,8 +1217,8 @@ mod tests {
                     prop_assert_eq!(op.action, Action::Send);
                     prop_assert_eq!(elig(&op.customer), Eligibility::Eligible);
                 }
-                let acked = deliver(&p, r, &mut dest)?;
-                commit(&mut state, &p, &acked);
+                let outcomes = deliver(&p, r, &mut dest)?;
+                commit_outcomes(&mut state, &p, |op| outcomes[&op.key]);
             }
             let mut sent: BTreeMap<CustomerId, usize> = BTreeMap::new();
             for c in &dest.messages {
@@ -897,6 +1227,50 @@ mod tests {
             for (c, n) in sent {
                 prop_assert!(n <= entries[&c], "customer {} messaged {} times for {} entries", c.as_str(), n, entries[&c]);
             }
+        }
+    }
+
+    proptest! {
+        /// Consent is law, whatever the record looks like: only a consenting customer, not
+        /// suppressed, with an address the mode can use, is eligible; and the reason given for
+        /// anyone else is the first rule they break.
+        #[test]
+        fn only_consenting_unsuppressed_customers_with_a_usable_address_are_eligible(
+            email in prop::option::of("[ ]{0,2}|[a-zA-Z]{1,4}@[a-z]{1,3}\\.com"),
+            phone in prop::option::of("[ ]{0,2}|\\+?[0-9]{3,6}"),
+            consent in any::<bool>(),
+            suppressed in any::<bool>(),
+            mode in prop::sample::select(vec![Mode::Send, Mode::Upsert, Mode::Mirror]),
+        ) {
+            let mut c = Customer::new("1");
+            c.email = email.clone();
+            c.phone = phone.clone();
+            c.accepts_email_marketing = consent;
+            let contact = Contact::of(&c);
+            let asked = std::cell::RefCell::new(None);
+            let got = eligibility(mode, &contact, |e| {
+                *asked.borrow_mut() = Some(e.to_owned());
+                suppressed
+            });
+            if let Some(a) = asked.into_inner() {
+                prop_assert_eq!(&a, &a.to_lowercase(), "suppression is asked lower-cased");
+            }
+            let has_email = email.as_deref().is_some_and(|e| !e.trim().is_empty());
+            let has_phone = phone.as_deref().is_some_and(|p| !p.trim().is_empty());
+            let usable = match mode {
+                Mode::Send => has_email,
+                Mode::Upsert | Mode::Mirror => has_email || has_phone,
+            };
+            let want = if !consent {
+                Eligibility::NoConsent
+            } else if suppressed && has_email {
+                Eligibility::Suppressed
+            } else if !usable {
+                Eligibility::NoAddress
+            } else {
+                Eligibility::Eligible
+            };
+            prop_assert_eq!(got, want);
         }
     }
 }

@@ -13,6 +13,7 @@
 pub mod bitset;
 pub mod delivery;
 pub mod features;
+pub mod hash;
 pub mod membership;
 pub mod money;
 pub mod record;

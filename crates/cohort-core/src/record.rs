@@ -349,6 +349,100 @@ pub struct Event {
     pub properties: BTreeMap<String, serde_json::Value>,
 }
 
+/// Text no store can hold faithfully: PostgreSQL refuses a NUL byte in text, SQLite keeps it
+/// and C-string consumers cut at it. A record carrying one is rejected where it enters Cohort,
+/// the same way whatever the backend, instead of failing a whole batch in one of them.
+pub trait NulFree {
+    /// The name of the first field holding a NUL byte, if any.
+    fn nul_field(&self) -> Option<String>;
+}
+
+fn nul_in(name: &str, value: Option<&str>) -> Option<String> {
+    value.filter(|v| v.contains('\0')).map(|_| name.to_owned())
+}
+
+fn nul_in_json(name: &str, value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) => nul_in(name, Some(s)),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_in_json(&format!("{name}[{i}]"), v)),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let inner = format!("{name}.{k}");
+            nul_in(&inner, Some(k)).or_else(|| nul_in_json(&inner, v))
+        }),
+        _ => None,
+    }
+}
+
+impl NulFree for Customer {
+    fn nul_field(&self) -> Option<String> {
+        let texts = [
+            ("id", Some(self.id.as_str())),
+            ("email", self.email.as_deref()),
+            ("phone", self.phone.as_deref()),
+            ("first_name", self.first_name.as_deref()),
+            ("last_name", self.last_name.as_deref()),
+            ("country", self.country.as_deref()),
+            ("region", self.region.as_deref()),
+            ("city", self.city.as_deref()),
+            ("postal_code", self.postal_code.as_deref()),
+            ("gender", self.gender.as_deref()),
+        ];
+        texts
+            .iter()
+            .find_map(|(name, v)| nul_in(name, *v))
+            .or_else(|| self.tags.iter().find_map(|t| nul_in("tags", Some(t))))
+            .or_else(|| {
+                self.attributes.iter().find_map(|(k, v)| {
+                    let name = format!("attributes.{k}");
+                    nul_in(&name, Some(k)).or_else(|| match v {
+                        AttributeValue::Text(t) => nul_in(&name, Some(t)),
+                        _ => None,
+                    })
+                })
+            })
+    }
+}
+
+impl NulFree for Order {
+    fn nul_field(&self) -> Option<String> {
+        nul_in("id", Some(&self.id))
+            .or_else(|| nul_in("customer_id", Some(self.customer_id.as_str())))
+            .or_else(|| nul_in("currency", self.currency.as_deref()))
+            .or_else(|| {
+                self.line_items.iter().enumerate().find_map(|(i, l)| {
+                    [
+                        ("product_id", l.product_id.as_deref()),
+                        ("variant_id", l.variant_id.as_deref()),
+                        ("title", l.title.as_deref()),
+                        ("category", l.category.as_deref()),
+                    ]
+                    .iter()
+                    .find_map(|(name, v)| nul_in(&format!("line_items[{i}].{name}"), *v))
+                })
+            })
+    }
+}
+
+impl NulFree for Event {
+    fn nul_field(&self) -> Option<String> {
+        nul_in("id", self.id.as_deref())
+            .or_else(|| nul_in("customer_id", Some(self.customer_id.as_str())))
+            .or_else(|| match &self.kind {
+                EventKind::Other(k) => nul_in("kind", Some(k)),
+                _ => None,
+            })
+            .or_else(|| {
+                self.properties.iter().find_map(|(k, v)| {
+                    let name = format!("properties.{k}");
+                    nul_in(&name, Some(k)).or_else(|| nul_in_json(&name, v))
+                })
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,5 +492,32 @@ mod tests {
         let c: Customer = serde_json::from_str(r#"{"id":"7","email":"A@Example.COM"}"#).unwrap();
         assert!(!c.accepts_email_marketing);
         assert_eq!(c.email_domain().as_deref(), Some("example.com"));
+    }
+
+    #[test]
+    fn a_nul_byte_is_found_and_named_in_any_text_field() {
+        let mut c = Customer::new("1");
+        assert_eq!(c.nul_field(), None);
+        c.email = Some("a\0@x.com".to_owned());
+        assert_eq!(c.nul_field().as_deref(), Some("email"));
+        let mut c = Customer::new("2");
+        c.attributes
+            .insert("note".to_owned(), AttributeValue::Text("x\0".to_owned()));
+        assert_eq!(c.nul_field().as_deref(), Some("attributes.note"));
+        let mut e = Event {
+            id: None,
+            customer_id: CustomerId::new("1"),
+            kind: EventKind::PageView,
+            occurred_at: Timestamp::parse("2024-01-01").unwrap(),
+            properties: Default::default(),
+        };
+        e.properties
+            .insert("url".to_owned(), serde_json::json!(["ok", "b\0d"]));
+        assert_eq!(e.nul_field().as_deref(), Some("properties.url[1]"));
+        let o = Order {
+            id: "7\0".to_owned(),
+            ..Order::default()
+        };
+        assert_eq!(o.nul_field().as_deref(), Some("id"));
     }
 }

@@ -84,36 +84,9 @@ pub struct SegmentVersion {
     pub is_new: bool,
 }
 
-/// Where a customer stands with a campaign's destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DestinationStatus {
-    /// In the audience at the destination (upsert and mirror modes).
-    Member,
-    /// Pushed out of the audience.
-    Removed,
-    /// Sent the campaign's message (send mode).
-    Sent,
-}
-
-impl DestinationStatus {
-    /// The name stored in `destination_state.status`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DestinationStatus::Member => "member",
-            DestinationStatus::Removed => "removed",
-            DestinationStatus::Sent => "sent",
-        }
-    }
-
-    pub(crate) fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "member" => DestinationStatus::Member,
-            "removed" => DestinationStatus::Removed,
-            "sent" => DestinationStatus::Sent,
-            _ => return None,
-        })
-    }
-}
+/// Where a customer stands with a campaign's destination: the core's delivery status, stored
+/// as its name (`member`, `removed`, `sent`).
+pub use cohort_core::delivery::Status as DestinationStatus;
 
 /// What a destination last acknowledged for one customer of one campaign.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,13 +107,18 @@ pub struct DestinationState {
     pub pending: Option<PendingPush>,
     /// When the state was committed.
     pub updated_at: DateTime<Utc>,
+    /// The payload the destination acknowledged, to replace the stored one on commit; `None`
+    /// keeps what is stored. [`crate::WorkspaceStore::destination_state`] does not read it back
+    /// (a large audience's payloads are read only for the customers that need them, with
+    /// [`crate::WorkspaceStore::destination_payloads`]).
+    pub payload: Option<Value>,
 }
 
 /// An operation pushed (or about to be) whose outcome is not recorded yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingPush {
-    /// `upsert`, `remove` or `send`.
-    pub action: String,
+    /// What it does.
+    pub action: cohort_core::delivery::Action,
     /// Its idempotency key.
     pub key: String,
     /// Hash of its payload.
@@ -153,8 +131,8 @@ pub type RunId = i64;
 /// Where a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RunStatus {
-    /// Started and not finished (or its process died: the next run of the job marks it
-    /// [`RunStatus::Failed`]).
+    /// Started and not finished. A run whose process died stays so until another run takes
+    /// the workspace's lock after the lease ran out, which marks it [`RunStatus::Failed`].
     Running,
     /// Everything done.
     Succeeded,
@@ -207,6 +185,10 @@ pub struct RunRow {
     pub summary: Option<Value>,
     /// Why it failed, when it did.
     pub error: Option<String>,
+    /// The process that ran it (`host/pid`), when recorded.
+    pub owner: Option<String>,
+    /// When its process last proved alive.
+    pub heartbeat_at: Option<DateTime<Utc>>,
 }
 
 /// One record-level error of a run: a bad row, a rejected push.

@@ -386,7 +386,20 @@ pub const FEATURES: &[Feature] = &[
     ),
 ];
 
-/// The built-in feature of that name.
+/// Every built-in feature as a field segments can use (custom attributes are only known once
+/// data is read).
+pub fn catalogue_fields() -> Vec<super::FieldInfo> {
+    FEATURES
+        .iter()
+        .map(|f| super::FieldInfo {
+            name: f.name.to_owned(),
+            ty: f.ty,
+            doc: f.doc.to_owned(),
+        })
+        .collect()
+}
+
+/// The feature called `name`.
 pub fn feature(name: &str) -> Option<&'static Feature> {
     FEATURES.iter().find(|f| f.name == name)
 }

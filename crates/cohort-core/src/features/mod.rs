@@ -16,6 +16,7 @@ mod rfm;
 mod table;
 
 pub use builder::{BuildError, BuildStats, FeatureBuilder, FoldedOrders, OrderFold};
+pub use catalog::catalogue_fields;
 pub use column::{
     BoolColumn, CategoryBuilder, CategoryColumn, Column, FieldType, Nullable, TagsBuilder,
     TagsColumn, TextColumn,

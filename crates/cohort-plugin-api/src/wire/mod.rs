@@ -67,28 +67,9 @@ impl fmt::Display for Stream {
     }
 }
 
-/// How a destination applies a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DestinationMode {
-    /// Adds and updates members; never removes.
-    Upsert,
-    /// Keeps the destination equal to the segment: adds, updates and removes.
-    Mirror,
-    /// Sends one rendered message per operation (email, SMS).
-    Send,
-}
-
-impl DestinationMode {
-    /// The mode's name as it appears in JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DestinationMode::Upsert => "upsert",
-            DestinationMode::Mirror => "mirror",
-            DestinationMode::Send => "send",
-        }
-    }
-}
+/// How a destination applies a batch: the core's [`Mode`](cohort_core::delivery::Mode), the
+/// one definition config, wire and store share (`upsert`, `mirror`, `send` in JSON).
+pub use cohort_core::delivery::Mode as DestinationMode;
 
 /// What a plugin can do, beyond its kinds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -468,28 +449,9 @@ pub fn read_page<R: StreamRecord>(bytes: &[u8]) -> Result<Page<R>, PageError> {
     }
 }
 
-/// What to do with one customer at a destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// Add or update the customer in the audience.
-    Upsert,
-    /// Remove the customer from the audience.
-    Remove,
-    /// Send the rendered message.
-    Send,
-}
-
-impl Action {
-    /// The action's name as it appears in JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Upsert => "upsert",
-            Action::Remove => "remove",
-            Action::Send => "send",
-        }
-    }
-}
+/// What to do with one customer at a destination: the core's
+/// [`Action`](cohort_core::delivery::Action) (`upsert`, `remove`, `send` in JSON).
+pub use cohort_core::delivery::Action;
 
 /// A rendered message, for [`Action::Send`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -519,12 +481,20 @@ pub struct Operation {
     pub action: Action,
     /// Who it is about.
     pub customer_id: CustomerId,
-    /// Contact data the destination may need (email, phone, names), when allowed.
+    /// The whole customer record. Cohort no longer sends it (data minimisation: a destination
+    /// gets only the campaign's `fields`, or the rendered message); kept so that older plugins
+    /// that read it still parse batches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer: Option<Customer>,
-    /// Rendered payload from the campaign's templates (any JSON).
+    /// Rendered payload from the campaign's templates (the campaign's `fields`). For a
+    /// removal, the payload the destination acknowledged last: what to remove.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub payload: Value,
+    /// For an upsert that changes a member already at the destination, the payload it
+    /// acknowledged last (ABI 1.2): a destination keyed by what the payload holds (hashed
+    /// emails at an ad platform) removes the old keys when they changed.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub previous: Value,
     /// Rendered message, for [`Action::Send`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<Message>,
