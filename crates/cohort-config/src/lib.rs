@@ -12,6 +12,7 @@
 //! failing. The keys are documented in `docs/config.md`; a test keeps it complete.
 
 mod diag;
+pub mod mask;
 mod model;
 mod raw;
 mod schedule;

@@ -237,6 +237,7 @@ fn resolve_parts(
                         });
                     }
                 };
+                crate::mask::register(&value);
                 out.push_str(&value);
                 secrets.push(value);
             }
@@ -250,6 +251,7 @@ fn resolve_parts(
                         reason: e.to_string(),
                     })?;
                 let value = value.trim_end_matches(['\n', '\r']).to_owned();
+                crate::mask::register(&value);
                 out.push_str(&value);
                 secrets.push(value);
             }
