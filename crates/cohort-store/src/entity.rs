@@ -219,6 +219,8 @@ pub(crate) mod destination_state {
         pub pending_key: Option<String>,
         pub pending_hash: Option<String>,
         pub updated_at: DateTimeUtc,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub payload: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -245,6 +247,8 @@ pub(crate) mod job_runs {
         pub summary: Option<Json>,
         #[sea_orm(column_type = "Text", nullable)]
         pub error: Option<String>,
+        pub owner: Option<String>,
+        pub heartbeat_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -290,6 +294,28 @@ pub(crate) mod suppressions {
         pub reason: String,
         pub source: String,
         pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod workspace_locks {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "workspace_locks")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub workspace_id: String,
+        pub run_id: Option<i64>,
+        pub owner: String,
+        pub token: String,
+        pub acquired_at: DateTimeUtc,
+        pub heartbeat_at: DateTimeUtc,
+        pub expires_at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -54,6 +54,12 @@ pub enum StoreError {
         /// Why it failed.
         reason: String,
     },
+    /// The run's lease on its workspace ran out and another process took the workspace over:
+    /// this run was declared dead and must stop without writing its end.
+    #[error(
+        "this run lost its lease on the workspace (it was silent longer than the lease, and another run took over); its end was not recorded"
+    )]
+    LeaseLost,
     /// The caller passed something the store refuses (a bad schema name, an absurd value).
     #[error("invalid input to the store: {0}")]
     Invalid(String),
@@ -120,7 +126,7 @@ fn classify_sqlx(err: &sqlx::Error) -> StoreError {
 }
 
 /// The URL with the password of its userinfo replaced by `***`, for messages and logs.
-pub(crate) fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

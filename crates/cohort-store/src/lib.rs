@@ -22,6 +22,7 @@ mod error;
 mod ingest;
 mod migration;
 mod read;
+mod runs;
 mod types;
 mod workspace;
 
@@ -36,6 +37,7 @@ use sea_orm::{
 use sea_orm_migration::MigratorTrait;
 
 pub use error::StoreError;
+pub use runs::{Begun, Holder, Owner, RunLease};
 pub use types::{
     Backend, DestinationState, DestinationStatus, PendingPush, RecordError, RunId, RunRow,
     RunStatus, SegmentVersion, StreamKind, SuppressionReason, Upserted, WorkspaceInfo,
@@ -43,7 +45,8 @@ pub use types::{
 pub use workspace::WorkspaceStore;
 
 use crate::entity::workspaces;
-use crate::error::{redact_url, scrub};
+pub use crate::error::redact_url;
+use crate::error::scrub;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -57,6 +60,8 @@ pub const DATABASE_URL_ENV: &str = "COHORT_DATABASE_URL";
 pub struct Store {
     db: DatabaseConnection,
     backend: Backend,
+    /// The URL as given, to find a SQLite file's lock; never shown.
+    url: String,
     /// The URL with the password redacted, for messages.
     location: String,
 }
@@ -162,6 +167,7 @@ impl Store {
         Ok(Store {
             db,
             backend,
+            url: url.to_owned(),
             location,
         })
     }
@@ -186,6 +192,13 @@ impl Store {
             .await?;
             result.map_err(migration_error)
         } else {
+            // SQLite has no advisory locks: two processes opening a new store together (two
+            // runs, a run and `cohort runs list`) would both create its tables. A lock file
+            // beside the database serialises their migrations; it is released when dropped.
+            let _guard = match sqlite_file(&self.url) {
+                Some(db) => Some(lock_file(db.with_extension("migrate-lock")).await?),
+                None => None,
+            };
             migration::Migrator::up(&self.db, None)
                 .await
                 .map_err(migration_error)
@@ -317,6 +330,35 @@ fn backend_of(url: &str) -> Result<Backend, StoreError> {
             url: redact_url(url),
         })
     }
+}
+
+/// The file of a SQLite URL (`sqlite://PATH?…`, `sqlite:PATH`); `None` in memory.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    if path.is_empty() || path.starts_with(":memory:") || url.contains("mode=memory") {
+        return None;
+    }
+    Some(std::path::PathBuf::from(path))
+}
+
+/// Takes an exclusive lock on `path` (created if missing), waiting for another process to
+/// release it.
+async fn lock_file(path: std::path::PathBuf) -> Result<std::fs::File, StoreError> {
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        file.lock()?;
+        Ok::<_, std::io::Error>(file)
+    })
+    .await
+    .map_err(|e| StoreError::Migration(format!("taking the migration lock: {e}")))?
+    .map_err(|e| StoreError::Migration(format!("taking the migration lock: {e}")))
 }
 
 /// Schema names are spliced into SQL, so only plain identifiers pass.

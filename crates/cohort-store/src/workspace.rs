@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use cohort_core::delivery::Action;
 use cohort_core::record::{Customer, Event, Order};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
@@ -34,9 +35,9 @@ const MAX_PARAMS: usize = 30_000;
 /// One workspace's data. Made by [`crate::Store::workspace`]; cheap to clone.
 #[derive(Clone)]
 pub struct WorkspaceStore {
-    db: DatabaseConnection,
-    backend: Backend,
-    id: Arc<str>,
+    pub(crate) db: DatabaseConnection,
+    pub(crate) backend: Backend,
+    pub(crate) id: Arc<str>,
 }
 
 impl std::fmt::Debug for WorkspaceStore {
@@ -311,17 +312,54 @@ impl WorkspaceStore {
                     entries: r.entries,
                     pending: match (r.pending_action, r.pending_key, r.pending_hash) {
                         (Some(action), Some(key), hash) => Some(PendingPush {
-                            action,
+                            action: Action::parse(&action).ok_or_else(|| StoreError::Corrupt {
+                                what: "destination state",
+                                key: format!("{campaign}/{}", r.customer_id),
+                                reason: format!("unknown pending action `{action}`"),
+                            })?,
                             key,
                             payload_hash: hash.unwrap_or_default(),
                         }),
                         _ => None,
                     },
                     updated_at: r.updated_at,
+                    payload: None,
                 };
                 Ok((r.customer_id, state))
             })
             .collect()
+    }
+
+    /// The payloads last acknowledged for these customers of `campaign` (those with none stored
+    /// are left out).
+    pub async fn destination_payloads(
+        &self,
+        campaign: &str,
+        customers: &[&str],
+    ) -> Result<HashMap<String, Value>, StoreError> {
+        let mut out = HashMap::with_capacity(customers.len());
+        for chunk in customers.chunks(chunk_rows(1)) {
+            let rows: Vec<(String, Option<String>)> = destination_state::Entity::find()
+                .select_only()
+                .column(destination_state::Column::CustomerId)
+                .column(destination_state::Column::Payload)
+                .filter(destination_state::Column::WorkspaceId.eq(&*self.id))
+                .filter(destination_state::Column::Campaign.eq(campaign))
+                .filter(destination_state::Column::CustomerId.is_in(chunk.iter().copied()))
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            for (id, payload) in rows {
+                let Some(text) = payload else { continue };
+                let value = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    what: "destination payload",
+                    key: format!("{campaign}/{id}"),
+                    reason: e.to_string(),
+                })?;
+                out.insert(id, value);
+            }
+        }
+        Ok(out)
     }
 
     /// Saves the acknowledged state of `updates` for `campaign`, replacing each customer's
@@ -332,7 +370,7 @@ impl WorkspaceStore {
         updates: &[DestinationState],
     ) -> Result<(), StoreError> {
         let tx = self.db.begin().await?;
-        for chunk in updates.chunks(chunk_rows(11)) {
+        for chunk in updates.chunks(chunk_rows(12)) {
             let rows = chunk.iter().map(|u| destination_state::ActiveModel {
                 workspace_id: Set(self.id.to_string()),
                 campaign: Set(campaign.to_owned()),
@@ -341,10 +379,11 @@ impl WorkspaceStore {
                 payload_hash: Set(u.payload_hash.clone()),
                 idempotency_key: Set(u.idempotency_key.clone()),
                 entries: Set(u.entries),
-                pending_action: Set(u.pending.as_ref().map(|p| p.action.clone())),
+                pending_action: Set(u.pending.as_ref().map(|p| p.action.as_str().to_owned())),
                 pending_key: Set(u.pending.as_ref().map(|p| p.key.clone())),
                 pending_hash: Set(u.pending.as_ref().map(|p| p.payload_hash.clone())),
                 updated_at: Set(u.updated_at),
+                payload: Set(u.payload.as_ref().map(Value::to_string)),
             });
             destination_state::Entity::insert_many(rows)
                 .on_conflict(
@@ -363,6 +402,11 @@ impl WorkspaceStore {
                         destination_state::Column::PendingHash,
                         destination_state::Column::UpdatedAt,
                     ])
+                    // A commit without a payload keeps the one acknowledged before.
+                    .value(
+                        destination_state::Column::Payload,
+                        Expr::cust("COALESCE(excluded.payload, destination_state.payload)"),
+                    )
                     .to_owned(),
                 )
                 .exec_without_returning(&tx)
@@ -372,73 +416,7 @@ impl WorkspaceStore {
         Ok(())
     }
 
-    // ---- runs -----------------------------------------------------------------------------
-
-    /// Records the start of a run of `job`. Runs of the same job still marked running were
-    /// left by a process that died: they are marked failed ("interrupted") first.
-    pub async fn start_run(
-        &self,
-        job: &str,
-        trigger: &str,
-        dry_run: bool,
-    ) -> Result<RunId, StoreError> {
-        let now = Utc::now();
-        let tx = self.db.begin().await?;
-        job_runs::Entity::update_many()
-            .col_expr(
-                job_runs::Column::Status,
-                Expr::value(RunStatus::Failed.as_str()),
-            )
-            .col_expr(job_runs::Column::FinishedAt, Expr::value(now))
-            .col_expr(job_runs::Column::Error, Expr::value("interrupted"))
-            .filter(job_runs::Column::WorkspaceId.eq(&*self.id))
-            .filter(job_runs::Column::Job.eq(job))
-            .filter(job_runs::Column::Status.eq(RunStatus::Running.as_str()))
-            .exec(&tx)
-            .await?;
-        let inserted = job_runs::Entity::insert(job_runs::ActiveModel {
-            workspace_id: Set(self.id.to_string()),
-            job: Set(job.to_owned()),
-            trigger: Set(trigger.to_owned()),
-            dry_run: Set(dry_run),
-            status: Set(RunStatus::Running.as_str().to_owned()),
-            started_at: Set(now),
-            finished_at: Set(None),
-            summary: Set(None),
-            error: Set(None),
-            ..Default::default()
-        })
-        .exec(&tx)
-        .await?;
-        tx.commit().await?;
-        Ok(inserted.last_insert_id)
-    }
-
-    /// Records the end of run `id`.
-    pub async fn finish_run(
-        &self,
-        id: RunId,
-        status: RunStatus,
-        summary: &Value,
-        error: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let done = job_runs::Entity::update_many()
-            .col_expr(job_runs::Column::Status, Expr::value(status.as_str()))
-            .col_expr(job_runs::Column::FinishedAt, Expr::value(Utc::now()))
-            .col_expr(job_runs::Column::Summary, Expr::value(summary.clone()))
-            .col_expr(
-                job_runs::Column::Error,
-                Expr::value(error.map(str::to_owned)),
-            )
-            .filter(job_runs::Column::WorkspaceId.eq(&*self.id))
-            .filter(job_runs::Column::Id.eq(id))
-            .exec(&self.db)
-            .await?;
-        if done.rows_affected == 0 {
-            return Err(StoreError::UnknownRun(id));
-        }
-        Ok(())
-    }
+    // ---- runs (beginning and finishing them: see `runs.rs`) ------------------------------
 
     /// Records per-record errors of run `id`.
     pub async fn record_errors(&self, id: RunId, errors: &[RecordError]) -> Result<(), StoreError> {
@@ -555,7 +533,7 @@ impl WorkspaceStore {
     }
 }
 
-fn run_row(r: job_runs::Model) -> Result<RunRow, StoreError> {
+pub(crate) fn run_row(r: job_runs::Model) -> Result<RunRow, StoreError> {
     let status = RunStatus::parse(&r.status).ok_or_else(|| StoreError::Corrupt {
         what: "run",
         key: r.id.to_string(),
@@ -571,5 +549,7 @@ fn run_row(r: job_runs::Model) -> Result<RunRow, StoreError> {
         finished_at: r.finished_at,
         summary: r.summary,
         error: r.error,
+        owner: r.owner,
+        heartbeat_at: r.heartbeat_at,
     })
 }

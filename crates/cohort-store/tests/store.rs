@@ -7,12 +7,13 @@ mod util;
 use std::collections::BTreeMap;
 
 use chrono::{TimeZone, Utc};
+use cohort_core::delivery::Action;
 use cohort_core::money::Money;
 use cohort_core::record::{Customer, Event, EventKind, LineItem, Order};
 use cohort_core::time::Timestamp;
 use cohort_store::{
-    Backend, DestinationState, DestinationStatus, PendingPush, RecordError, RunStatus, Store,
-    StoreError, StreamKind, SuppressionReason, Upserted,
+    Backend, Begun, DestinationState, DestinationStatus, Owner, PendingPush, RecordError, RunLease,
+    RunStatus, Store, StoreError, StreamKind, SuppressionReason, Upserted, WorkspaceStore,
 };
 use serde_json::json;
 use util::workspace;
@@ -436,9 +437,11 @@ both!(one_workspace_cannot_read_another_workspaces_data, |db| {
         entries: 1,
         pending: None,
         updated_at: Utc::now(),
+        payload: Some(json!({"email": "a@x.com"})),
     };
     a.commit_destination("winback", &[state]).await.unwrap();
-    let run = a.start_run("nightly", "manual", false).await.unwrap();
+    let lease = begin(&a, "nightly", &elsewhere(), Utc::now()).await;
+    let run = lease.run_id;
     a.record_errors(
         run,
         &[RecordError {
@@ -463,14 +466,18 @@ both!(one_workspace_cannot_read_another_workspaces_data, |db| {
     assert_eq!(b.run(run).await.unwrap(), None);
     assert!(b.suppressed_emails().await.unwrap().is_empty());
     // Nor write into it: finishing or annotating a's run through b's handle is refused.
+    assert!(
+        b.destination_payloads("winback", &["1"])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(b.lock_holder().await.unwrap(), None);
     let err = b
-        .finish_run(run, RunStatus::Succeeded, &json!({}), None)
+        .finish_run(&lease, RunStatus::Succeeded, &json!({}), None, Utc::now())
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, StoreError::UnknownRun(id) if id == run),
-        "{err}"
-    );
+    assert!(matches!(err, StoreError::LeaseLost), "{err}");
     let err = b
         .record_errors(
             run,
@@ -565,11 +572,12 @@ both!(
             entries,
             // A push whose outcome is unknown round-trips too.
             pending: (entries == 2).then(|| PendingPush {
-                action: "remove".to_owned(),
+                action: Action::Remove,
                 key: format!("winback:{id}:3"),
                 payload_hash: "hash".to_owned(),
             }),
             updated_at: at,
+            payload: None,
         };
         ws.commit_destination(
             "winback",
@@ -590,18 +598,125 @@ both!(
         assert_eq!(state.len(), 2);
         assert_eq!(state["1"], st("1", DestinationStatus::Removed, 2));
         assert_eq!(state["2"], st("2", DestinationStatus::Sent, 1));
+
+        // The acknowledged payload is kept until a commit brings another; commits without
+        // one leave it alone.
+        let with = |id: &str, p| DestinationState {
+            payload: Some(p),
+            ..st(id, DestinationStatus::Member, 3)
+        };
+        ws.commit_destination("winback", &[with("1", json!({"EMAIL": "old"}))])
+            .await
+            .unwrap();
+        ws.commit_destination("winback", &[st("1", DestinationStatus::Removed, 4)])
+            .await
+            .unwrap();
+        let held = ws
+            .destination_payloads("winback", &["1", "2", "9"])
+            .await
+            .unwrap();
+        assert_eq!(held.len(), 1, "{held:?}");
+        assert_eq!(held["1"], json!({"EMAIL": "old"}));
+        ws.commit_destination("winback", &[with("1", json!({"EMAIL": "new"}))])
+            .await
+            .unwrap();
+        let held = ws.destination_payloads("winback", &["1"]).await.unwrap();
+        assert_eq!(held["1"], json!({"EMAIL": "new"}));
     }
 );
 
+/// A process on another host: alive as far as this host can tell, so only its lease's expiry
+/// frees the workspace.
+fn elsewhere() -> Owner {
+    Owner::parse("another-host/4242").unwrap()
+}
+
+const LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn begin(
+    ws: &WorkspaceStore,
+    job: &str,
+    owner: &Owner,
+    at: chrono::DateTime<Utc>,
+) -> RunLease {
+    match ws
+        .begin_run(job, "manual", false, owner, LEASE, at)
+        .await
+        .unwrap()
+    {
+        Begun::Started(lease) => lease,
+        Begun::Busy(holder) => panic!("busy: {holder}"),
+    }
+}
+
 both!(
-    runs_are_recorded_listed_and_stale_ones_marked_interrupted,
+    runs_are_recorded_listed_and_a_dead_holders_run_marked_interrupted,
     |db| {
         db.store.ensure_workspace(&workspace("a")).await.unwrap();
         let ws = db.store.workspace("a");
-        let killed = ws.start_run("nightly", "schedule", false).await.unwrap();
-        let other_job = ws.start_run("hourly", "schedule", true).await.unwrap();
-        let run = ws.start_run("nightly", "manual", true).await.unwrap();
-        assert!(run > killed);
+        let t0 = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap();
+        let killed = begin(&ws, "nightly", &elsewhere(), t0).await;
+        // Within the lease, the workspace is busy, whoever asks, naming the run that holds it.
+        let second = ws
+            .begin_run(
+                "hourly",
+                "schedule",
+                true,
+                &Owner::current(),
+                LEASE,
+                t0 + chrono::Duration::seconds(30),
+            )
+            .await
+            .unwrap();
+        let Begun::Busy(holder) = second else {
+            panic!("a second run started beside the first: {second:?}");
+        };
+        assert_eq!(holder.run_id, Some(killed.run_id));
+        assert_eq!(holder.job.as_deref(), Some("nightly"));
+        assert_eq!(holder.owner, "another-host/4242");
+        assert!(
+            holder
+                .to_string()
+                .contains(&format!("run {} (job `nightly`)", killed.run_id)),
+            "{holder}"
+        );
+        // A heartbeat pushes the lease forward.
+        assert!(
+            ws.heartbeat(&killed, t0 + chrono::Duration::seconds(50))
+                .await
+                .unwrap()
+        );
+        assert!(matches!(
+            ws.begin_run(
+                "nightly",
+                "manual",
+                true,
+                &Owner::current(),
+                LEASE,
+                t0 + chrono::Duration::seconds(100)
+            )
+            .await
+            .unwrap(),
+            Begun::Busy(_)
+        ));
+        // Silent past its lease, the holder is dead: the workspace is taken over, and the
+        // run it left is failed, naming its process.
+        let lease = ws
+            .begin_run(
+                "nightly",
+                "manual",
+                true,
+                &Owner::current(),
+                LEASE,
+                t0 + chrono::Duration::seconds(111),
+            )
+            .await
+            .unwrap();
+        let Begun::Started(lease) = lease else {
+            panic!("the dead holder kept the workspace: {lease:?}");
+        };
+        let run = lease.run_id;
+        assert!(run > killed.run_id);
         ws.record_errors(
             run,
             &[
@@ -621,28 +736,34 @@ both!(
         .unwrap();
         let summary = json!({"sources": {"shop": {"pulled": 10, "new": 3}}});
         ws.finish_run(
-            run,
+            &lease,
             RunStatus::PartiallyFailed,
             &summary,
             Some("2 records failed"),
+            t0 + chrono::Duration::seconds(120),
         )
         .await
         .unwrap();
+        assert_eq!(
+            ws.lock_holder().await.unwrap(),
+            None,
+            "finishing gives the workspace back"
+        );
 
         let runs = ws.runs(10).await.unwrap();
         assert_eq!(
             runs.iter().map(|r| r.id).collect::<Vec<_>>(),
-            vec![run, other_job, killed]
+            vec![run, killed.run_id]
         );
-        let stale = &runs[2];
+        let stale = &runs[1];
         assert_eq!(stale.status, RunStatus::Failed);
-        assert_eq!(stale.error.as_deref(), Some("interrupted"));
-        assert!(stale.finished_at.is_some());
         assert_eq!(
-            runs[1].status,
-            RunStatus::Running,
-            "another job's run is left alone"
+            stale.error.as_deref(),
+            Some(
+                "interrupted: its process (another-host/4242) stopped (last alive 2024-05-01 12:00:50 UTC)"
+            )
         );
+        assert_eq!(stale.owner.as_deref(), Some("another-host/4242"));
 
         let (row, errors) = ws.run(run).await.unwrap().unwrap();
         assert_eq!(row.status, RunStatus::PartiallyFailed);
@@ -650,11 +771,102 @@ both!(
         assert_eq!(row.trigger, "manual");
         assert_eq!(row.summary, Some(summary));
         assert_eq!(row.error.as_deref(), Some("2 records failed"));
+        assert_eq!(row.owner, Some(Owner::current().to_string()));
         assert!(row.finished_at.unwrap() >= row.started_at);
         assert_eq!(errors.len(), 2);
         assert_eq!(errors[1].location, "winback/42");
         assert_eq!(ws.runs(1).await.unwrap().len(), 1);
         assert_eq!(ws.run(run + 1000).await.unwrap(), None);
+    }
+);
+
+both!(
+    a_run_that_lost_its_lease_can_neither_beat_nor_record_its_end,
+    |db| {
+        db.store.ensure_workspace(&workspace("a")).await.unwrap();
+        let ws = db.store.workspace("a");
+        let t0 = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap();
+        let stalled = begin(&ws, "nightly", &elsewhere(), t0).await;
+        let taker = begin(
+            &ws,
+            "nightly",
+            &Owner::current(),
+            t0 + chrono::Duration::seconds(61),
+        )
+        .await;
+        assert!(
+            !ws.heartbeat(&stalled, t0 + chrono::Duration::seconds(62))
+                .await
+                .unwrap()
+        );
+        let err = ws
+            .finish_run(
+                &stalled,
+                RunStatus::Succeeded,
+                &json!({}),
+                None,
+                t0 + chrono::Duration::seconds(63),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::LeaseLost), "{err}");
+        let (row, _) = ws.run(stalled.run_id).await.unwrap().unwrap();
+        assert_eq!(
+            row.status,
+            RunStatus::Failed,
+            "the stalled run cannot overwrite its record"
+        );
+        // The one that took over still holds the workspace.
+        let holder = ws.lock_holder().await.unwrap().unwrap();
+        assert_eq!(holder.run_id, Some(taker.run_id));
+    }
+);
+
+both!(
+    a_holder_whose_process_is_gone_from_this_host_is_taken_over_at_once,
+    |db| {
+        db.store.ensure_workspace(&workspace("a")).await.unwrap();
+        let ws = db.store.workspace("a");
+        // A process of this host that has exited: its pid is free.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let host = Owner::current().to_string();
+        let host = host.rsplit_once('/').unwrap().0;
+        let gone = Owner::parse(&format!("{host}/{pid}")).unwrap();
+        assert!(gone.is_gone());
+        let t0 = Utc::now();
+        let dead = begin(&ws, "nightly", &gone, t0).await;
+        let next = begin(
+            &ws,
+            "nightly",
+            &Owner::current(),
+            t0 + chrono::Duration::seconds(1),
+        )
+        .await;
+        assert!(next.run_id > dead.run_id);
+        let (row, _) = ws.run(dead.run_id).await.unwrap().unwrap();
+        assert_eq!(row.status, RunStatus::Failed);
+    }
+);
+
+both!(
+    of_two_runs_racing_for_a_workspace_exactly_one_starts,
+    |db| {
+        db.store.ensure_workspace(&workspace("a")).await.unwrap();
+        let ws = db.store.workspace("a");
+        let now = Utc::now();
+        let (me, other) = (Owner::current(), elsewhere());
+        let (one, two) = tokio::join!(
+            ws.begin_run("nightly", "manual", false, &me, LEASE, now),
+            ws.begin_run("nightly", "manual", false, &other, LEASE, now),
+        );
+        let started = [one.unwrap(), two.unwrap()]
+            .iter()
+            .filter(|b| matches!(b, Begun::Started(_)))
+            .count();
+        assert_eq!(started, 1);
+        assert_eq!(ws.runs(10).await.unwrap().len(), 1);
     }
 );
 

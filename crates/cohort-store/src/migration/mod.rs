@@ -7,6 +7,7 @@ use sea_orm_migration::prelude::*;
 
 mod m0001_initial;
 mod m0002_source_keys;
+mod m0003_run_leases;
 
 /// Every migration of the store, oldest first.
 #[derive(Debug)]
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_initial::Migration),
             Box::new(m0002_source_keys::Migration),
+            Box::new(m0003_run_leases::Migration),
         ]
     }
 
