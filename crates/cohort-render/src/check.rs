@@ -39,6 +39,41 @@ pub(crate) fn check(
     walker.errors
 }
 
+/// Whether `template` refers to `name` anywhere, as a helper or as a field, in any branch.
+/// The run asks this to know whether to compute what an expensive helper needs
+/// (`top_products` needs every order's line items).
+pub(crate) fn mentions(template: &Template, name: &str) -> bool {
+    fn in_param(p: &Parameter, name: &str) -> bool {
+        match p {
+            Parameter::Subexpression(sub) => match sub.as_element() {
+                TemplateElement::Expression(ht) | TemplateElement::HtmlExpression(ht) => {
+                    in_helper(ht, name)
+                }
+                _ => false,
+            },
+            other => name_of(other).is_some_and(|n| {
+                let n = n.trim_start_matches("@root.").trim_start_matches("this.");
+                n == name
+                    || n.starts_with(&format!("{name}."))
+                    || n.trim_start_matches("../") == name
+            }),
+        }
+    }
+    fn in_helper(ht: &HelperTemplate, name: &str) -> bool {
+        in_param(&ht.name, name)
+            || ht.params.iter().any(|p| in_param(p, name))
+            || ht.hash.values().any(|p| in_param(p, name))
+            || ht.template.as_ref().is_some_and(|t| mentions(t, name))
+            || ht.inverse.as_ref().is_some_and(|t| mentions(t, name))
+    }
+    template.elements.iter().any(|element| match element {
+        TemplateElement::Expression(ht)
+        | TemplateElement::HtmlExpression(ht)
+        | TemplateElement::HelperBlock(ht) => in_helper(ht, name),
+        _ => false,
+    })
+}
+
 struct Walker<'a> {
     spec: &'a TemplateSpec,
     known: &'a BTreeSet<&'static str>,
@@ -405,5 +440,18 @@ mod tests {
         assert_eq!(suggest("First_Name", names), Some("first_name"));
         assert_eq!(suggest("total_spend", names), Some("total_spent"));
         assert_eq!(suggest("banana", names), None);
+    }
+
+    #[test]
+    fn a_helper_is_found_wherever_it_is_used_and_not_in_plain_text() {
+        let uses = |src: &str| {
+            let t = Template::compile(src).unwrap();
+            mentions(&t, "top_products")
+        };
+        assert!(uses("{{#each (top_products 3)}}{{title}}{{/each}}"));
+        assert!(uses("{{#if vip}}x{{else}}{{len (top_products)}}{{/if}}"));
+        assert!(uses("{{top_products}}"));
+        assert!(!uses("We love top_products: {{first_name}}"));
+        assert!(!uses("{{#each tags}}{{this}}{{/each}}"));
     }
 }

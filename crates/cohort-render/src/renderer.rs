@@ -143,14 +143,26 @@ impl Renderer {
     pub fn add(&mut self, spec: &TemplateSpec) -> Result<(), TemplateError> {
         let template = handlebars::Template::compile_with_name(&spec.source, spec.name.clone())
             .map_err(|e| {
-                let (line, column) = e.pos().unwrap_or((1, 1));
+                let (mut line, mut column) = e.pos().unwrap_or((1, 1));
+                let mut message = compile_message(e.reason(), &spec.source, e.pos());
+                // A block left open shows up as an error at the end of the template; the place
+                // to fix is where it opened.
+                if ends_too_early(e.reason(), &spec.source, e.pos())
+                    && let Some(open) = unclosed_block(&spec.source)
+                {
+                    (line, column) = (open.line, open.column);
+                    message = format!(
+                        "`{{{{#{0}}}}}` is never closed: add `{{{{/{0}}}}}` where its block ends",
+                        open.name
+                    );
+                }
                 let (line, column) = spec.position(line, column);
                 TemplateError {
                     template: spec.name.clone(),
                     origin: spec.origin.clone(),
                     line,
                     column,
-                    message: compile_message(e.reason(), &spec.source, e.pos()),
+                    message,
                     help: None,
                 }
             })?;
@@ -181,6 +193,17 @@ impl Renderer {
             return Vec::new();
         };
         check::check(template, spec, &known_fields())
+    }
+
+    /// Whether template `name` uses `helper_or_field` anywhere (in any branch); false for a
+    /// template that was not added.
+    pub fn uses(&self, name: &str, helper_or_field: &str) -> bool {
+        let Some(spec) = self.specs.get(name) else {
+            return false;
+        };
+        self.registry(spec.kind)
+            .get_template(name)
+            .is_some_and(|t| check::mentions(t, helper_or_field))
     }
 
     /// Renders template `name` for the customer of `ctx`.
@@ -245,6 +268,83 @@ impl Renderer {
     }
 }
 
+/// The source from the error's position to the end of its line, if the position is in it.
+fn rest_of_line(source: &str, pos: Option<(usize, usize)>) -> Option<&str> {
+    pos.and_then(|(line, column)| {
+        let text = source.split('\n').nth(line.checked_sub(1)?)?;
+        let start = text
+            .char_indices()
+            .nth(column.checked_sub(1)?)
+            .map(|(i, _)| i);
+        Some(start.map_or("", |i| &text[i..]))
+    })
+}
+
+/// Whether a syntax error is the parser running out of template.
+fn ends_too_early(
+    reason: &handlebars::TemplateErrorReason,
+    source: &str,
+    pos: Option<(usize, usize)>,
+) -> bool {
+    if !matches!(reason, handlebars::TemplateErrorReason::InvalidSyntax(_)) {
+        return false;
+    }
+    let rest = rest_of_line(source, pos);
+    let at_end = pos.is_some_and(|(line, _)| line >= source.split('\n').count())
+        && rest.is_some_and(|r| r.trim().is_empty());
+    at_end || rest.is_none()
+}
+
+/// A `{{#block}}` that is never closed: the innermost one, where it opens.
+#[derive(Debug, PartialEq, Eq)]
+struct OpenBlock {
+    name: String,
+    line: usize,
+    column: usize,
+}
+
+/// Finds the innermost block opened and not closed, by scanning the tags (comments skipped).
+fn unclosed_block(source: &str) -> Option<OpenBlock> {
+    let mut open: Vec<(String, usize)> = Vec::new();
+    let mut at = 0;
+    while let Some(i) = source[at..].find("{{") {
+        let start = at + i;
+        let body_start = start + 2;
+        if source[body_start..].starts_with("!--") {
+            at = source[body_start..]
+                .find("--}}")
+                .map_or(source.len(), |j| body_start + j + 4);
+            continue;
+        }
+        let Some(len) = source[body_start..].find("}}") else {
+            break;
+        };
+        let tag = source[body_start..body_start + len]
+            .trim_start_matches(['~', '{'])
+            .trim_start();
+        at = body_start + len + 2;
+        if let Some(rest) = tag.strip_prefix('#') {
+            let name: String = rest
+                .trim_start_matches(['>', '*'])
+                .split(|c: char| c.is_whitespace() || c == '~' || c == '}')
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            open.push((name, start));
+        } else if let Some(rest) = tag.strip_prefix('/') {
+            let name = rest.trim().trim_end_matches('~').trim();
+            if let Some(i) = open.iter().rposition(|(n, _)| n == name) {
+                open.truncate(i);
+            }
+        }
+    }
+    let (name, offset) = open.pop()?;
+    let before = &source[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    Some(OpenBlock { name, line, column })
+}
+
 fn compile_message(
     reason: &handlebars::TemplateErrorReason,
     source: &str,
@@ -254,17 +354,8 @@ fn compile_message(
     match reason {
         // pest lists grammar rule names; the text at the position says more to a user.
         R::InvalidSyntax(_) => {
-            let rest = pos.and_then(|(line, column)| {
-                let text = source.split('\n').nth(line.checked_sub(1)?)?;
-                let start = text
-                    .char_indices()
-                    .nth(column.checked_sub(1)?)
-                    .map(|(i, _)| i);
-                Some(start.map_or("", |i| &text[i..]))
-            });
-            let at_end = pos.is_some_and(|(line, _)| line >= source.split('\n').count())
-                && rest.is_some_and(|r| r.trim().is_empty());
-            if at_end || rest.is_none() {
+            let rest = rest_of_line(source, pos);
+            if ends_too_early(reason, source, pos) {
                 "the template ends too early: a `{{` is not closed by `}}`, or a `{{#block}}` \
                  has no `{{/block}}`"
                     .to_owned()
@@ -304,6 +395,29 @@ fn render_message(reason: &RenderErrorReason) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn an_unclosed_block_is_reported_where_it_opens_not_at_the_end() {
+        let mut r = Renderer::new(workspace());
+        let spec = TemplateSpec::new(
+            "winback",
+            "<p>Hi</p>\n{{#if vip}}\n<b>VIP</b>\n{{#each (top_products 2)}}{{title}}{{/each}}\n<p>Bye</p>\n",
+            Kind::Html,
+        )
+        .file("templates/winback.html");
+        let err = r.add(&spec).unwrap_err();
+        assert_eq!((err.line, err.column), (2, 1), "{err}");
+        assert!(err.message.contains("`{{#if}}` is never closed"), "{err}");
+        assert_eq!(
+            unclosed_block("{{!-- {{#each x}} --}}{{#with a}}{{#if b}}{{/if}}"),
+            Some(OpenBlock {
+                name: "with".into(),
+                line: 1,
+                column: 23
+            })
+        );
+        assert_eq!(unclosed_block("{{#if a}}x{{else}}y{{/if}}"), None);
+    }
     use cohort_core::{Customer, Money, Timestamp};
     use serde_json::{Map, json};
 
@@ -460,8 +574,11 @@ pub(crate) mod tests {
         assert_eq!(e.origin, "config/demo.toml");
         assert_eq!(e.template, "winback.subject");
         assert_eq!(e.line, 40);
-        assert!(e.column > 11, "{e}");
-        assert!(e.message.contains("ends too early"), "{e}");
+        assert_eq!(
+            e.column, 14,
+            "at the `{{{{#if`, 3 characters into the string: {e}"
+        );
+        assert!(e.message.contains("`{{#if}}` is never closed"), "{e}");
     }
 
     fn compile_error(source: &str) -> TemplateError {
