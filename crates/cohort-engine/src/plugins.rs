@@ -2,46 +2,101 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow, bail};
 use cohort_config::{Config, PluginConfig};
 use cohort_plugin_host::LoadedPlugin;
-use cohort_plugin_host::discovery::{self, Registry};
+use cohort_plugin_host::discovery::{self, Registry, SearchDir};
+use cohort_plugin_host::wire::{DestinationMode, Kind};
 use serde_json::Value;
 
-/// The plugins a configuration can use, found once per run.
+use crate::error::{Context, EngineError, Result};
+
+/// The plugins a configuration can use, found once per process (or config reload).
 #[derive(Debug)]
-pub(crate) struct Plugins {
+pub struct Plugins {
     registry: Registry,
-    searched: Vec<String>,
+    dirs: Vec<SearchDir>,
 }
 
 impl Plugins {
     /// Discovers plugins beside the executable, in `[plugins] dir`, then in
     /// `COHORT_PLUGIN_PATH`.
-    pub(crate) fn discover(config: &Config) -> Plugins {
+    pub fn discover(config: &Config) -> Plugins {
         let dirs = discovery::default_search_dirs(config.plugins.dir.as_deref());
-        let searched = dirs.iter().map(|d| d.dir.display().to_string()).collect();
         Plugins {
             registry: Registry::discover(&dirs),
-            searched,
+            dirs,
         }
     }
 
+    /// Every plugin found, by name.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Where plugins were searched, in order.
+    pub fn search_dirs(&self) -> &[SearchDir] {
+        &self.dirs
+    }
+
     /// The plugin called `name`.
-    pub(crate) fn get(&self, name: &str) -> Result<&LoadedPlugin> {
+    pub fn get(&self, name: &str) -> Result<&LoadedPlugin> {
         self.registry.get(name).ok_or_else(|| {
-            anyhow!(
+            let searched: Vec<String> = self
+                .dirs
+                .iter()
+                .map(|d| d.dir.display().to_string())
+                .collect();
+            EngineError::config(format!(
                 "no plugin named `{name}` (searched {}; `cohort plugins list` shows what is found)",
-                self.searched.join(", ")
-            )
+                searched.join(", ")
+            ))
         })
+    }
+
+    /// The plugin called `name`, which must be a source.
+    pub fn source(&self, name: &str) -> Result<&LoadedPlugin> {
+        let plugin = self.get(name)?;
+        if !plugin.manifest().is(Kind::Source) {
+            return Err(EngineError::config(format!(
+                "plugin `{}` is not a source (it is: {})",
+                plugin.name(),
+                plugin.manifest().kinds_label()
+            )));
+        }
+        Ok(plugin)
+    }
+
+    /// The plugin called `name`, which must be a destination supporting `mode`.
+    pub fn destination(&self, name: &str, mode: DestinationMode) -> Result<&LoadedPlugin> {
+        let plugin = self.get(name)?;
+        if !plugin.manifest().is(Kind::Destination) {
+            return Err(EngineError::config(format!(
+                "plugin `{}` is not a destination (it is: {})",
+                plugin.name(),
+                plugin.manifest().kinds_label()
+            )));
+        }
+        if !plugin
+            .manifest()
+            .capabilities
+            .destination_modes
+            .contains(&mode)
+        {
+            return Err(EngineError::config(format!(
+                "plugin `{}` does not support {mode} mode",
+                plugin.name()
+            )));
+        }
+        Ok(plugin)
     }
 }
 
 /// A plugin config ready to open: secrets resolved, relative paths anchored.
-pub(crate) struct Prepared {
-    pub(crate) value: Value,
-    pub(crate) secrets: Vec<String>,
+pub struct Prepared {
+    /// The config the plugin is opened with.
+    pub value: Value,
+    /// The secrets in it, for the plugin host's redactor.
+    pub secrets: Vec<String>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -55,7 +110,7 @@ impl std::fmt::Debug for Prepared {
 /// Resolves `${env:..}`/`${file:..}` in `config` and, when the plugin's schema has a `base_dir`
 /// (plugins that read or write files do), anchors it at the config file's folder: relative
 /// paths in a config mean "beside this file", whatever folder `cohort` runs from.
-pub(crate) fn prepare(plugin: &LoadedPlugin, config: &PluginConfig) -> Result<Prepared> {
+pub fn prepare(plugin: &LoadedPlugin, config: &PluginConfig) -> Result<Prepared> {
     let resolved = config
         .resolve()
         .with_context(|| format!("resolving the config of plugin `{}`", plugin.name()))?;
@@ -76,12 +131,16 @@ pub(crate) fn prepare(plugin: &LoadedPlugin, config: &PluginConfig) -> Result<Pr
 
 fn anchor_base_dir(value: &mut Value, dir: &Path) -> Result<()> {
     let Some(object) = value.as_object_mut() else {
-        bail!("the plugin config must be a table");
+        return Err(EngineError::config("the plugin config must be a table"));
     };
     let anchored = match object.get("base_dir") {
         None | Some(Value::Null) => dir.to_path_buf(),
         Some(Value::String(s)) => dir.join(s),
-        Some(other) => bail!("base_dir must be a path, not {other}"),
+        Some(other) => {
+            return Err(EngineError::config(format!(
+                "base_dir must be a path, not {other}"
+            )));
+        }
     };
     object.insert(
         "base_dir".to_owned(),

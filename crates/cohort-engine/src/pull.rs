@@ -2,20 +2,26 @@
 //!
 //! Each page is upserted together with the cursor that follows it, in one transaction, so a
 //! run that dies mid-pull resumes after the last stored page: nothing is pulled twice into the
-//! counts, nothing is lost. Rows a source rejects are recorded with their location and skipped.
+//! counts, nothing is lost. Rows a source rejects, and records no store could hold faithfully
+//! (a NUL byte in a text field), are recorded with their location and skipped; the rest of the
+//! page still lands. A page that fails for a reason that may pass (the vendor's 429 or 5xx, a
+//! timeout) is asked for again, with the same backoff as a push.
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use cohort_config::Source;
+use cohort_core::record::NulFree;
 use cohort_core::{Customer, Event, Order};
-use cohort_plugin_host::wire::{Kind, Page, Stream, StreamRecord};
-use cohort_plugin_host::{AsyncInstance, HostServices};
+use cohort_plugin_host::wire::{Page, Stream, StreamRecord};
+use cohort_plugin_host::{AsyncInstance, HostServices, HttpService};
 use cohort_store::{RecordError, StreamKind, Upserted, WorkspaceStore};
 use serde_json::Value;
 
-use super::plugins::{Plugins, prepare};
-use super::summary::SourceSummary;
+use crate::error::{Context, Result};
+use crate::observer::{Observer, Stage};
+use crate::plugins::{Plugins, prepare};
+use crate::retry::retrying;
+use crate::summary::SourceSummary;
 
 /// Records asked for per page: large enough to amortise a transaction, small enough that a
 /// page of orders stays a few megabytes.
@@ -24,26 +30,28 @@ const PAGE_RECORDS: usize = 5_000;
 /// How long one plugin call may take before the run gives up on it.
 const CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Pulls every stream `source` offers into `ws`.
+/// What the pull stage needs from the run.
+pub(crate) struct PullContext<'a> {
+    pub(crate) ws: &'a WorkspaceStore,
+    pub(crate) plugins: &'a Plugins,
+    pub(crate) http: &'a HttpService,
+    pub(crate) services: HostServices,
+    pub(crate) observer: &'a dyn Observer,
+}
+
+/// Pulls every stream `source` offers into the store.
 pub(crate) async fn pull_source(
-    ws: &WorkspaceStore,
-    plugins: &Plugins,
+    cx: &PullContext<'_>,
     source: &Source,
     errors: &mut Vec<RecordError>,
 ) -> Result<Vec<SourceSummary>> {
-    let plugin = plugins.get(&source.plugin)?;
-    if !plugin.manifest().is(Kind::Source) {
-        anyhow::bail!(
-            "plugin `{}` is not a source (it is: {})",
-            plugin.name(),
-            plugin.manifest().kinds_label()
-        );
-    }
+    let plugin = cx.plugins.source(&source.plugin)?;
     let prepared = prepare(plugin, &source.config)?;
     let services = HostServices {
         secrets: prepared.secrets.clone(),
-        ..HostServices::default()
-    };
+        ..cx.services.clone()
+    }
+    .with_http(cx.http.clone());
     let instance = AsyncInstance::open(plugin, &prepared.value, services, CALL_TIMEOUT)
         .await
         .with_context(|| format!("opening source `{}`", source.name))?;
@@ -52,12 +60,25 @@ pub(crate) async fn pull_source(
         if !plugin.manifest().capabilities.streams.contains(&stream) {
             continue;
         }
+        let stage = Stage::Pull {
+            source: source.name.clone(),
+            stream: stream.as_str().to_owned(),
+        };
+        cx.observer.stage(cx.ws.id(), &stage);
         let summary = match stream {
-            Stream::Customers => pull_stream::<Customer>(ws, &instance, source, errors).await,
-            Stream::Orders => pull_stream::<Order>(ws, &instance, source, errors).await,
-            Stream::Events => pull_stream::<Event>(ws, &instance, source, errors).await,
+            Stream::Customers => pull_stream::<Customer>(cx, &instance, source, errors).await,
+            Stream::Orders => pull_stream::<Order>(cx, &instance, source, errors).await,
+            Stream::Events => pull_stream::<Event>(cx, &instance, source, errors).await,
         }
         .with_context(|| format!("pulling {stream} from source `{}`", source.name))?;
+        cx.observer.stage_done(
+            cx.ws.id(),
+            &stage,
+            &format!(
+                "{} pulled, {} new, {} bad",
+                summary.pulled, summary.new, summary.bad
+            ),
+        );
         if summary.pulled > 0 || summary.bad > 0 {
             out.push(summary);
         }
@@ -66,8 +87,11 @@ pub(crate) async fn pull_source(
 }
 
 /// A record type the store can take.
-trait Storable: StreamRecord + Send + 'static {
+trait Storable: StreamRecord + NulFree + Send + 'static {
     const KIND: StreamKind;
+
+    /// How the record is named in an error: its id.
+    fn label(&self) -> String;
 
     async fn ingest(
         ws: &WorkspaceStore,
@@ -79,6 +103,9 @@ trait Storable: StreamRecord + Send + 'static {
 
 impl Storable for Customer {
     const KIND: StreamKind = StreamKind::Customers;
+    fn label(&self) -> String {
+        format!("customer {}", self.id.as_str())
+    }
     async fn ingest(
         ws: &WorkspaceStore,
         source: &str,
@@ -91,6 +118,9 @@ impl Storable for Customer {
 
 impl Storable for Order {
     const KIND: StreamKind = StreamKind::Orders;
+    fn label(&self) -> String {
+        format!("order {}", self.id)
+    }
     async fn ingest(
         ws: &WorkspaceStore,
         source: &str,
@@ -103,6 +133,17 @@ impl Storable for Order {
 
 impl Storable for Event {
     const KIND: StreamKind = StreamKind::Events;
+    fn label(&self) -> String {
+        match &self.id {
+            Some(id) => format!("event {id}"),
+            None => format!(
+                "event {} of customer {} at {}",
+                self.kind.as_str(),
+                self.customer_id.as_str(),
+                self.occurred_at
+            ),
+        }
+    }
     async fn ingest(
         ws: &WorkspaceStore,
         source: &str,
@@ -114,38 +155,53 @@ impl Storable for Event {
 }
 
 async fn pull_stream<R: Storable>(
-    ws: &WorkspaceStore,
+    cx: &PullContext<'_>,
     instance: &AsyncInstance,
     source: &Source,
     errors: &mut Vec<RecordError>,
 ) -> Result<SourceSummary> {
-    let mut cursor = ws
+    let kind = <R as Storable>::KIND.as_str();
+    let mut cursor = cx
+        .ws
         .cursor(&source.name, <R as Storable>::KIND)
         .await?
         .unwrap_or(Value::Null);
     let mut summary = SourceSummary {
         source: source.name.clone(),
-        stream: <R as Storable>::KIND.as_str().to_owned(),
+        stream: kind.to_owned(),
         ..SourceSummary::default()
     };
+    let location = |what: &str| format!("source {} {kind}: {what}", source.name);
     loop {
-        let page: Page<R> = instance.next_page(cursor.clone(), PAGE_RECORDS).await?;
+        let page: Page<R> = retrying(|| instance.next_page(cursor.clone(), PAGE_RECORDS)).await?;
         summary.bad += page.rejects.len() as u64;
         errors.extend(page.rejects.iter().map(|r| RecordError {
             stage: "pull".to_owned(),
-            location: format!(
-                "source {} {}: {}",
-                source.name,
-                <R as Storable>::KIND.as_str(),
-                r.location
-            ),
+            location: location(&r.location),
             message: r.reason.clone(),
         }));
-        let upserted = R::ingest(ws, &source.name, &page.records, &page.next_cursor).await?;
-        summary.pulled += page.records.len() as u64;
+        let pulled = page.records.len() as u64;
+        let (records, unfit): (Vec<R>, Vec<R>) = page
+            .records
+            .into_iter()
+            .partition(|r| r.nul_field().is_none());
+        for r in &unfit {
+            summary.bad += 1;
+            errors.push(RecordError {
+                stage: "pull".to_owned(),
+                location: location(&r.label()),
+                message: format!(
+                    "field `{}` contains a NUL byte, which no store keeps faithfully; the record was skipped",
+                    r.nul_field().unwrap_or_default()
+                ),
+            });
+        }
+        let upserted = R::ingest(cx.ws, &source.name, &records, &page.next_cursor).await?;
+        summary.pulled += pulled;
         summary.new += upserted.new;
         summary.updated += upserted.updated;
         summary.unchanged += upserted.unchanged;
+        cx.observer.progress(summary.pulled, None);
         if page.done {
             return Ok(summary);
         }

@@ -1,111 +1,109 @@
-//! One run of a job, end to end: pull, store, segment, diff, render, push, record.
+//! The [`Engine`] and one run of a job, end to end: check, pull, segment, plan, render, push,
+//! record.
 //!
-//! Each stage is a module ([`pull`], [`segments`], [`campaigns`]); this one chooses what to
-//! run, sequences the stages and owns the run record. A stage that fails fails its run, which
-//! is recorded with the error; per-record problems (bad rows, render errors, rejected pushes)
-//! are recorded and skipped, and the run finishes as partially failed.
+//! Each stage is a module ([`crate::pull`], [`crate::segments`], [`crate::campaigns`]); this one
+//! chooses what to run, sequences the stages and owns the run record:
+//!
+//! - A run takes its workspace's lock before anything else (see `cohort_store::runs`): one run
+//!   per workspace at a time, across processes and hosts. A heartbeat keeps the lock while the
+//!   run works; a run that loses it (it stalled past the lease and another process took over)
+//!   stops, and cannot record its end over the other's.
+//! - The workspace is checked as `cohort validate` checks it before anything is pulled: a
+//!   broken template or a missing file fails the run before a single push.
+//! - A stage that fails fails its run, which is recorded with the error; per-record problems
+//!   (bad rows, render errors, rejected pushes) are recorded and skipped, and the run finishes
+//!   as partially failed. Every message recorded passes through `cohort_config::mask`.
 
-pub(crate) mod campaigns;
-mod plugins;
-mod pull;
-mod segments;
-mod summary;
-pub(crate) mod templates;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use std::time::Instant;
-
-use anyhow::{Context, Result, bail};
-use chrono::Utc;
-use cohort_config::{Campaign, Config, Source, Workspace};
+use cohort_config::{Config, Diagnostics, Workspace};
 use cohort_core::{AsOf, Timestamp};
+use cohort_plugin_host::{CancelToken, HostServices, HttpPolicy, HttpService};
 use cohort_store::{
-    RecordError, RunId, RunStatus, Store, SuppressionReason, WorkspaceInfo, WorkspaceStore,
+    Begun, Owner, RecordError, RunId, RunLease, RunStatus, Store, SuppressionReason, WorkspaceInfo,
+    WorkspaceStore,
 };
 
-pub(crate) use self::plugins::Plugins;
-pub(crate) use self::segments::compute;
-pub(crate) use self::summary::RunSummary;
+use crate::campaigns::{self, Pushing, Shared};
+use crate::clock::Clock;
+use crate::error::{Context as _, EngineError, ErrorKind, Result};
+use crate::failpoint::Failpoint;
+use crate::logs::RunLog;
+use crate::observer::{Observer, Stage};
+use crate::plugins::Plugins;
+use crate::pull::{self, PullContext};
+use crate::segments;
+use crate::select::JobPlan;
+use crate::summary::RunSummary;
+use crate::{preflight, templates};
 
-/// What `cohort run` was asked to do.
+/// How long a run holds its workspace without a heartbeat before others may take it over.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+
+/// How often a run waiting for its workspace looks again.
+const WAIT_POLL: Duration = Duration::from_millis(500);
+
+/// What one run is asked to do.
 #[derive(Debug, Clone)]
-pub(crate) struct Options {
-    pub(crate) dry_run: bool,
+pub struct RunOptions {
+    /// Do everything but push; change no membership or destination state.
+    pub dry_run: bool,
     /// What started the run (`manual`, `schedule`).
-    pub(crate) trigger: &'static str,
+    pub trigger: String,
+    /// When the workspace is busy with another run: wait up to this long for it, or (`None`)
+    /// refuse at once.
+    pub wait: Option<Duration>,
 }
 
-/// The job a run executes: which sources to pull and which campaigns to push.
+impl Default for RunOptions {
+    fn default() -> RunOptions {
+        RunOptions {
+            dry_run: false,
+            trigger: "manual".to_owned(),
+            wait: None,
+        }
+    }
+}
+
+/// The outcome of one run.
 #[derive(Debug)]
-pub(crate) struct JobPlan<'c> {
-    pub(crate) name: String,
-    pub(crate) sources: Vec<&'c Source>,
-    pub(crate) campaigns: Vec<&'c Campaign>,
+pub struct Finished {
+    /// The run's id.
+    pub id: RunId,
+    /// How it ended.
+    pub status: RunStatus,
+    /// What it did.
+    pub summary: RunSummary,
+    /// Why it failed, redacted, when it did.
+    pub error: Option<EngineError>,
 }
 
-/// The job `name` of `workspace`, or, without a name, the whole workspace: every source and
-/// every campaign (the job called `run`).
-pub(crate) fn job_plan<'c>(workspace: &'c Workspace, name: Option<&str>) -> Result<JobPlan<'c>> {
-    let Some(name) = name else {
-        return Ok(JobPlan {
-            name: "run".to_owned(),
-            sources: workspace.sources.iter().collect(),
-            campaigns: workspace.campaigns.iter().collect(),
-        });
-    };
-    let Some(job) = workspace.job(name) else {
-        let known: Vec<&str> = workspace.jobs.iter().map(|j| j.name.as_str()).collect();
-        bail!(
-            "workspace `{}` has no job `{name}`{}",
-            workspace.id,
-            hint(name, &known, "jobs")
-        );
-    };
-    let pick = |wanted: &Option<Vec<String>>| -> Option<Vec<String>> { wanted.clone() };
-    let sources = match pick(&job.sources) {
-        None => workspace.sources.iter().collect(),
-        Some(names) => names.iter().filter_map(|n| workspace.source(n)).collect(),
-    };
-    let campaigns = match pick(&job.campaigns) {
-        None => workspace.campaigns.iter().collect(),
-        Some(names) => names.iter().filter_map(|n| workspace.campaign(n)).collect(),
-    };
-    Ok(JobPlan {
-        name: job.name.clone(),
-        sources,
-        campaigns,
-    })
+/// Runs jobs: the store, the plugins and the HTTP service a process shares, and its clock.
+#[derive(Debug)]
+pub struct Engine {
+    store: Store,
+    plugins: Plugins,
+    http: HttpService,
+    clock: Arc<dyn Clock>,
+    owner: Owner,
+    lease: Duration,
 }
 
-/// The workspaces a command is about: the one named, or every one.
-pub(crate) fn workspaces<'c>(config: &'c Config, id: Option<&str>) -> Result<Vec<&'c Workspace>> {
-    match id {
-        None if config.workspaces.is_empty() => bail!("the config defines no [workspace]"),
-        None => Ok(config.workspaces.iter().collect()),
-        Some(id) => match config.workspace(id) {
-            Some(w) => Ok(vec![w]),
-            None => {
-                let ids: Vec<&str> = config.workspaces.iter().map(|w| w.id.as_str()).collect();
-                bail!(
-                    "no workspace `{id}` in the config{}",
-                    hint(id, &ids, "workspaces")
-                )
-            }
-        },
-    }
-}
-
-/// What to add to "no such NAME": the nearest name, or those that exist (`what`, plural).
-pub(crate) fn hint(name: &str, known: &[&str], what: &str) -> String {
-    match cohort_config::did_you_mean(name, known.iter().copied()) {
-        Some(s) => format!(" (did you mean `{s}`?)"),
-        None if known.is_empty() => format!(" (it defines no {what})"),
-        None => format!(" ({what}: {})", known.join(", ")),
-    }
-}
-
-/// Connects to the configured store (running migrations) and registers the workspace.
-pub(crate) async fn open_store(config: &Config) -> Result<Store> {
+/// Connects to the configured store (running migrations).
+pub async fn open_store(config: &Config) -> Result<Store> {
     let url = config.database_url().context("reading the store URL")?;
+    if config
+        .store
+        .url
+        .as_ref()
+        .is_some_and(|u| u.has_placeholders())
+    {
+        // A URL that is wholly a secret stays one in the form messages show it in.
+        cohort_config::mask::register(url.expose());
+        cohort_config::mask::register(&cohort_store::redact_url(url.expose()));
+    }
     // A SQLite file is created on first use; so is the folder it is to live in.
     if let Some(path) = url
         .expose()
@@ -115,176 +113,420 @@ pub(crate) async fn open_store(config: &Config) -> Result<Store> {
         && let Some(dir) = std::path::Path::new(path).parent()
         && !dir.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the store's folder {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            EngineError::config(format!(
+                "creating the store's folder {}: {e}",
+                dir.display()
+            ))
+        })?;
     }
     Store::connect(url.expose())
         .await
         .context("opening the store")
 }
 
-pub(crate) async fn ensure_workspace(
-    store: &Store,
-    workspace: &Workspace,
-) -> Result<WorkspaceStore> {
-    store
-        .ensure_workspace(&WorkspaceInfo {
-            id: workspace.id.clone(),
-            name: workspace.name.clone(),
-            timezone: workspace.timezone.name().to_owned(),
-            currency: workspace.currency.clone(),
+impl Engine {
+    /// Opens the store the config names, finds the plugins it can use, and starts the HTTP
+    /// service every plugin of this process shares (on the current tokio runtime).
+    pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> Result<Engine> {
+        let store = open_store(config).await?;
+        let http =
+            HttpService::with_runtime(HttpPolicy::default(), tokio::runtime::Handle::current())
+                .map_err(|e| EngineError::fatal(format!("starting the HTTP service: {e}")))?;
+        Ok(Engine {
+            store,
+            plugins: Plugins::discover(config),
+            http,
+            clock,
+            owner: Owner::current(),
+            lease: DEFAULT_LEASE,
         })
-        .await?;
-    Ok(store.workspace(&workspace.id))
-}
-
-/// The run's clock: the workspace's pinned `as_of`, or now.
-pub(crate) fn as_of(workspace: &Workspace) -> AsOf {
-    let now = workspace.as_of.unwrap_or_else(Utc::now);
-    AsOf {
-        now: Timestamp::from(now),
-        tz: workspace.timezone,
     }
-}
 
-/// The outcome of one run.
-#[derive(Debug)]
-pub(crate) struct Finished {
-    pub(crate) id: RunId,
-    pub(crate) status: RunStatus,
-    pub(crate) summary: RunSummary,
-    pub(crate) error: Option<String>,
-}
+    /// The same engine with another lease length (tests of takeover use short ones).
+    #[must_use]
+    pub fn with_lease(mut self, lease: Duration) -> Engine {
+        self.lease = lease;
+        self
+    }
 
-/// Runs `job` of `workspace` once and records it. A failure of the run is recorded and
-/// returned in [`Finished`], not as an `Err`: only a store that cannot record is an error.
-pub(crate) async fn run(
-    store: &Store,
-    plugins: &Plugins,
-    workspace: &Workspace,
-    job: &JobPlan<'_>,
-    options: &Options,
-) -> Result<Finished> {
-    let ws = ensure_workspace(store, workspace).await?;
-    let id = ws
-        .start_run(&job.name, options.trigger, options.dry_run)
-        .await?;
-    let mut summary = RunSummary {
-        workspace: workspace.id.clone(),
-        job: job.name.clone(),
-        dry_run: options.dry_run,
-        ..RunSummary::default()
-    };
-    let mut errors = Vec::new();
-    let result = stages(
-        &ws,
-        plugins,
-        workspace,
-        job,
-        options,
-        &mut summary,
-        &mut errors,
-    )
-    .await;
-    summary.record_errors = errors.len() as u64;
-    ws.record_errors(id, &errors).await?;
-    let (status, error) = match &result {
-        Ok(()) if summary.failed_records() > 0 || !errors.is_empty() => {
-            (RunStatus::PartiallyFailed, None)
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The plugins found.
+    pub fn plugins(&self) -> &Plugins {
+        &self.plugins
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    /// The run's clock for `workspace`: its pinned `as_of`, or now.
+    pub fn as_of(&self, workspace: &Workspace) -> AsOf {
+        let now = workspace.as_of.unwrap_or_else(|| self.clock.now());
+        AsOf {
+            now: Timestamp::from(now),
+            tz: workspace.timezone,
         }
-        Ok(()) => (RunStatus::Succeeded, None),
-        Err(e) => (RunStatus::Failed, Some(format!("{e:#}"))),
-    };
-    let json = serde_json::to_value(&summary)?;
-    ws.finish_run(id, status, &json, error.as_deref()).await?;
-    Ok(Finished {
-        id,
-        status,
-        summary,
-        error,
-    })
-}
-
-async fn stages(
-    ws: &WorkspaceStore,
-    plugins: &Plugins,
-    workspace: &Workspace,
-    job: &JobPlan<'_>,
-    options: &Options,
-    summary: &mut RunSummary,
-    errors: &mut Vec<RecordError>,
-) -> Result<()> {
-    let failpoint = Failpoint::from_env();
-    let mut timer = Timer::new();
-
-    for source in &job.sources {
-        let pulled = pull::pull_source(ws, plugins, source, errors)
-            .await
-            .with_context(|| format!("source `{}`", source.name))?;
-        summary.sources.extend(pulled);
     }
-    summary.timings_ms.push(timer.lap("pull"));
-    failpoint.hit("after-pull");
 
-    let clock = as_of(workspace);
-    summary.as_of = clock.now.to_string();
-    let (renderer, template_errors) = templates::renderer(workspace);
-    if let Some(e) = template_errors.first() {
-        bail!("{e} (`cohort validate` checks templates before a run)");
-    }
-    let want_products = templates::all(workspace)
-        .iter()
-        .any(|(t, _)| t.text.contains("top_products"));
-    let computed = segments::compute(ws, workspace, clock, want_products, errors).await?;
-    summary.customers = computed.customers.len() as u64;
-    let (segment_summaries, warnings) = segments::record_memberships(
-        ws,
-        workspace,
-        &computed,
-        clock.now.to_datetime(),
-        options.dry_run,
-    )
-    .await?;
-    summary.segments = segment_summaries;
-    summary.warnings.extend(warnings);
-    summary.timings_ms.push(timer.lap("segments"));
-    failpoint.hit("after-segments");
-
-    if !options.dry_run {
-        for email in &computed.unsubscribed {
-            ws.suppress(
-                email,
-                SuppressionReason::Unsubscribed,
-                "event:email_unsubscribe",
-            )
+    /// The store's handle on `workspace`, created (or its name, zone and currency updated).
+    pub async fn workspace(&self, workspace: &Workspace) -> Result<WorkspaceStore> {
+        self.store
+            .ensure_workspace(&WorkspaceInfo {
+                id: workspace.id.clone(),
+                name: workspace.name.clone(),
+                timezone: workspace.timezone.name().to_owned(),
+                currency: workspace.currency.clone(),
+            })
             .await?;
+        Ok(self.store.workspace(&workspace.id))
+    }
+
+    /// Every check `cohort validate` makes that needs plugins, features and templates.
+    pub fn check(&self, workspace: &Workspace) -> Diagnostics {
+        preflight::check_workspace(workspace, &self.plugins)
+    }
+
+    /// Closes the store.
+    pub async fn close(self) {
+        self.store.close().await;
+    }
+
+    /// Runs `job` of `workspace` once and records it.
+    ///
+    /// A failure of the run is recorded and returned in [`Finished`]. `Err` means there is no
+    /// run to record: the workspace is busy ([`ErrorKind::Busy`]), or the store cannot record.
+    pub async fn run(
+        &self,
+        workspace: &Workspace,
+        job: &JobPlan<'_>,
+        options: &RunOptions,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Finished> {
+        let ws = self.workspace(workspace).await?;
+        let lease = self.take(&ws, job, options).await?;
+        let lost = Arc::new(AtomicBool::new(false));
+        let cancel = CancelToken::new();
+        let heartbeat = self.heartbeat(&ws, &lease, &lost, &cancel);
+        let log = RunLog::new(&workspace.id, observer.clone());
+        let mut summary = RunSummary {
+            workspace: workspace.id.clone(),
+            job: job.name.clone(),
+            dry_run: options.dry_run,
+            ..RunSummary::default()
+        };
+        let mut errors = Vec::new();
+        let services = HostServices {
+            cancel: cancel.clone(),
+            ..HostServices::default()
+        }
+        .with_log(log.clone());
+        let run = RunContext {
+            ws: &ws,
+            workspace,
+            job,
+            options,
+            observer: observer.as_ref(),
+            services,
+            lost: &lost,
+        };
+        let result = self.stages(&run, &mut summary, &mut errors).await;
+        heartbeat.abort();
+        summary.warnings.extend(log.take_warnings());
+        for e in &mut errors {
+            e.location = cohort_config::mask::redact(&e.location).into_owned();
+            e.message = cohort_config::mask::redact(&e.message).into_owned();
+        }
+        summary.record_errors = errors.len() as u64;
+        ws.record_errors(lease.run_id, &errors).await?;
+        let (status, error) = match result {
+            Ok(()) if summary.failed_records() > 0 || !errors.is_empty() => {
+                (RunStatus::PartiallyFailed, None)
+            }
+            Ok(()) => (RunStatus::Succeeded, None),
+            Err(e) => {
+                let message = cohort_config::mask::redact(e.message()).into_owned();
+                (RunStatus::Failed, Some(EngineError::new(e.kind(), message)))
+            }
+        };
+        let json = serde_json::to_value(&summary)?;
+        ws.finish_run(
+            &lease,
+            status,
+            &json,
+            error.as_ref().map(EngineError::message),
+            self.clock.now(),
+        )
+        .await?;
+        Ok(Finished {
+            id: lease.run_id,
+            status,
+            summary,
+            error,
+        })
+    }
+
+    /// Takes the workspace for a run, waiting for it as `options` allow.
+    async fn take(
+        &self,
+        ws: &WorkspaceStore,
+        job: &JobPlan<'_>,
+        options: &RunOptions,
+    ) -> Result<RunLease> {
+        let started = Instant::now();
+        loop {
+            let begun = ws
+                .begin_run(
+                    &job.name,
+                    &options.trigger,
+                    options.dry_run,
+                    &self.owner,
+                    self.lease,
+                    self.clock.now(),
+                )
+                .await?;
+            match begun {
+                Begun::Started(lease) => return Ok(lease),
+                Begun::Busy(holder) => match options.wait {
+                    Some(wait) if started.elapsed() < wait => tokio::time::sleep(WAIT_POLL).await,
+                    Some(wait) => {
+                        return Err(EngineError::new(
+                            ErrorKind::Busy,
+                            format!(
+                                "workspace `{}` is still busy after waiting {}s: {holder}",
+                                ws.id(),
+                                wait.as_secs()
+                            ),
+                        ));
+                    }
+                    None => {
+                        return Err(EngineError::new(
+                            ErrorKind::Busy,
+                            format!(
+                                "workspace `{}` is busy: {holder}. One run per workspace runs at a time; wait for it (cohort run --wait), or run again later",
+                                ws.id()
+                            ),
+                        ));
+                    }
+                },
+            }
         }
     }
-    let suppressed = computed.suppressed(ws).await?;
-    let shared = campaigns::Shared {
-        ws,
-        workspace,
-        computed: &computed,
-        renderer: &renderer,
-        suppressed: &suppressed,
-        now: clock.now,
-        dry_run: options.dry_run,
-        failpoint: &failpoint,
-    };
-    // A campaign that cannot go on (its destination is down) fails the run, but not the other
-    // campaigns: their customers are not held hostage by another platform's outage.
-    let mut failed = Vec::new();
-    for campaign in &job.campaigns {
-        match campaigns::run_campaign(&shared, plugins, campaign, errors).await {
-            Ok(done) => summary.campaigns.push(done),
-            Err(e) => failed.push(format!("campaign `{}`: {e:#}", campaign.name)),
+
+    /// Keeps the run's lease alive in the background; a lease found lost sets `lost` and
+    /// cancels the run's plugin calls.
+    fn heartbeat(
+        &self,
+        ws: &WorkspaceStore,
+        lease: &RunLease,
+        lost: &Arc<AtomicBool>,
+        cancel: &CancelToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let (ws, lease, lost, cancel) = (ws.clone(), lease.clone(), lost.clone(), cancel.clone());
+        let clock = self.clock.clone();
+        let every = (lease.duration() / 3).max(Duration::from_millis(50));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match ws.heartbeat(&lease, clock.now()).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!(
+                            workspace = ws.id(),
+                            run_id = lease.run_id,
+                            "Run lost its lease on the workspace; stopping"
+                        );
+                        lost.store(true, Ordering::SeqCst);
+                        cancel.cancel();
+                        return;
+                    }
+                    // A database hiccup: the next beat may pass, and the lease is longer than
+                    // one interval.
+                    Err(e) => tracing::warn!(
+                        workspace = ws.id(),
+                        run_id = lease.run_id,
+                        error = %e,
+                        "Heartbeat failed"
+                    ),
+                }
+            }
+        })
+    }
+
+    async fn stages(
+        &self,
+        run: &RunContext<'_>,
+        summary: &mut RunSummary,
+        errors: &mut Vec<RecordError>,
+    ) -> Result<()> {
+        let RunContext {
+            ws,
+            workspace,
+            job,
+            options,
+            observer,
+            ..
+        } = *run;
+        let failpoint = Failpoint::from_env();
+        let mut timer = Timer::new();
+        let id = workspace.id.as_str();
+
+        observer.stage(id, &Stage::Checks);
+        let problems = self.check(workspace);
+        if !problems.is_empty() {
+            return Err(EngineError::config(format!(
+                "{} problem{} in the config (`cohort validate` lists them too):\n{problems}",
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            )));
+        }
+        observer.stage_done(id, &Stage::Checks, "ok");
+
+        let pulling = PullContext {
+            ws,
+            plugins: &self.plugins,
+            http: &self.http,
+            services: run.services.clone(),
+            observer,
+        };
+        for source in &job.sources {
+            run.still_ours()?;
+            let pulled = pull::pull_source(&pulling, source, errors)
+                .await
+                .with_context(|| format!("source `{}`", source.name))?;
+            summary.sources.extend(pulled);
+        }
+        summary.timings_ms.push(timer.lap("pull"));
+        failpoint.hit("after-pull");
+        run.still_ours()?;
+
+        observer.stage(id, &Stage::Segments);
+        let clock = self.as_of(workspace);
+        summary.as_of = clock.now.to_string();
+        let (renderer, template_errors) = templates::renderer(workspace);
+        if let Some(e) = template_errors.first() {
+            return Err(EngineError::config(format!(
+                "{e} (`cohort validate` checks templates before a run)"
+            )));
+        }
+        let want_products = templates::uses_top_products(&renderer, workspace);
+        let computed = segments::compute(ws, workspace, clock, want_products, errors).await?;
+        summary.customers = computed.customers.len() as u64;
+        let (segment_summaries, warnings) = segments::record_memberships(
+            ws,
+            workspace,
+            &computed,
+            clock.now.to_datetime(),
+            options.dry_run,
+        )
+        .await?;
+        for w in &warnings {
+            observer.warn(id, w);
+        }
+        summary.segments = segment_summaries;
+        summary.warnings.extend(warnings);
+        summary.timings_ms.push(timer.lap("segments"));
+        observer.stage_done(
+            id,
+            &Stage::Segments,
+            &format!("{} customers", summary.customers),
+        );
+        failpoint.hit("after-segments");
+        run.still_ours()?;
+
+        if !options.dry_run {
+            for email in &computed.unsubscribed {
+                ws.suppress(
+                    email,
+                    SuppressionReason::Unsubscribed,
+                    "event:email_unsubscribe",
+                )
+                .await?;
+            }
+        }
+        let suppressed = computed.suppressed(ws).await?;
+        let shared = Shared {
+            ws,
+            workspace,
+            computed: &computed,
+            renderer: &renderer,
+            suppressed: &suppressed,
+            now: clock.now,
+            dry_run: options.dry_run,
+            failpoint: &failpoint,
+        };
+        let pushing = Pushing {
+            plugins: &self.plugins,
+            http: &self.http,
+            services: run.services.clone(),
+            observer,
+        };
+        // A campaign that cannot go on (its destination is down) fails the run, but not the other
+        // campaigns: their customers are not held hostage by another platform's outage.
+        let mut failed: Vec<EngineError> = Vec::new();
+        for campaign in &job.campaigns {
+            run.still_ours()?;
+            let stage = Stage::Campaign {
+                name: campaign.name.clone(),
+            };
+            observer.stage(id, &stage);
+            match campaigns::run_campaign(&shared, &pushing, campaign, errors).await {
+                Ok(done) => {
+                    observer.stage_done(
+                        id,
+                        &stage,
+                        &format!("{} pushed, {} failed", done.pushed, done.failed),
+                    );
+                    summary.campaigns.push(done);
+                }
+                Err(e) => failed.push(e.context(format!("campaign `{}`", campaign.name))),
+            }
+        }
+        summary.timings_ms.push(timer.lap("campaigns"));
+        match failed.len() {
+            0 => Ok(()),
+            1 => Err(failed.remove(0)),
+            _ => {
+                // The run failed for several reasons; it is retryable only if all of them are.
+                let kind = if failed.iter().all(EngineError::is_retryable) {
+                    failed[0].kind()
+                } else {
+                    ErrorKind::Fatal
+                };
+                let message: Vec<&str> = failed.iter().map(EngineError::message).collect();
+                Err(EngineError::new(kind, message.join("; ")))
+            }
         }
     }
-    summary.timings_ms.push(timer.lap("campaigns"));
-    if !failed.is_empty() {
-        bail!("{}", failed.join("; "));
+}
+
+/// What the stages of one run share.
+struct RunContext<'a> {
+    ws: &'a WorkspaceStore,
+    workspace: &'a Workspace,
+    job: &'a JobPlan<'a>,
+    options: &'a RunOptions,
+    observer: &'a dyn Observer,
+    services: HostServices,
+    lost: &'a AtomicBool,
+}
+
+impl RunContext<'_> {
+    /// `Err` once the run lost its lease: whoever took the workspace over owns it now.
+    fn still_ours(&self) -> Result<()> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(EngineError::retryable(
+                "the run lost its lease on the workspace (it was silent longer than the lease) and stopped",
+                None,
+            ));
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Times stages.
@@ -299,44 +541,5 @@ impl Timer {
         let ms = self.0.elapsed().as_millis() as u64;
         self.0 = Instant::now();
         (stage.to_owned(), ms)
-    }
-}
-
-/// A crash on purpose, for the tests that prove a killed run loses and duplicates nothing.
-///
-/// `COHORT_FAILPOINT=NAME` or `NAME:N` aborts the process (no unwinding, no cleanup, like a
-/// `kill -9`) the N-th time (default 1st) the run passes the point NAME: `after-pull`,
-/// `after-segments`, `after-push` (a batch was pushed, its outcomes not yet recorded).
-#[derive(Debug, Default)]
-pub(crate) struct Failpoint {
-    armed: Option<(String, u32)>,
-    hits: std::sync::atomic::AtomicU32,
-}
-
-impl Failpoint {
-    fn from_env() -> Failpoint {
-        let armed = std::env::var("COHORT_FAILPOINT")
-            .ok()
-            .map(|spec| match spec.split_once(':') {
-                Some((name, n)) => (name.to_owned(), n.parse().unwrap_or(1)),
-                None => (spec, 1),
-            });
-        Failpoint {
-            armed,
-            hits: Default::default(),
-        }
-    }
-
-    pub(crate) fn hit(&self, name: &str) {
-        let Some((armed, at)) = &self.armed else {
-            return;
-        };
-        if armed == name {
-            let n = self.hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            if n == *at {
-                eprintln!("COHORT_FAILPOINT: aborting at {name} #{n}");
-                std::process::abort();
-            }
-        }
     }
 }

@@ -3,16 +3,17 @@
 
 use std::collections::{HashMap, HashSet};
 
-use anyhow::{Result, anyhow};
 use chrono::{DateTime, Utc};
 use cohort_config::Workspace;
+use cohort_core::delivery;
 use cohort_core::features::{BuildError, FeatureBuilder, FeatureTable};
 use cohort_core::segment::{SegmentDef, SegmentSet};
-use cohort_core::{AsOf, Customer, CustomerId, EventKind, Membership, Money};
+use cohort_core::{AsOf, Customer, CustomerId, Membership, Money};
 use cohort_render::Product;
 use cohort_store::{RecordError, WorkspaceStore};
 
-use super::summary::SegmentSummary;
+use crate::error::{EngineError, Result};
+use crate::summary::SegmentSummary;
 
 /// At most this many per-record errors of one kind are recorded per run; the count of the
 /// rest is recorded with the last one. A wholly broken input must not fill the store.
@@ -20,21 +21,23 @@ const MAX_ERRORS_PER_KIND: usize = 1_000;
 
 /// The workspace as the campaigns see it.
 #[derive(Debug)]
-pub(crate) struct Computed {
+pub struct Computed {
     /// Customers, in the table's row order.
-    pub(crate) customers: Vec<Customer>,
-    pub(crate) table: FeatureTable,
+    pub customers: Vec<Customer>,
+    /// Their features.
+    pub table: FeatureTable,
     /// Each segment's members, in config order.
-    pub(crate) memberships: Vec<(String, Membership)>,
+    pub memberships: Vec<(String, Membership)>,
     /// Each customer's most bought products, when a template asks for them.
-    pub(crate) products: HashMap<CustomerId, Vec<Product>>,
+    pub products: HashMap<CustomerId, Vec<Product>>,
     /// Addresses of customers who unsubscribed (an `email_unsubscribe` event): suppressed
     /// from now on, whatever their consent flag says.
-    pub(crate) unsubscribed: Vec<String>,
+    pub unsubscribed: Vec<String>,
 }
 
 impl Computed {
-    pub(crate) fn membership(&self, segment: &str) -> Option<&Membership> {
+    /// The members of `segment`.
+    pub fn membership(&self, segment: &str) -> Option<&Membership> {
         self.memberships
             .iter()
             .find(|(name, _)| name == segment)
@@ -43,21 +46,22 @@ impl Computed {
 
     /// Every address that may not be sent marketing: the store's suppressions (lower-cased) and
     /// the addresses unsubscribed by this run's events, recorded or not (a dry run records none).
-    pub(crate) async fn suppressed(&self, ws: &WorkspaceStore) -> Result<HashSet<String>> {
+    pub async fn suppressed(&self, ws: &WorkspaceStore) -> Result<HashSet<String>> {
         let mut suppressed = ws.suppressed_emails().await?;
         suppressed.extend(self.unsubscribed.iter().map(|e| e.trim().to_lowercase()));
         Ok(suppressed)
     }
 
     /// The customer at `id` and their row in the table.
-    pub(crate) fn customer(&self, id: &str) -> Option<(usize, &Customer)> {
+    pub fn customer(&self, id: &str) -> Option<(usize, &Customer)> {
         let row = self.table.row_of(id)?;
         self.customers.get(row).map(|c| (row, c))
     }
 }
 
-/// Builds features from everything the store holds for the workspace.
-pub(crate) async fn compute(
+/// Builds features from everything the store holds for the workspace, and evaluates its
+/// segments.
+pub async fn compute(
     ws: &WorkspaceStore,
     workspace: &Workspace,
     as_of: AsOf,
@@ -97,7 +101,7 @@ pub(crate) async fn compute(
     ws.for_each_event(|e| {
         if let Err(err) = builder.add_event(e.customer_id.as_str(), &e.kind, e.occurred_at) {
             problems.note("events", e.id.as_deref().unwrap_or("(no id)"), &err);
-        } else if e.kind == EventKind::EmailUnsubscribe && e.occurred_at <= as_of.now {
+        } else if delivery::suppresses(&e, as_of.now) {
             unsubscribed_ids.insert(e.customer_id);
         }
     })
@@ -150,10 +154,10 @@ fn evaluate(workspace: &Workspace, table: &FeatureTable) -> Result<Vec<(String, 
                 format!("{at}: {}", e.render())
             })
             .collect();
-        anyhow!(
+        EngineError::config(format!(
             "segments do not compile (`cohort validate` checks this before a run):\n{}",
             shown.join("\n")
-        )
+        ))
     })?;
     Ok(set
         .evaluate()

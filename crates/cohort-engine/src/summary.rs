@@ -7,69 +7,69 @@ use serde::{Deserialize, Serialize};
 
 /// Counts of one run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub(crate) struct RunSummary {
-    pub(crate) workspace: String,
-    pub(crate) job: String,
-    pub(crate) dry_run: bool,
+pub struct RunSummary {
+    pub workspace: String,
+    pub job: String,
+    pub dry_run: bool,
     /// The run's clock (RFC 3339).
-    pub(crate) as_of: String,
-    pub(crate) sources: Vec<SourceSummary>,
-    pub(crate) customers: u64,
-    pub(crate) segments: Vec<SegmentSummary>,
-    pub(crate) campaigns: Vec<CampaignSummary>,
+    pub as_of: String,
+    pub sources: Vec<SourceSummary>,
+    pub customers: u64,
+    pub segments: Vec<SegmentSummary>,
+    pub campaigns: Vec<CampaignSummary>,
     /// Per-record errors recorded (bad rows, render failures, rejected pushes).
-    pub(crate) record_errors: u64,
-    pub(crate) warnings: Vec<String>,
+    pub record_errors: u64,
+    pub warnings: Vec<String>,
     /// Milliseconds per stage.
-    pub(crate) timings_ms: Vec<(String, u64)>,
+    pub timings_ms: Vec<(String, u64)>,
 }
 
 /// One stream of one source.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct SourceSummary {
-    pub(crate) source: String,
-    pub(crate) stream: String,
-    pub(crate) pulled: u64,
-    pub(crate) new: u64,
-    pub(crate) updated: u64,
-    pub(crate) unchanged: u64,
-    pub(crate) bad: u64,
+pub struct SourceSummary {
+    pub source: String,
+    pub stream: String,
+    pub pulled: u64,
+    pub new: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub bad: u64,
 }
 
 /// One segment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct SegmentSummary {
-    pub(crate) name: String,
-    pub(crate) members: u64,
-    pub(crate) added: u64,
-    pub(crate) removed: u64,
+pub struct SegmentSummary {
+    pub name: String,
+    pub members: u64,
+    pub added: u64,
+    pub removed: u64,
 }
 
 /// One campaign.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct CampaignSummary {
-    pub(crate) name: String,
-    pub(crate) destination: String,
-    pub(crate) mode: String,
+pub struct CampaignSummary {
+    pub name: String,
+    pub destination: String,
+    pub mode: String,
     /// Members of the campaign's segments.
-    pub(crate) members: u64,
+    pub members: u64,
     /// Operations planned (pushed, or that would be pushed in a dry run).
-    pub(crate) planned: u64,
+    pub planned: u64,
     /// Operations the destination acknowledged.
-    pub(crate) pushed: u64,
+    pub pushed: u64,
     /// Of the planned ones, removals from the audience.
-    pub(crate) removals: u64,
+    pub removals: u64,
     /// Members whose destination state was already current.
-    pub(crate) unchanged: u64,
-    pub(crate) skipped_no_consent: u64,
-    pub(crate) skipped_suppressed: u64,
-    pub(crate) skipped_no_address: u64,
+    pub unchanged: u64,
+    pub skipped_no_consent: u64,
+    pub skipped_suppressed: u64,
+    pub skipped_no_address: u64,
     /// Rejected by the destination, failed to render, or still failing after retries.
-    pub(crate) failed: u64,
+    pub failed: u64,
 }
 
 impl RunSummary {
-    pub(crate) fn failed_records(&self) -> u64 {
+    pub fn failed_records(&self) -> u64 {
         self.campaigns.iter().map(|c| c.failed).sum::<u64>()
             + self.sources.iter().map(|s| s.bad).sum::<u64>()
     }

@@ -4,7 +4,7 @@ use cohort_config::{Campaign, Template, Workspace};
 use cohort_render::{Kind, Renderer, TemplateError, TemplateSpec, WorkspaceInfo};
 
 /// A renderer with every template of `workspace`, and the errors of those that do not compile.
-pub(crate) fn renderer(workspace: &Workspace) -> (Renderer, Vec<TemplateError>) {
+pub fn renderer(workspace: &Workspace) -> (Renderer, Vec<TemplateError>) {
     let mut renderer = Renderer::new(WorkspaceInfo {
         id: workspace.id.clone(),
         name: workspace.name.clone(),
@@ -22,7 +22,7 @@ pub(crate) fn renderer(workspace: &Workspace) -> (Renderer, Vec<TemplateError>) 
 
 /// Every template of the workspace with the escaping it is rendered with: HTML bodies escape,
 /// everything else (subjects, text bodies, audience fields, URLs) is plain text.
-pub(crate) fn all(workspace: &Workspace) -> Vec<(&Template, Kind)> {
+pub fn all(workspace: &Workspace) -> Vec<(&Template, Kind)> {
     let mut out: Vec<(&Template, Kind)> = Vec::new();
     if let Some(url) = &workspace.unsubscribe_url {
         out.push((url, Kind::Text));
@@ -34,7 +34,7 @@ pub(crate) fn all(workspace: &Workspace) -> Vec<(&Template, Kind)> {
 }
 
 /// The templates of one campaign.
-pub(crate) fn of_campaign(campaign: &Campaign) -> Vec<(&Template, Kind)> {
+pub fn of_campaign(campaign: &Campaign) -> Vec<(&Template, Kind)> {
     let mut out = Vec::new();
     if let Some(email) = &campaign.email {
         out.push((&email.subject, Kind::Text));
@@ -62,4 +62,12 @@ fn spec(template: &Template, kind: Kind) -> TemplateSpec {
     } else {
         spec.inline(file, template.at.line, template.at.column)
     }
+}
+
+/// Whether any template of `workspace` uses `top_products`, whose data (every order's line
+/// items) is only gathered when asked for.
+pub fn uses_top_products(renderer: &Renderer, workspace: &Workspace) -> bool {
+    all(workspace)
+        .iter()
+        .any(|(t, _)| renderer.uses(&t.name, "top_products"))
 }

@@ -607,6 +607,7 @@ fn sample_batch(plugin: &LoadedPlugin) -> Batch {
                 customer_id: CustomerId::new(format!("conformance-{n}")),
                 customer: Some(customer),
                 payload: json!({"segment": "conformance", "n": n}),
+                previous: Value::Null,
                 message: (mode == DestinationMode::Send).then(|| Message {
                     from: Some("shop@example.com".to_owned()),
                     to: vec![format!("conformance-{n}@example.com")],

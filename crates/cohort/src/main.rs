@@ -7,8 +7,9 @@
 
 mod cli;
 mod cmd;
-mod job;
 mod load;
+mod logging;
+mod progress;
 mod segments_file;
 
 use std::process::ExitCode;
@@ -22,13 +23,24 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     quiet_on_closed_pipe();
+    logging::init();
     let cli = cli::Cli::parse();
     match cmd::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err}");
+            // Every error leaves through the mask: a secret quoted by a plugin, a driver or a
+            // path never reaches the terminal.
+            let mask = |text: String| cohort_config::mask::redact(&text).into_owned();
+            eprintln!("error: {}", mask(err.to_string()));
+            let mut shown = err.to_string();
             for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                // Some errors already include their cause in their own message; say it once.
+                let text = cause.to_string();
+                if shown.contains(&text) {
+                    continue;
+                }
+                eprintln!("  caused by: {}", mask(text.clone()));
+                shown = text;
             }
             ExitCode::FAILURE
         }

@@ -6,148 +6,12 @@
 mod util;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
-use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use cohort_plugin_host::dev::build_cdylib;
-use util::{Dir, Run};
-
-/// Builds the plugins beside the `cohort` binary, where discovery finds them, once.
-fn plugins() {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        build_cdylib("cohort-plugin-csv", false).unwrap();
-        build_cdylib("cohort-plugin-outbox", false).unwrap();
-    });
-}
-
-/// A shop of `n` customers: every third has no marketing consent, every fifth has spent over
-/// $100, customer 7 unsubscribed by email.
-fn write_shop(dir: &Dir, n: u32, no_consent: &BTreeSet<u32>) {
-    let mut customers = String::from("id,email,first_name,accepts_marketing,created_at\n");
-    let mut orders = String::from("id,customer_id,created_at,total_price,items\n");
-    for i in 1..=n {
-        let consent = i % 3 != 0 && !no_consent.contains(&i);
-        let name = if i % 4 == 0 { "" } else { "Ann" };
-        writeln!(
-            customers,
-            "{i},c{i}@example.com,{name},{consent},2024-01-01 10:00:00"
-        )
-        .unwrap();
-        let total = if i % 5 == 0 { "150.00" } else { "20.00" };
-        writeln!(orders, "{i},{i},2024-03-01 12:00:00,{total},1").unwrap();
-    }
-    let events = "customer_id,kind,occurred_at\n7,email_unsubscribe,2024-03-02 09:00:00\n";
-    std::fs::create_dir_all(dir.path("data")).unwrap();
-    dir.write("data/customers.csv", &customers);
-    dir.write("data/orders.csv", &orders);
-    dir.write("data/events.csv", events);
-}
-
-const CONFIG: &str = r#"
-[workspace]
-id = "shop"
-timezone = "UTC"
-as_of = "2024-04-01"
-unsubscribe_url = "https://shop.example/u/{{customer_id}}"
-
-[[sources]]
-name = "files"
-plugin = "csv"
-config = { base_dir = "data", customers = { paths = ["customers.csv"] }, orders = { paths = ["orders.csv"] }, events = { paths = ["events.csv"] } }
-
-[[segments]]
-name = "buyers"
-where = "orders_count >= 1"
-
-[[segments]]
-name = "big_spenders"
-where = "total_spent > 100"
-
-[[destinations]]
-name = "out"
-plugin = "outbox"
-config = { dir = "outbox", fsync = false }
-batch_size = 7
-
-[[campaigns]]
-name = "thanks"
-segments = ["buyers"]
-destination = "out"
-mode = "send"
-[campaigns.email]
-from = "Shop <hi@shop.example>"
-subject = "Thanks, {{default first_name \"friend\"}}"
-html = "<p>You spent {{money total_spent}}.</p><a href=\"{{unsubscribe_url}}\">unsubscribe</a>"
-
-[[campaigns]]
-name = "vip_audience"
-segments = ["big_spenders"]
-destination = "out"
-mode = "mirror"
-[campaigns.fields]
-email = "{{email}}"
-spent = "{{total_spent}}"
-"#;
-
-fn setup(n: u32) -> Dir {
-    plugins();
-    let dir = Dir::new();
-    write_shop(&dir, n, &BTreeSet::new());
-    dir.write("cohort.toml", CONFIG);
-    dir
-}
-
-fn run(dir: &Dir, extra: &[&str]) -> Run {
-    let mut args = vec!["run", "--config", "cohort.toml"];
-    args.extend_from_slice(extra);
-    dir.run(&args)
-}
-
-/// Every file the outbox holds, by folder (`messages`, `audiences/NAME`), as key file names.
-fn outbox(dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let mut out = BTreeMap::new();
-    let root = dir.join("outbox");
-    let mut stack = vec![root.clone()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if !path.file_name().unwrap().to_string_lossy().starts_with('.') {
-                let folder = path
-                    .parent()
-                    .unwrap()
-                    .strip_prefix(&root)
-                    .unwrap()
-                    .display()
-                    .to_string();
-                out.entry(folder)
-                    .or_insert_with(BTreeSet::new)
-                    .insert(path.file_name().unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out
-}
-
-/// Customer ids an outbox folder holds files for.
-fn customers_in(files: &BTreeSet<String>) -> BTreeSet<u32> {
-    files
-        .iter()
-        .map(|f| {
-            // demo%2Fthanks%2F12%2F1-send.eml: the customer is the third path segment.
-            let parts: Vec<&str> = f.split("%2F").collect();
-            parts[2].parse().unwrap()
-        })
-        .collect()
-}
+use util::Run;
+use util::pg::PgSchema;
+use util::shop::{CONFIG, customers_in, outbox, run, setup, write_shop};
 
 #[test]
 fn a_run_pushes_consented_members_and_a_second_run_pushes_nothing() {
@@ -346,59 +210,6 @@ fn a_run_killed_with_sigkill_at_random_moments_loses_and_duplicates_nothing() {
     }
 }
 
-/// PostgreSQL at 127.0.0.1:5432, database `test` (or `COHORT_TEST_POSTGRES_URL`), in a schema
-/// of the test's own, dropped at the end.
-struct PgSchema {
-    base: String,
-    name: String,
-}
-
-impl PgSchema {
-    fn new(tag: &str) -> PgSchema {
-        let base = std::env::var("COHORT_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-        let name = format!("cohort_run_{tag}_{}", std::process::id());
-        let schema = PgSchema { base, name };
-        schema.psql(&format!(
-            "DROP SCHEMA IF EXISTS {0} CASCADE; CREATE SCHEMA {0}",
-            schema.name
-        ));
-        schema
-    }
-
-    fn psql(&self, sql: &str) {
-        let out = Command::new("psql")
-            .args([self.base.as_str(), "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
-            .output()
-            .expect("psql (PostgreSQL's client) must be installed for this test");
-        assert!(
-            out.status.success(),
-            "PostgreSQL must be running at {} (.ci/run starts it): {}",
-            self.base,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// A URL whose connections use the schema.
-    fn url(&self) -> String {
-        let sep = if self.base.contains('?') { '&' } else { '?' };
-        format!("{}{sep}options=-c%20search_path%3D{}", self.base, self.name)
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args([
-                self.base.as_str(),
-                "-q",
-                "-c",
-                &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
-            ])
-            .output();
-    }
-}
-
 #[test]
 fn the_same_job_runs_on_postgresql_and_a_killed_run_resumes_there_too() {
     let expected = clean_outbox(60);
@@ -459,28 +270,26 @@ fn output_piped_into_a_command_that_stops_reading_ends_quietly() {
 }
 
 #[test]
-fn a_destination_that_cannot_open_fails_the_run_but_not_the_other_campaigns() {
+fn a_destination_that_fails_fails_the_run_but_not_the_other_campaigns() {
     let dir = setup(12);
-    // The first campaign's destination writes into a "folder" that is a file.
-    dir.write("blocker", "not a folder");
-    let config = CONFIG.replace(
-        "[[campaigns]]\nname = \"thanks\"\nsegments = [\"buyers\"]\ndestination = \"out\"",
-        "[[destinations]]\nname = \"broken\"\nplugin = \"outbox\"\nconfig = { dir = \"blocker\" }\n\n\
-         [[campaigns]]\nname = \"thanks\"\nsegments = [\"buyers\"]\ndestination = \"broken\"",
+    util::shop::test_plugin(&dir);
+    // A third campaign, whose destination panics on every push.
+    let config = format!(
+        "{CONFIG}\n[plugins]\ndir = \"plugins\"\n\n[[destinations]]\nname = \"broken\"\nplugin = \"test-panicking\"\nconfig = {{ panic_in = \"push\" }}\n\n\
+         [[campaigns]]\nname = \"crm_sync\"\nsegments = [\"buyers\"]\ndestination = \"broken\"\nmode = \"upsert\"\n[campaigns.fields]\nemail = \"{{{{email}}}}\"\n"
     );
-    assert_ne!(config, CONFIG);
     dir.write("cohort.toml", &config);
     let failed = run(&dir, &[]).failed();
     assert!(
-        failed.stderr.contains("campaign `thanks`"),
+        failed.stderr.contains("campaign `crm_sync`"),
         "{}",
         failed.stderr
     );
-    assert!(failed.stderr.contains("not a folder"), "{}", failed.stderr);
+    assert!(failed.stderr.contains("panic"), "{}", failed.stderr);
     let files = outbox(dir.tmp.path());
     assert!(
-        !files["audiences/vip_audience"].is_empty(),
-        "the other campaign ran: {files:?}"
+        !files["audiences/vip_audience"].is_empty() && !files["messages"].is_empty(),
+        "the other campaigns ran: {files:?}"
     );
     let show = dir
         .run(&["runs", "show", "1", "--config", "cohort.toml"])

@@ -95,7 +95,6 @@ impl Outbox {
                     "mode": batch.mode,
                     "audience": batch.audience,
                     "customer_id": op.customer_id,
-                    "customer": op.customer,
                     "payload": op.payload,
                     "written_at": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 });

@@ -1,8 +1,8 @@
 //! The outbox plugin, loaded as the real library the host loads.
 #![allow(clippy::unwrap_used)]
 
+use cohort_plugin_api::CustomerId;
 use cohort_plugin_api::wire::{Action, Batch, DestinationMode, Message, Operation, OutcomeStatus};
-use cohort_plugin_api::{Customer, CustomerId};
 use cohort_plugin_host::conformance::{self, Fixture};
 use cohort_plugin_host::dev::build_cdylib;
 use cohort_plugin_host::{CallError, HostServices, LoadedPlugin};
@@ -13,14 +13,13 @@ fn outbox() -> LoadedPlugin {
 }
 
 fn op(key: &str, action: Action) -> Operation {
-    let mut customer = Customer::new("42");
-    customer.email = Some("ann@example.com".into());
     Operation {
         key: key.into(),
         action,
         customer_id: CustomerId::new("42"),
-        customer: Some(customer),
+        customer: None,
         payload: json!({"first_name": "Ann", "offer": "10%"}),
+        previous: serde_json::Value::Null,
         message: (action == Action::Send).then(|| Message {
             from: Some("shop@example.com".into()),
             to: vec!["ann@example.com".into()],

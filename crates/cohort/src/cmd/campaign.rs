@@ -9,8 +9,7 @@ use cohort_core::CustomerId;
 use cohort_core::delivery::Eligibility;
 use cohort_plugin_host::wire::Operation;
 
-use crate::job::campaigns::{Shared, member_ids, preview};
-use crate::job::{self, Failpoint, templates};
+use cohort_engine::{Engine, Failpoint, Shared, SystemClock, member_ids, preview, templates};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum CampaignCommand {
@@ -42,7 +41,7 @@ pub(crate) struct PreviewArgs {
 pub(crate) fn run(cmd: CampaignCommand) -> Result<ExitCode> {
     let CampaignCommand::Preview(args) = cmd;
     let config = super::load_config(&args.config)?;
-    let workspaces = job::workspaces(&config, args.workspace.as_deref())?;
+    let workspaces = cohort_engine::workspaces(&config, args.workspace.as_deref())?;
     let [workspace] = workspaces[..] else {
         bail!("the config has several workspaces: choose one with --workspace");
     };
@@ -56,7 +55,7 @@ pub(crate) fn run(cmd: CampaignCommand) -> Result<ExitCode> {
             "workspace `{}` has no campaign `{}`{}",
             workspace.id,
             args.campaign,
-            job::hint(&args.campaign, &names, "campaigns")
+            cohort_engine::hint(&args.campaign, &names, "campaigns")
         );
     };
     let (renderer, template_errors) = templates::renderer(workspace);
@@ -65,14 +64,15 @@ pub(crate) fn run(cmd: CampaignCommand) -> Result<ExitCode> {
         bail!("{}", shown.join("\n"));
     }
     super::runtime()?.block_on(async {
-        let store = job::open_store(&config).await?;
-        let ws = job::ensure_workspace(&store, workspace).await?;
-        let clock = job::as_of(workspace);
+        let engine = Engine::open(&config, std::sync::Arc::new(SystemClock)).await?;
+        let ws = engine.workspace(workspace).await?;
+        let clock = engine.as_of(workspace);
         let want_products = templates::of_campaign(campaign)
             .iter()
-            .any(|(t, _)| t.text.contains("top_products"));
+            .any(|(t, _)| renderer.uses(&t.name, "top_products"));
         let mut errors = Vec::new();
-        let computed = job::compute(&ws, workspace, clock, want_products, &mut errors).await?;
+        let computed =
+            cohort_engine::compute(&ws, workspace, clock, want_products, &mut errors).await?;
         if computed.customers.is_empty() {
             bail!(
                 "the store has no customers for workspace `{}` yet: run `cohort run --config {} --dry-run` first (it pulls without pushing)",
@@ -128,7 +128,7 @@ pub(crate) fn run(cmd: CampaignCommand) -> Result<ExitCode> {
             print_operation(&p.operation);
             println!();
         }
-        store.close().await;
+        engine.close().await;
         Ok(ExitCode::SUCCESS)
     })
 }

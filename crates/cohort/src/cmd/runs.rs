@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use cohort_store::RunRow;
 
-use crate::job::{self, RunSummary};
+use cohort_engine::RunSummary;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum RunsCommand {
@@ -43,9 +43,9 @@ pub(crate) fn run(cmd: &RunsCommand) -> Result<ExitCode> {
         RunsCommand::List { scope, .. } | RunsCommand::Show { scope, .. } => scope,
     };
     let config = super::load_config(&scope.config)?;
-    let workspaces = job::workspaces(&config, scope.workspace.as_deref())?;
+    let workspaces = cohort_engine::workspaces(&config, scope.workspace.as_deref())?;
     super::runtime()?.block_on(async {
-        let store = job::open_store(&config).await?;
+        let store = cohort_engine::open_store(&config).await?;
         match cmd {
             RunsCommand::List { limit, .. } => {
                 println!(

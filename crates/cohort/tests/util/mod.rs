@@ -5,6 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod pg;
+pub mod shop;
+
 /// A scratch folder and the binary.
 pub struct Dir {
     pub tmp: tempfile::TempDir,

@@ -1,0 +1,190 @@
+//! Pushing a campaign's operations in batches, and recording what the destination said.
+//!
+//! The order of writes is what makes a crash harmless (see `cohort_core::delivery`): before a
+//! batch is pushed, each operation's *intent* is recorded; after the destination answers, only
+//! acknowledged operations move the state on. A run that dies between the two finds the intents
+//! next time and pushes them again under the same keys, which the destination applies once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cohort_config::{Campaign, Destination};
+use cohort_core::delivery::{self, Outcome, Settled};
+use cohort_plugin_host::wire::{Batch, Operation, OutcomeStatus};
+use cohort_plugin_host::{
+    AsyncInstance, CallError, HostServices, HttpPolicy, HttpService, RateLimit,
+};
+use cohort_store::{DestinationState, RecordError};
+
+use super::plan::{CampaignPlan, to_state};
+use super::render::push_error;
+use super::{Pushing, Shared};
+use crate::error::{Context as _, Result};
+use crate::plugins::prepare;
+use crate::retry::{ATTEMPTS, backoff};
+use crate::summary::CampaignSummary;
+
+/// A destination call that takes longer than this is abandoned (and retried next run).
+const CALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Pushes the rendered operations of `planned` to `destination`, batch by batch.
+#[allow(clippy::too_many_arguments, reason = "the stage's inputs, each used")]
+pub(crate) async fn push_all(
+    shared: &Shared<'_>,
+    pushing: &Pushing<'_>,
+    destination: &Destination,
+    campaign: &Campaign,
+    planned: &CampaignPlan,
+    ready: Vec<(usize, Operation)>,
+    summary: &mut CampaignSummary,
+    errors: &mut Vec<RecordError>,
+) -> Result<()> {
+    let plugin = pushing
+        .plugins
+        .destination(&destination.plugin, campaign.mode)?;
+    let prepared = prepare(plugin, &destination.config)?;
+    let http = match &destination.rate_limit {
+        // A destination with its own limit gets a service of its own, so its bucket is its own.
+        Some(r) => HttpService::with_runtime(
+            HttpPolicy {
+                rate_limit: Some(RateLimit {
+                    per_second: r.per_second,
+                    burst: r.burst,
+                }),
+                ..HttpPolicy::default()
+            },
+            tokio::runtime::Handle::current(),
+        )
+        .map_err(|e| crate::EngineError::fatal(e.to_string()))?,
+        None => pushing.http.clone(),
+    };
+    let services = HostServices {
+        secrets: prepared.secrets.clone(),
+        ..pushing.services.clone()
+    }
+    .with_http(http);
+    let instance = AsyncInstance::open(plugin, &prepared.value, services, CALL_TIMEOUT)
+        .await
+        .with_context(|| format!("opening destination `{}`", destination.name))?;
+
+    let total = ready.len() as u64;
+    let mut done_ops = 0;
+    for chunk in ready.chunks(destination.batch_size.max(1)) {
+        let intents: Vec<DestinationState> = chunk
+            .iter()
+            .map(|(i, _)| {
+                let op = &planned.plan.ops[*i];
+                let intent = op.intent(planned.before(&op.customer));
+                to_state(&op.customer, &intent, &op.key, shared.now)
+            })
+            .collect();
+        shared
+            .ws
+            .commit_destination(&campaign.name, &intents)
+            .await?;
+        let batch = Batch {
+            mode: campaign.mode,
+            audience: Some(campaign.audience.clone()),
+            operations: chunk.iter().map(|(_, o)| o.clone()).collect(),
+        };
+        let outcomes = push(&instance, batch).await.with_context(|| {
+            format!(
+                "pushing campaign `{}` to destination `{}`",
+                campaign.name, destination.name
+            )
+        })?;
+        shared.failpoint.hit("after-push");
+        let mut done = Vec::with_capacity(chunk.len());
+        for (i, operation) in chunk {
+            let op = &planned.plan.ops[*i];
+            let outcome = match outcomes.get(op.key.as_str()) {
+                Some(OutcomeStatus::Ok) => Outcome::Acknowledged,
+                Some(OutcomeStatus::Rejected { reason }) => {
+                    errors.push(push_error(campaign, op, reason));
+                    Outcome::Rejected
+                }
+                Some(OutcomeStatus::Retry { reason, .. }) => {
+                    errors.push(push_error(
+                        campaign,
+                        op,
+                        &format!("still failing after {ATTEMPTS} attempts: {reason}"),
+                    ));
+                    Outcome::Unknown
+                }
+                None => {
+                    errors.push(push_error(
+                        campaign,
+                        op,
+                        "the destination gave no outcome for this key",
+                    ));
+                    Outcome::Unknown
+                }
+            };
+            match op.settle(planned.before(&op.customer), outcome) {
+                Settled::Applied(acked) => {
+                    summary.pushed += 1;
+                    let mut state = to_state(&op.customer, &acked, &op.key, shared.now);
+                    if op.action == delivery::Action::Upsert {
+                        state.payload = Some(operation.payload.clone());
+                    }
+                    done.push(state);
+                }
+                Settled::Reverted(acked) => {
+                    summary.failed += 1;
+                    done.push(to_state(
+                        &op.customer,
+                        &acked,
+                        planned.stored_key(&op.customer),
+                        shared.now,
+                    ));
+                }
+                Settled::Pending => summary.failed += 1,
+            }
+        }
+        shared.ws.commit_destination(&campaign.name, &done).await?;
+        done_ops += chunk.len() as u64;
+        pushing.observer.progress(done_ops, Some(total));
+    }
+    Ok(())
+}
+
+/// Pushes a batch, retrying the whole call when the destination asks to, and then the
+/// operations it asks to retry; returns the last outcome of each key.
+async fn push(
+    instance: &AsyncInstance,
+    batch: Batch,
+) -> Result<BTreeMap<String, OutcomeStatus>, CallError> {
+    let mut outcomes = BTreeMap::new();
+    let mut pending = batch;
+    for attempt in 1..=ATTEMPTS {
+        let result = match instance.push(pending.clone()).await {
+            Ok(result) => result,
+            Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
+                let asked = match &e {
+                    CallError::Retry { retry_after, .. } => *retry_after,
+                    _ => None,
+                };
+                tokio::time::sleep(backoff(attempt, asked)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut again = Vec::new();
+        let mut wait = None;
+        for outcome in result.outcomes {
+            if let OutcomeStatus::Retry { retry_after_ms, .. } = &outcome.status {
+                if let Some(op) = pending.operations.iter().find(|o| o.key == outcome.key) {
+                    again.push(op.clone());
+                }
+                wait = wait.max(retry_after_ms.map(Duration::from_millis));
+            }
+            outcomes.insert(outcome.key, outcome.status);
+        }
+        if again.is_empty() || attempt == ATTEMPTS {
+            break;
+        }
+        tokio::time::sleep(backoff(attempt, wait)).await;
+        pending.operations = again;
+    }
+    Ok(outcomes)
+}

@@ -1,0 +1,45 @@
+//! A crash on purpose, for the tests that prove a killed run loses and duplicates nothing.
+//!
+//! `COHORT_FAILPOINT=NAME` or `NAME:N` aborts the process (no unwinding, no cleanup, like a
+//! `kill -9`) the N-th time (default 1st) the run passes the point NAME: `after-pull`,
+//! `after-segments`, `after-push` (a batch was pushed, its outcomes not yet recorded).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The armed failpoint of this process, if any.
+#[derive(Debug, Default)]
+pub struct Failpoint {
+    armed: Option<(String, u32)>,
+    hits: AtomicU32,
+}
+
+impl Failpoint {
+    /// Reads `COHORT_FAILPOINT`.
+    pub fn from_env() -> Failpoint {
+        let armed = std::env::var("COHORT_FAILPOINT")
+            .ok()
+            .map(|spec| match spec.split_once(':') {
+                Some((name, n)) => (name.to_owned(), n.parse().unwrap_or(1)),
+                None => (spec, 1),
+            });
+        Failpoint {
+            armed,
+            hits: AtomicU32::new(0),
+        }
+    }
+
+    /// Aborts the process if this is the armed point's N-th pass.
+    #[allow(clippy::print_stderr, reason = "the last words of a deliberate crash")]
+    pub fn hit(&self, name: &str) {
+        let Some((armed, at)) = &self.armed else {
+            return;
+        };
+        if armed == name {
+            let n = self.hits.fetch_add(1, Ordering::SeqCst) + 1;
+            if n == *at {
+                eprintln!("COHORT_FAILPOINT: aborting at {name} #{n}");
+                std::process::abort();
+            }
+        }
+    }
+}
