@@ -15,31 +15,41 @@ use crate::coerce;
 use crate::mapping::{Field, Kind, Overrides, ResolveError, Resolved, customer, event, order};
 
 /// Why a file cannot be read at all.
+///
+/// Each variant's message already ends with what went wrong underneath (`customers.csv: no
+/// column for required field …`), so the inner error is not also exposed as
+/// [`std::error::Error::source`]: a printer that walks the chain would say it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum CsvError {
     /// The file cannot be opened or read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}", path = path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// What the system said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The header line does not fit the kind of record.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}", path = path.display())]
     Header {
         /// The file.
         path: PathBuf,
         /// What is missing.
-        source: ResolveError,
+        error: ResolveError,
+    },
+    /// The file has no header line at all: it is empty.
+    #[error("{path}: the file is empty; expected a header line naming the columns", path = path.display())]
+    Empty {
+        /// The file.
+        path: PathBuf,
     },
     /// The CSV itself is broken beyond one row.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}", path = path.display())]
     Csv {
         /// The file.
         path: PathBuf,
         /// What the parser said.
-        source: csv::Error,
+        error: csv::Error,
     },
 }
 
@@ -235,24 +245,31 @@ pub struct CsvReader {
 impl CsvReader {
     /// Opens `path` and resolves its header line as `kind`.
     pub fn open(path: &Path, kind: Kind, overrides: &Overrides) -> Result<CsvReader, CsvError> {
-        let file = File::open(path).map_err(|source| CsvError::Io {
+        let file = File::open(path).map_err(|error| CsvError::Io {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let mut inner = csv::ReaderBuilder::new().flexible(true).from_reader(file);
         let headers: Vec<String> = inner
             .headers()
-            .map_err(|source| CsvError::Csv {
+            .map_err(|error| CsvError::Csv {
                 path: path.to_owned(),
-                source,
+                error,
             })?
             .iter()
             .map(str::to_owned)
             .collect();
-        let resolved =
-            Resolved::new(kind, &headers, overrides).map_err(|source| CsvError::Header {
+        if headers.is_empty() {
+            // Zero bytes, or blank lines only: "no column `id`; columns found: ." would send
+            // the reader looking for a typo that is not there.
+            return Err(CsvError::Empty {
                 path: path.to_owned(),
-                source,
+            });
+        }
+        let resolved =
+            Resolved::new(kind, &headers, overrides).map_err(|error| CsvError::Header {
+                path: path.to_owned(),
+                error,
             })?;
         Ok(CsvReader {
             path: path.to_owned(),
@@ -275,9 +292,9 @@ impl CsvReader {
         if position.byte > 0 {
             let mut pos = csv::Position::new();
             pos.set_byte(position.byte).set_line(position.line);
-            reader.inner.seek(pos).map_err(|source| CsvError::Csv {
+            reader.inner.seek(pos).map_err(|error| CsvError::Csv {
                 path: path.to_owned(),
-                source,
+                error,
             })?;
         }
         Ok(reader)
@@ -295,9 +312,9 @@ impl CsvReader {
         count: u64,
     ) -> Result<CsvReader, CsvError> {
         let mut reader = CsvReader::open(path, kind, overrides)?;
-        let io = |source| CsvError::Io {
+        let io = |error| CsvError::Io {
             path: path.to_owned(),
-            source,
+            error,
         };
         let len = std::fs::metadata(path).map_err(io)?.len();
         let count = count.max(1);
@@ -308,9 +325,9 @@ impl CsvReader {
             let start = row_boundary_at_or_after(path, len * index / count).map_err(io)?;
             let mut pos = csv::Position::new();
             pos.set_byte(start.byte).set_line(start.line);
-            reader.inner.seek(pos).map_err(|source| CsvError::Csv {
+            reader.inner.seek(pos).map_err(|error| CsvError::Csv {
                 path: path.to_owned(),
-                source,
+                error,
             })?;
         }
         Ok(reader)
@@ -356,7 +373,7 @@ impl CsvReader {
                     }
                     _ => Some(Err(RowError::Fatal(CsvError::Csv {
                         path: self.path.clone(),
-                        source: e,
+                        error: e,
                     }))),
                 }
             }
@@ -807,6 +824,27 @@ mod tests {
         }
         assert_eq!(expected.len(), 399);
         assert_eq!(expected_bad[0].line, 2 + 333 + 333 / 7 + 1);
+    }
+
+    #[test]
+    fn an_empty_file_is_reported_as_empty_and_a_header_alone_is_valid() {
+        for blank in ["", "\n", "\r\n\r\n"] {
+            let f = file(blank);
+            let err = CsvReader::open(f.path(), Kind::Customers, &Overrides::new())
+                .expect_err("no header");
+            assert!(matches!(err, CsvError::Empty { .. }), "{err:?}");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "{}: the file is empty; expected a header line naming the columns",
+                    f.path().display()
+                )
+            );
+        }
+        let f = file("id,email\n");
+        let mut r = CsvReader::open(f.path(), Kind::Customers, &Overrides::new()).expect("open");
+        let (good, bad) = read_all(&mut r, CsvReader::next_customer);
+        assert!(good.is_empty() && bad.is_empty());
     }
 
     #[test]

@@ -26,9 +26,15 @@ fn main() -> ExitCode {
     match cmd::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err}");
+            let mut said = err.to_string();
+            eprintln!("error: {said}");
             for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                // Many errors put their cause in their own message too; say each thing once.
+                let text = cause.to_string();
+                if !said.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                    said = text;
+                }
             }
             ExitCode::FAILURE
         }

@@ -470,3 +470,75 @@ fn the_features_page_is_generated_from_the_catalogue() {
         "docs/features.md is stale: run `cargo run -p cohort -- segment fields --markdown > docs/features.md`"
     );
 }
+
+/// The `caused by:` lines of a failure, each checked to add something the lines above it do
+/// not already say.
+fn assert_each_cause_said_once(stderr: &str) {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: ") || l.starts_with("  caused by: "))
+        .collect();
+    assert!(!lines.is_empty(), "{stderr}");
+    for (i, line) in lines.iter().enumerate().skip(1) {
+        let text = line.trim_start_matches("  caused by: ");
+        assert!(
+            !lines[..i].iter().any(|above| above.contains(text)),
+            "`{text}` is said twice:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn every_cause_of_a_failure_is_printed_once() {
+    let dir = Dir::new();
+    dir.write("c.csv", "name,email\nann,a@x.com\n");
+    dir.write(
+        "s.toml",
+        "[[segment]]\nname = \"all\"\nwhere = \"orders_count = 0\"\n",
+    );
+    for customers in ["c.csv", "missing.csv", "."] {
+        let run = dir
+            .run(&[
+                "segment",
+                "eval",
+                "--customers",
+                customers,
+                "--segments",
+                "s.toml",
+            ])
+            .failed();
+        assert_each_cause_said_once(&run.stderr);
+        assert!(run.stderr.contains(customers), "{}", run.stderr);
+    }
+}
+
+#[test]
+fn an_empty_customers_file_is_called_empty_and_a_header_alone_is_no_customers() {
+    let dir = Dir::new();
+    dir.write("empty.csv", "");
+    dir.write("header.csv", "id,email\n");
+    dir.write(
+        "s.toml",
+        "[[segment]]\nname = \"all\"\nwhere = \"orders_count = 0\"\n",
+    );
+    let eval = |customers: &str| {
+        dir.run(&[
+            "segment",
+            "eval",
+            "--customers",
+            customers,
+            "--segments",
+            "s.toml",
+        ])
+    };
+    let run = eval("empty.csv").failed();
+    assert!(
+        run.stderr
+            .contains("empty.csv: the file is empty; expected a header line naming the columns"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("columns found"), "{}", run.stderr);
+    let run = eval("header.csv").ok();
+    assert_eq!(run.counts(), [("all".to_owned(), 0)]);
+}
