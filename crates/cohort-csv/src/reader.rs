@@ -134,8 +134,12 @@ pub struct OrderLine<'a> {
 /// an [`Order`] from (same checks, same values), for writers that never need the owned record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderRow<'a> {
+    /// The line the row starts on.
+    pub line: u64,
     /// The order's id (`line-N` when the column is empty).
     pub id: std::borrow::Cow<'a, str>,
+    /// Whether the file gave the id, rather than it being made from the line.
+    pub has_id: bool,
     /// The buyer.
     pub customer_id: &'a str,
     /// When the order was placed.
@@ -173,6 +177,8 @@ impl OrderRow<'_> {
 /// builds a [`Customer`] from (same checks, same values).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CustomerRow<'a> {
+    /// The line the row starts on.
+    pub line: u64,
     /// Identifier.
     pub id: &'a str,
     /// Email address.
@@ -251,6 +257,8 @@ pub struct CsvReader {
     resolved: Resolved,
     record: csv::StringRecord,
     line: u64,
+    /// Where the row just read was read from (after the row before it).
+    row_from: Option<Position>,
     /// Rows starting at or after this byte belong to the next chunk.
     end: u64,
     /// Where reading stopped for good: the first row not read (past `end`), or the end.
@@ -300,6 +308,7 @@ impl CsvReader {
             resolved,
             record: csv::StringRecord::new(),
             line: 1,
+            row_from: None,
             end: u64::MAX,
             stopped_at: None,
             mapped,
@@ -405,6 +414,12 @@ impl CsvReader {
         self.stopped_at
     }
 
+    /// Where the last row read (good or bad) was read from: reading again from there reads
+    /// it again.
+    pub fn last_row_from(&self) -> Option<Position> {
+        self.row_from
+    }
+
     /// The file's columns as resolved.
     pub fn resolved(&self) -> &Resolved {
         &self.resolved
@@ -436,6 +451,7 @@ impl CsvReader {
                     return None;
                 }
                 self.line = from.line;
+                self.row_from = Some(from);
                 // One comparison on the common path; rows over several lines, or with a long
                 // field, are rare and get the expensive checks.
                 let max = self.inner.get_ref().max();
@@ -484,6 +500,7 @@ impl CsvReader {
             Err(e) => return self.fatal_io(e),
         };
         self.line = found.start.line;
+        self.row_from = Some(from);
         let (quote, resume) = (found.quote_line, found.resume.line);
         let reason = match runaway {
             Runaway::TooLong { max, .. } => format!(
@@ -761,6 +778,7 @@ impl CsvReader {
         self.check_width()?;
         let text = |f: Field| coerce::text_ref(self.raw(f).1);
         let mut c = CustomerRow {
+            line: self.line,
             id: self.required_text(customer::ID)?,
             email: text(customer::EMAIL),
             phone: text(customer::PHONE),
@@ -828,11 +846,13 @@ impl CsvReader {
         self.check_width()?;
         let id = self.raw(order::ID).1.trim_ascii();
         Ok(OrderRow {
+            line: self.line,
             id: if id.is_empty() {
                 format!("line-{}", self.line).into()
             } else {
                 id.into()
             },
+            has_id: !id.is_empty(),
             customer_id: self.required_text(order::CUSTOMER_ID)?,
             created_at: self.required_timestamp()?,
             total: self.required_money()?,
