@@ -144,7 +144,7 @@ pub struct OrderRow<'a> {
     pub customer_id: &'a str,
     /// When the order was placed.
     pub created_at: Timestamp,
-    /// Amount charged.
+    /// Amount charged; negative for a refund (a row whose `kind` is `refund`).
     pub total: Money,
     /// The currency column, when present and filled.
     pub currency: Option<&'a str>,
@@ -855,14 +855,75 @@ impl CsvReader {
             has_id: !id.is_empty(),
             customer_id: self.required_text(order::CUSTOMER_ID)?,
             created_at: self.required_timestamp()?,
-            total: self.required_money()?,
+            total: self.signed_total()?,
             currency: coerce::text_ref(self.raw(order::CURRENCY).1),
             item_count: self.item_count()?,
             cancelled_at: self.get(order::CANCELLED_AT, coerce::timestamp)?,
-            refunded: self
-                .get(order::REFUNDED, coerce::money)?
-                .unwrap_or(Money::ZERO),
+            refunded: self.refunded()?,
         })
+    }
+
+    /// The total, negative for a refund whatever sign it is written with. A negative total
+    /// on any other row is a mistake (a refund not marked, a sign slipped in), never a
+    /// silent refund.
+    fn signed_total(&self) -> Result<Money, RowError> {
+        let total = self.required_money()?;
+        let (col, text) = self.raw(order::KIND);
+        let kind = text.trim_ascii();
+        let refund = if kind.is_empty()
+            || kind.eq_ignore_ascii_case("order")
+            || kind.eq_ignore_ascii_case("sale")
+        {
+            false
+        } else if kind.eq_ignore_ascii_case("refund") {
+            true
+        } else {
+            return Err(self.bad(
+                col,
+                format!("`{kind}` is not an order kind (expected order, sale or refund)"),
+            ));
+        };
+        let total_col = self.raw(order::TOTAL).0;
+        if refund {
+            return total
+                .raw()
+                .checked_abs()
+                .map(|units| Money::from_raw(-units))
+                .ok_or_else(|| self.bad(total_col, "the refund is too large".to_owned()));
+        }
+        if total < Money::ZERO {
+            let hint = if col.is_some() {
+                "write refund in its kind column"
+            } else {
+                "add a kind column saying refund"
+            };
+            return Err(self.bad(
+                total_col,
+                format!("`{total}` is negative; if the row is a refund, {hint}"),
+            ));
+        }
+        Ok(total)
+    }
+
+    /// The amount refunded on the order (0 when not given). A refund row gives its amount as
+    /// its total, so it may not also have one here.
+    fn refunded(&self) -> Result<Money, RowError> {
+        let refunded = self
+            .get(order::REFUNDED, coerce::money)?
+            .unwrap_or(Money::ZERO);
+        if refunded != Money::ZERO
+            && self
+                .raw(order::KIND)
+                .1
+                .trim_ascii()
+                .eq_ignore_ascii_case("refund")
+        {
+            return Err(self.bad(
+                self.raw(order::REFUNDED).0,
+                "a refund row gives its amount as its total, not as refunded".to_owned(),
+            ));
+        }
+        Ok(refunded)
     }
 
     fn required_timestamp(&self) -> Result<Timestamp, RowError> {
@@ -900,15 +961,15 @@ impl CsvReader {
         self.check_width()?;
         let customer_id = self.required_text(order::CUSTOMER_ID)?;
         let created_at = self.required_timestamp()?;
-        let total = self.required_money()?;
-        let refunded = self
-            .get(order::REFUNDED, coerce::money)?
-            .unwrap_or(Money::ZERO);
+        let total = self.signed_total()?;
+        let refunded = self.refunded()?;
         let cancelled = self.get(order::CANCELLED_AT, coerce::timestamp)?.is_some();
+        // As `Order::facts` computes them, so both paths agree.
         let facts = (!cancelled).then(|| OrderFacts {
             created_at,
             net_total: total.checked_sub(refunded).unwrap_or(Money::ZERO),
             item_count: 0,
+            refund: total < Money::ZERO,
         });
         let facts = match facts {
             Some(mut f) => {
@@ -1180,6 +1241,60 @@ mod tests {
         let second = r.next_order_line().expect("row").expect("good");
         assert_eq!(second.facts, None);
         assert!(r.next_order_line().is_none());
+    }
+
+    #[test]
+    fn a_negative_total_is_a_bad_row_unless_the_row_is_a_refund() {
+        let text = "id,customer_id,created_at,total_price,kind,refunded\n\
+                    1,7,2024-01-01,100.00,,10.00\n\
+                    2,7,2024-01-02,-25.00,refund,\n\
+                    3,7,2024-01-03,25.00,Refund,\n\
+                    4,7,2024-01-04,-5.00,,\n\
+                    5,7,2024-01-05,-5.00,order,\n\
+                    6,7,2024-01-06,5.00,return,\n\
+                    7,7,2024-01-07,-5.00,refund,1.00\n";
+        let f = file(text);
+        let mut r = CsvReader::open(f.path(), Kind::Orders, &Overrides::new()).expect("open");
+        let (orders, bad) = read_all(&mut r, CsvReader::next_order);
+        let totals: Vec<String> = orders.iter().map(|o| o.total.to_string()).collect();
+        assert_eq!(
+            totals,
+            ["100.00", "-25.00", "-25.00"],
+            "either sign, stored negative"
+        );
+        assert!(!orders[0].is_refund() && orders[1].is_refund());
+        let reasons: Vec<String> = bad.iter().map(ToString::to_string).collect();
+        let name = f.path().display();
+        assert_eq!(
+            reasons,
+            [
+                format!(
+                    "{name}:5:4: total_price: `-5.00` is negative; if the row is a refund, write refund in its kind column"
+                ),
+                format!(
+                    "{name}:6:4: total_price: `-5.00` is negative; if the row is a refund, write refund in its kind column"
+                ),
+                format!(
+                    "{name}:7:5: kind: `return` is not an order kind (expected order, sale or refund)"
+                ),
+                format!(
+                    "{name}:8:6: refunded: a refund row gives its amount as its total, not as refunded"
+                ),
+            ]
+        );
+        // The allocation-free path says the same as the owned records.
+        let mut r = CsvReader::open(f.path(), Kind::Orders, &Overrides::new()).expect("open");
+        let (lines, _) = read_all(&mut r, |r| r.next_order_line().map(|l| l.map(|l| l.facts)));
+        let owned: Vec<_> = orders.iter().map(Order::facts).collect();
+        assert_eq!(lines, owned);
+        assert_eq!(lines[1].expect("counts").net_total, Money::from_whole(-25));
+        let f = file("customer_id,date,amount\n7,2024-01-01,-1\n");
+        let mut r = CsvReader::open(f.path(), Kind::Orders, &Overrides::new()).expect("open");
+        let (_, bad) = read_all(&mut r, CsvReader::next_order);
+        assert!(
+            bad[0].reason.ends_with("add a kind column saying refund"),
+            "{bad:?}"
+        );
     }
 
     #[test]

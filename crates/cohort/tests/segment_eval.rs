@@ -653,3 +653,51 @@ fn a_large_orders_file_read_in_parallel_gives_what_one_reader_gives() {
         run.stderr
     );
 }
+
+#[test]
+fn a_refund_row_lowers_spend_without_counting_as_an_order_and_an_unmarked_negative_is_bad() {
+    let dir = Dir::new();
+    dir.write("customers.csv", "id\n1\n2\n");
+    dir.write(
+        "orders.csv",
+        "id,customer_id,created_at,total_price,kind\n\
+         A1,1,2024-01-01,100.00,\n\
+         R1,1,2024-02-01,-30.00,refund\n\
+         A2,2,2024-01-02,20.00,order\n\
+         A3,2,2024-01-03,-5.00,\n",
+    );
+    dir.write(
+        "s.toml",
+        "[[segment]]\nname = \"net_70_one_order\"\nwhere = \"total_spent = 70 and orders_count = 1 and last_order_at < 2024-01-02\"\n\n\
+         [[segment]]\nname = \"twenty\"\nwhere = \"total_spent = 20\"\n",
+    );
+    let run = dir
+        .run(&[
+            "segment",
+            "eval",
+            "--customers",
+            "customers.csv",
+            "--orders",
+            "orders.csv",
+            "--segments",
+            "s.toml",
+            "--as-of",
+            "2024-06-01",
+        ])
+        .ok();
+    assert_eq!(
+        run.counts(),
+        [("net_70_one_order".to_owned(), 1), ("twenty".to_owned(), 1)]
+    );
+    assert_eq!(
+        skipped(&run),
+        [
+            "orders.csv:5:4: total_price: `-5.00` is negative; if the row is a refund, write refund in its kind column"
+        ]
+    );
+    assert!(
+        run.stderr.contains("2 customers, 2 orders, 1 refunds"),
+        "{}",
+        run.stderr
+    );
+}

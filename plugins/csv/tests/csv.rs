@@ -618,3 +618,29 @@ fn an_unclosed_quote_is_one_reject_and_max_field_bytes_bounds_a_field() {
         .unwrap_err();
     assert!(err.to_string().contains("/max_field_bytes"), "{err}");
 }
+
+#[test]
+fn a_refund_row_becomes_an_order_with_a_negative_total_that_counts_as_a_refund() {
+    let dir = tempfile::tempdir().unwrap();
+    let orders = dir.path().join("orders.csv");
+    write(
+        &orders,
+        "id,customer_id,created_at,total_price,kind\nA1,1,2024-01-01,100.00,\nR1,1,2024-02-01,30.00,refund\nA3,2,2024-01-03,-5.00,\n",
+    );
+    let config = json!({"orders": {"paths": [orders]}});
+    let got = pull_all::<Order>(&csv_plugin(), &config, Value::Null, 10);
+    let totals: Vec<String> = got.records.iter().map(|o| o.total.to_string()).collect();
+    assert_eq!(totals, ["100.00", "-30.00"]);
+    // What the store keeps and the run computes features from: the same facts as
+    // `cohort segment eval` folds.
+    let refund = got.records[1].facts().unwrap();
+    assert!(refund.refund);
+    assert_eq!(refund.net_total.to_string(), "-30.00");
+    assert!(!got.records[0].facts().unwrap().refund);
+    assert_eq!(got.rejects.len(), 1);
+    assert!(
+        got.rejects[0].reason.contains("`-5.00` is negative"),
+        "{:?}",
+        got.rejects
+    );
+}
