@@ -179,10 +179,10 @@ impl<R: Read> Read for Guard<R> {
         }
         let keep = self.scan(&buf[..n]);
         self.offset += keep as u64;
-        if keep == 0 {
-            if let Some(runaway) = self.pending {
-                return Err(io::Error::other(runaway));
-            }
+        if keep == 0
+            && let Some(runaway) = self.pending
+        {
+            return Err(io::Error::other(runaway));
         }
         Ok(keep)
     }

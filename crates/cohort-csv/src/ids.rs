@@ -93,11 +93,12 @@ impl SeenIds {
     }
 
     fn insert_number(&mut self, n: u64, line: u64) -> Result<(), u64> {
-        if let Some(last) = self.runs.last_mut() {
-            if n == last.end() && line == last.first_line + last.len {
-                last.len += 1;
-                return Ok(());
-            }
+        if let Some(last) = self.runs.last_mut()
+            && n == last.end()
+            && line == last.first_line + last.len
+        {
+            last.len += 1;
+            return Ok(());
         }
         // Runs and `numbers` only hold ids below the runs' end: anything at or above it is new.
         if n >= self.runs.last().map_or(0, Run::end) {

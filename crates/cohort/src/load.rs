@@ -227,14 +227,14 @@ fn load_customers(
             let mut seen = SeenIds::new();
             while let Some(mut row) = reader.next_customer() {
                 let line = reader.line();
-                if let Ok(customer) = &row {
-                    if let Err(first) = seen.insert(customer.id.as_str(), line) {
-                        let reason = format!(
-                            "duplicate customer id {} (first at line {first}); skipped",
-                            customer.id.as_str()
-                        );
-                        row = Err(RowError::Bad(reader.bad_row(Some("id"), reason)));
-                    }
+                if let Ok(customer) = &row
+                    && let Err(first) = seen.insert(customer.id.as_str(), line)
+                {
+                    let reason = format!(
+                        "duplicate customer id {} (first at line {first}); skipped",
+                        customer.id.as_str()
+                    );
+                    row = Err(RowError::Bad(reader.bad_row(Some("id"), reason)));
                 }
                 rows.push((line, row));
                 if rows.len() == CUSTOMER_BATCH {

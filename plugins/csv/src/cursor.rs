@@ -256,7 +256,7 @@ mod tests {
         let c: Cursor = serde_json::from_str(&old).expect("old cursors still parse");
         let r = reconcile(&c, &a);
         assert_eq!(r.cursor.files[0].byte, 0);
-        assert_eq!(r.restarted, [(a.clone(), Restart::OldCursor)]);
+        assert_eq!(r.restarted, [(a, Restart::OldCursor)]);
         let written = serde_json::to_string(&r.cursor).expect("json");
         assert!(!written.contains("head_"), "{written}");
     }

@@ -77,6 +77,17 @@ impl Plugin for CsvSource {
     }
 }
 
+/// A pass over a stream's files, as a page starts it.
+struct Pass {
+    cursor: Cursor,
+    /// The hash of each file's bytes read so far, by index in `cursor`.
+    hashes: Vec<PrefixHash>,
+    /// The file to go on with.
+    first: usize,
+    /// Its reader and the ids it has seen, when continuing.
+    open: Option<(CsvReader, SeenIds)>,
+}
+
 /// Reads the next row into the page: `Some(true)` a record, `Some(false)` a reject, `None` the
 /// end of the file. A customer or order whose id the file already had is a reject.
 fn read_next(
@@ -241,17 +252,19 @@ impl CsvSource {
         }
     }
 
-    /// The cursor and hashes to read from, and the file to start at: the open reader's when
-    /// the host continues from the cursor the previous page returned, else a fresh pass.
-    fn start_pass(
-        &mut self,
-        stream: Stream,
-        cursor: Option<Cursor>,
-    ) -> Result<(Cursor, Vec<PrefixHash>, usize, Option<(CsvReader, SeenIds)>), PluginError> {
-        if let Some(o) = self.open.take() {
-            if o.stream == stream && cursor.as_ref() == Some(&o.returned) {
-                return Ok((o.returned, o.hashes, o.file, Some((o.reader, o.seen))));
-            }
+    /// Where to read from: the open reader's pass when the host continues from the cursor the
+    /// previous page returned, else a fresh pass over the stream's files as they are now.
+    fn start_pass(&mut self, stream: Stream, cursor: Option<Cursor>) -> Result<Pass, PluginError> {
+        if let Some(o) = self.open.take()
+            && o.stream == stream
+            && cursor.as_ref() == Some(&o.returned)
+        {
+            return Ok(Pass {
+                cursor: o.returned,
+                hashes: o.hashes,
+                first: o.file,
+                open: Some((o.reader, o.seen)),
+            });
         }
         let files = &self.config.streams[&stream];
         let paths = files.files().map_err(PluginError::failed)?;
@@ -273,7 +286,12 @@ impl CsvSource {
             self.host
                 .log_with(level, message, &json!({"path": path, "stream": stream}));
         }
-        Ok((reconciled.cursor, reconciled.hashes, 0, None))
+        Ok(Pass {
+            cursor: reconciled.cursor,
+            hashes: reconciled.hashes,
+            first: 0,
+            open: None,
+        })
     }
 }
 
@@ -293,7 +311,12 @@ impl Source for CsvSource {
                 done: true,
             });
         }
-        let (mut cursor, mut hashes, first, mut open) = self.start_pass(stream, cursor)?;
+        let Pass {
+            mut cursor,
+            mut hashes,
+            first,
+            mut open,
+        } = self.start_pass(stream, cursor)?;
         let total: u64 = cursor
             .files
             .iter()
