@@ -61,9 +61,9 @@ enum State {
     Unquoted,
     /// Inside a quoted field whose quote is at `open`.
     Quoted { open: u64 },
-    /// Inside a quoted field, just after a quote: the next byte decides whether it was an
-    /// escaped quote (`""`) or the end of the field.
-    QuoteSeen { open: u64 },
+    /// Inside a quoted field whose quote is at `open`, just after a quote at `at`: the next
+    /// byte decides whether it was an escaped quote (`""`) or the end of the field.
+    QuoteSeen { open: u64, at: u64 },
 }
 
 /// Reads `R`, failing once a quoted field passes `max` bytes or the input ends inside one.
@@ -104,62 +104,60 @@ impl<R> Guard<R> {
 
     /// Follows the quote states over `chunk`, which starts at `self.offset`. Returns how many
     /// of its bytes may be handed over: all of them, unless a quoted field passes the bound.
+    ///
+    /// Only quote bytes change the state, so it visits those alone (one `memchr` pass): a
+    /// quote outside quotes opens a field when the byte before it ended a field or a record;
+    /// inside, a quote is an escape when the next byte is a quote too, else the field's end.
     fn scan(&mut self, chunk: &[u8]) -> usize {
         let base = self.offset;
-        let mut i = 0;
-        while i < chunk.len() {
-            match self.state {
-                State::Unquoted => {
-                    let Some(k) = memchr::memchr(b'"', &chunk[i..]) else {
-                        break;
-                    };
-                    let at = i + k;
-                    let field_start = match at.checked_sub(1) {
-                        Some(before) => matches!(chunk[before], b',' | b'\r' | b'\n'),
-                        None => self.at_field_start,
-                    };
-                    if field_start {
-                        self.state = State::Quoted {
-                            open: base + at as u64,
-                        };
-                    }
-                    i = at + 1;
+        let field_start = |at: usize, at_field_start: bool| match at.checked_sub(1) {
+            Some(before) => matches!(chunk[before], b',' | b'\r' | b'\n'),
+            None => at_field_start,
+        };
+        for at in memchr::memchr_iter(b'"', chunk) {
+            let pos = base + at as u64;
+            self.state = match self.state {
+                State::Unquoted if field_start(at, self.at_field_start) => {
+                    State::Quoted { open: pos }
                 }
+                State::Unquoted => State::Unquoted,
                 State::Quoted { open } => {
                     let limit = open + 1 + self.max;
-                    match memchr::memchr(b'"', &chunk[i..]) {
-                        Some(k) if base + ((i + k) as u64) <= limit => {
-                            self.state = State::QuoteSeen { open };
-                            i += k + 1;
-                        }
-                        found => {
-                            let end = found.map_or(chunk.len(), |k| i + k);
-                            if base + end as u64 > limit {
-                                self.pending = Some(Runaway::TooLong {
-                                    open,
-                                    max: self.max,
-                                });
-                                return usize::try_from(limit - base).unwrap_or(chunk.len());
-                            }
-                            i = chunk.len();
-                        }
+                    if pos > limit {
+                        return self.runaway(open, limit, base, chunk.len());
                     }
+                    State::QuoteSeen { open, at: pos }
                 }
-                State::QuoteSeen { open } => {
-                    if chunk[i] == b'"' {
-                        self.state = State::Quoted { open };
-                        i += 1;
-                    } else {
-                        // The field ended; this byte is read as outside quotes.
-                        self.state = State::Unquoted;
-                    }
-                }
+                // `""` inside quotes: a quote, and the field goes on.
+                State::QuoteSeen { open, at: seen } if pos == seen + 1 => State::Quoted { open },
+                // The field ended at the quote seen; this one is outside quotes.
+                State::QuoteSeen { .. } if field_start(at, false) => State::Quoted { open: pos },
+                State::QuoteSeen { .. } => State::Unquoted,
+            };
+        }
+        let end = base + chunk.len() as u64;
+        match self.state {
+            State::Quoted { open } if end > open + 1 + self.max => {
+                return self.runaway(open, open + 1 + self.max, base, chunk.len());
             }
+            // The quote seen is not the chunk's last byte, and no quote follows it: it closed.
+            State::QuoteSeen { at, .. } if at + 1 < end => self.state = State::Unquoted,
+            _ => {}
         }
         if let Some(&last) = chunk.last() {
             self.at_field_start = matches!(last, b',' | b'\r' | b'\n');
         }
         chunk.len()
+    }
+
+    /// Stops at `limit`, the first byte past the bound of the field opened at `open`: the
+    /// bytes before it are handed over, the next read fails.
+    fn runaway(&mut self, open: u64, limit: u64, base: u64, len: usize) -> usize {
+        self.pending = Some(Runaway::TooLong {
+            open,
+            max: self.max,
+        });
+        usize::try_from(limit.saturating_sub(base)).unwrap_or(len)
     }
 }
 
@@ -258,5 +256,12 @@ mod tests {
             None,
             "a field of exactly max bytes"
         );
+        // An escaped quote straddling the bound, at every chunk boundary.
+        let straddle = format!("1,\"{}\"\"{}\n", "x".repeat(10), "y".repeat(40));
+        for chunk in 1..=straddle.len() {
+            let (got, r) = read(&straddle, 10, chunk);
+            assert_eq!(r, Some(Runaway::TooLong { open: 2, max: 10 }), "{chunk}");
+            assert!(got.len() <= 15, "{chunk}: {}", got.len());
+        }
     }
 }
