@@ -3,6 +3,13 @@
 //! Rows are read one at a time into a reused buffer; a file is never loaded whole. A row that
 //! cannot be read becomes a [`BadRow`] naming file, line, column and reason, and reading goes
 //! on: one typo in row 40,000 must not cost the other 39,999.
+//!
+//! That holds for a misplaced quote too, which would otherwise make one field of every row
+//! after it. The bytes pass through a guard that bounds quoted fields (see `guard`), and a row
+//! that spans lines is checked (the rare, slow path): a canonical field never holds a line
+//! break, and no field holds lines that read as whole rows. A row failing either is reported
+//! at the line its quote opened on, and reading resumes at the line after the row's first, so
+//! the rows it took in are read as rows.
 
 use std::fmt;
 use std::fs::File;
@@ -338,9 +345,9 @@ impl CsvReader {
     /// every row exactly once, with true line numbers.
     ///
     /// The split is a guess that a quote left open can mislead (the reader skips such a
-    /// row and resumes at the next line, which parity cannot know): compare each chunk's
-    /// [`CsvReader::started_at`] with the previous one's [`CsvReader::stopped_at`] through
-    /// [`row_start`], and read a chunk again from there when they differ.
+    /// row and resumes at the next line, which parity cannot know): [`read_in_chunks`]
+    /// checks each chunk's start against where the previous one stopped
+    /// ([`CsvReader::stopped_at`]) and reads it again from there when they differ.
     pub fn open_chunk(
         path: &Path,
         kind: Kind,
