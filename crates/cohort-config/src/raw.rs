@@ -28,6 +28,7 @@ pub(crate) const ALLOWED_KEYS: &[(&str, &[&str])] = &[
             "workspace",
             "sources",
             "segments",
+            "segment",
             "destinations",
             "campaigns",
             "jobs",
@@ -95,7 +96,9 @@ fn allowed(section: &str) -> &'static [&'static str] {
 fn label(section: &str) -> String {
     match section {
         "" => "the top level".to_owned(),
-        "sources" | "segments" | "destinations" | "campaigns" | "jobs" => format!("[[{section}]]"),
+        "sources" | "segments" | "segment" | "destinations" | "campaigns" | "jobs" => {
+            format!("[[{section}]]")
+        }
         "destinations.rate_limit" => "rate_limit".to_owned(),
         other => format!("[{other}]"),
     }
@@ -345,7 +348,11 @@ pub(crate) fn parse_file(path: &Path, text: &str, diags: &mut Diagnostics) -> Ra
             at,
         });
     }
-    for (t, at) in r.list(root, "segments") {
+    // `[[segment]]` is how segments files spell it; accept it here too, in file order.
+    let mut segment_tables = r.list(root, "segments");
+    segment_tables.extend(r.list_as(root, "segment", "segments"));
+    segment_tables.sort_by(|a, b| a.1.cmp(&b.1));
+    for (t, at) in segment_tables {
         file.first_list_at.get_or_insert(at.clone());
         let s = "segments";
         file.segments.push(RawSegment {
@@ -428,6 +435,11 @@ impl<'a> Reader<'a> {
     }
 
     fn check_keys(&mut self, table: &Table<'_>, section: &str) {
+        self.check_keys_of(table, section, &label(section));
+    }
+
+    /// Checks the keys of a table of `section`, written as `written` in messages.
+    fn check_keys_of(&mut self, table: &Table<'_>, section: &str, written: &str) {
         let keys = allowed(section);
         for (k, _) in table.iter() {
             let key = k.get_ref().as_ref();
@@ -436,11 +448,8 @@ impl<'a> Reader<'a> {
                 let help = suggest(key, keys.iter().copied())
                     .or_else(|| Some(format!("expected one of: {}", keys.join(", "))));
                 self.diags.push(
-                    Diagnostic::new(
-                        Some(at),
-                        format!("unknown key `{key}` in {}", label(section)),
-                    )
-                    .maybe_help(help),
+                    Diagnostic::new(Some(at), format!("unknown key `{key}` in {written}"))
+                        .maybe_help(help),
                 );
             }
         }
@@ -483,6 +492,17 @@ impl<'a> Reader<'a> {
 
     /// An array of tables (`[[sources]]`), each one's keys checked.
     fn list<'t, 'i>(&mut self, root: &'t Table<'i>, key: &str) -> Vec<(&'t Table<'i>, Location)> {
+        self.list_as(root, key, key)
+    }
+
+    /// An array of tables written `[[key]]` whose keys are those of `section`: another
+    /// spelling of it.
+    fn list_as<'t, 'i>(
+        &mut self,
+        root: &'t Table<'i>,
+        key: &str,
+        section: &str,
+    ) -> Vec<(&'t Table<'i>, Location)> {
         let Some(item) = root.get(key) else {
             return Vec::new();
         };
@@ -498,7 +518,7 @@ impl<'a> Reader<'a> {
         for it in items.iter() {
             match it.get_ref() {
                 DeValue::Table(t) => {
-                    self.check_keys(t, key);
+                    self.check_keys_of(t, section, &label(key));
                     out.push((t, self.header_or(it.span())));
                 }
                 _ => self.wrong_type(it, key, "a table"),
@@ -799,6 +819,24 @@ mod tests {
         assert_eq!(f.sources[1].at.line, 7);
         assert_eq!(f.sources[1].at.column, 1);
         assert_eq!(f.workspace.unwrap().at.line, 1);
+    }
+
+    #[test]
+    fn segments_may_be_spelled_segment_as_in_segments_files() {
+        let (f, d) = parse(
+            "[[segment]]\nname = \"a\"\nwhere = \"x > 1\"\n[[segments]]\nname = \"b\"\nwhere = \"x > 2\"\n[[segment]]\nname = \"c\"\nwher = \"x > 3\"\n",
+        );
+        let names: Vec<&str> = f
+            .segments
+            .iter()
+            .filter_map(|s| s.name.as_ref().map(|n| n.v.as_str()))
+            .collect();
+        assert_eq!(names, ["a", "b", "c"], "both spellings, in file order");
+        let text = d.to_string();
+        assert!(
+            text.contains("c.toml:9:1: unknown key `wher` in [[segment]]; did you mean `where`?"),
+            "{text}"
+        );
     }
 
     #[test]

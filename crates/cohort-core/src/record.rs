@@ -201,7 +201,8 @@ pub struct Order {
     pub customer_id: CustomerId,
     /// When the order was placed.
     pub created_at: Option<Timestamp>,
-    /// Amount charged, taxes and shipping included.
+    /// Amount charged, taxes and shipping included. Negative for a refund recorded as a row of
+    /// its own (see [`Order::is_refund`]).
     pub total: Money,
     /// ISO 4217 code of `total`; absent means the workspace's currency.
     pub currency: Option<String>,
@@ -216,6 +217,14 @@ pub struct Order {
 }
 
 impl Order {
+    /// Whether this is a refund given as a record of its own, as some exports list them: its
+    /// total is negative, the amount given back. It lowers the buyer's spend and is not an
+    /// order (orders count, items, first and last order dates leave it out). Sources make
+    /// sure only refunds have negative totals (the CSV reader wants them marked).
+    pub fn is_refund(&self) -> bool {
+        self.total < Money::ZERO
+    }
+
     /// What this order contributes to the buyer's aggregates, or `None` when it counts for
     /// nothing (cancelled, or without a date to place it in time).
     pub fn facts(&self) -> Option<OrderFacts> {
@@ -231,6 +240,7 @@ impl Order {
             created_at: self.created_at?,
             net_total: self.total.checked_sub(self.refunded).unwrap_or(Money::ZERO),
             item_count: items,
+            refund: self.is_refund(),
         })
     }
 }
@@ -246,6 +256,8 @@ pub struct OrderFacts {
     pub net_total: Money,
     /// Number of items.
     pub item_count: u32,
+    /// A refund recorded on its own ([`Order::is_refund`]): only `net_total` (negative) counts.
+    pub refund: bool,
 }
 
 /// What happened in an engagement event.
@@ -469,8 +481,29 @@ mod tests {
             ..Order::default()
         };
         assert_eq!(order.facts().unwrap().net_total, Money::from_whole(70));
+        assert!(!order.facts().unwrap().refund);
         order.cancelled_at = Some(Timestamp::from_secs(5));
         assert_eq!(order.facts(), None);
+        let refund = Order {
+            total: Money::from_whole(-25),
+            ..order
+        };
+        assert_eq!(
+            refund.facts(),
+            None,
+            "a cancelled refund counts for nothing"
+        );
+        let refund = Order {
+            cancelled_at: None,
+            ..refund
+        };
+        let facts = refund.facts().unwrap();
+        assert!(refund.is_refund() && facts.refund);
+        assert_eq!(
+            facts.net_total,
+            Money::from_whole(-55),
+            "the amount, net of `refunded`"
+        );
     }
 
     #[test]

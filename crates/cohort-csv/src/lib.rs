@@ -10,10 +10,15 @@
 #![warn(missing_docs)]
 
 pub mod coerce;
+mod guard;
+mod ids;
 pub mod mapping;
 mod reader;
 
+pub use guard::DEFAULT_MAX_FIELD_BYTES;
+pub use ids::SeenIds;
 pub use mapping::{Kind, OverrideError, Overrides, ResolveError, Resolved};
 pub use reader::{
-    BadRow, CsvError, CsvReader, CustomerRow, OrderLine, OrderRow, Position, RowError,
+    BadRow, Chunk, CsvError, CsvReader, CustomerRow, OrderLine, OrderRow, Position, RowError,
+    read_in_chunks, row_start,
 };

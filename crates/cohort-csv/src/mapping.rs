@@ -190,6 +190,18 @@ const ORDER_FIELDS: &[FieldSpec] = &[
         &["refunded", "refunded_amount", "total_refunded"],
         false,
     ),
+    // Not `type`: too many files have a column of that name meaning something else.
+    field(
+        "kind",
+        &[
+            "kind",
+            "order_kind",
+            "order_type",
+            "transaction_kind",
+            "transaction_type",
+        ],
+        false,
+    ),
 ];
 
 const EVENT_FIELDS: &[FieldSpec] = &[
@@ -329,6 +341,10 @@ pub(crate) mod order {
     pub(crate) const REFUNDED: Field = Field {
         index: 7,
         name: "refunded",
+    };
+    pub(crate) const KIND: Field = Field {
+        index: 8,
+        name: "kind",
     };
 }
 
@@ -644,6 +660,7 @@ mod tests {
                 o::ITEM_COUNT,
                 o::CANCELLED_AT,
                 o::REFUNDED,
+                o::KIND,
             ],
         );
         check(

@@ -4,15 +4,16 @@
 //! columns, orders and events become running aggregates, and nothing else is kept. Bad rows
 //! are printed (up to a limit), counted and skipped; only an unusable file stops the load.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use cohort_core::features::{BuildError, BuildStats, FeatureBuilder, FeatureTable};
+use cohort_core::features::{BuildError, BuildStats, FeatureBuilder, FeatureTable, FoldedOrders};
 use cohort_core::{AsOf, Customer};
-use cohort_csv::{BadRow, CsvReader, Kind, Overrides, RowError};
+use cohort_csv::{BadRow, CsvReader, Kind, Overrides, RowError, SeenIds, read_in_chunks};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -223,8 +224,19 @@ fn load_customers(
         let (tx, rx) = std::sync::mpsc::sync_channel::<CustomerBatch>(4);
         scope.spawn(move || {
             let mut rows = Vec::with_capacity(CUSTOMER_BATCH);
-            while let Some(row) = reader.next_customer() {
-                rows.push((reader.line(), row));
+            let mut seen = SeenIds::new();
+            while let Some(mut row) = reader.next_customer() {
+                let line = reader.line();
+                if let Ok(customer) = &row
+                    && let Err(first) = seen.insert(customer.id.as_str(), line)
+                {
+                    let reason = format!(
+                        "duplicate customer id {} (first at line {first}); skipped",
+                        customer.id.as_str()
+                    );
+                    row = Err(RowError::Bad(reader.bad_row(Some("id"), reason)));
+                }
+                rows.push((line, row));
                 if rows.len() == CUSTOMER_BATCH {
                     let batch = CustomerBatch {
                         rows: std::mem::take(&mut rows),
@@ -244,6 +256,7 @@ fn load_customers(
             for (line, row) in batch.rows {
                 counts.rows += 1;
                 let result = match row {
+                    // Duplicates were caught with their lines above; this is a backstop.
                     Ok(customer) => builder
                         .add_customer(&customer)
                         .map_err(|e| duplicate(line, e.to_string())),
@@ -269,11 +282,22 @@ fn load_customers(
 /// Order files at least this large are read on several threads.
 const PARALLEL_ORDERS: u64 = 16 * 1024 * 1024;
 
+/// What one part of the orders file folded into.
+struct OrdersPart {
+    folded: FoldedOrders,
+    rows: u64,
+    bad_rows: Vec<BadRow>,
+    /// Order ids of the part and the line of each, to find ids the parts share.
+    seen: SeenIds,
+}
+
 /// Folds the orders file into the builder, in parallel chunks when it is large.
 ///
 /// Each chunk folds into aggregates of its own that merge exactly afterwards, so the result
-/// does not depend on how the file was split. Bad rows are collected per chunk and reported
-/// in file order.
+/// does not depend on how the file was split: [`cohort_csv::read_in_chunks`] makes the chunks
+/// read what one reader would, and an order id that two chunks share is kept in the first
+/// (the later chunk is folded again without it, which only happens when ids repeat). Bad rows
+/// are collected per chunk and reported in file order.
 fn load_orders(
     builder: &mut FeatureBuilder,
     path: &Path,
@@ -290,75 +314,40 @@ fn load_orders(
     } else {
         1
     };
-    // Open every chunk first, so an unusable header fails before any work starts.
-    let readers = (0..threads)
-        .map(|i| {
-            CsvReader::open_chunk(path, Kind::Orders, overrides, i, threads)
-                .context("opening orders file")
-        })
-        .collect::<Result<Vec<_>>>()?;
     let builder_ref = &*builder;
-    let results = std::thread::scope(|scope| {
-        let handles: Vec<_> = readers
-            .into_iter()
-            .map(|mut reader| {
-                scope.spawn(move || {
-                    let mut fold = builder_ref.order_fold();
-                    let (mut rows, mut bad_rows) = (0u64, Vec::new());
-                    // Chunks start part-way into the file: count only what each one reads.
-                    let mut reported = reader.position().byte;
-                    loop {
-                        let outcome = match reader.next_order_line() {
-                            None => break,
-                            Some(Ok(line)) => fold
-                                .add_order_tagged(line.customer_id, line.facts, line.line)
-                                .map_err(|e| {
-                                    let field = match e {
-                                        BuildError::UnknownCustomer(_) => "customer_id",
-                                        _ => "total",
-                                    };
-                                    reader.bad_row(Some(field), e.to_string())
-                                }),
-                            Some(Err(RowError::Bad(b))) => Err(b),
-                            Some(Err(RowError::Fatal(e))) => {
-                                return Err(anyhow::Error::new(e).context("reading orders"));
-                            }
-                        };
-                        rows += 1;
-                        if let Err(b) = outcome {
-                            bad_rows.push(b);
-                        }
-                        if rows.is_multiple_of(65_536) && !progress.is_hidden() {
-                            let at = reader.position().byte;
-                            progress.inc(at - reported);
-                            reported = at;
-                        }
-                    }
-                    let folded = fold.finish().context("folding orders")?;
-                    for (at, id) in folded.unknown() {
-                        let reason = BuildError::UnknownCustomer(id.clone()).to_string();
-                        bad_rows.push(reader.bad_row_at(*at, Some("customer_id"), reason));
-                    }
-                    bad_rows.sort_by_key(|b| b.line);
-                    Ok((folded, rows, bad_rows))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect::<Vec<_>>()
-    });
+    let no_skip = HashMap::new();
+    let mut parts = read_in_chunks(path, Kind::Orders, overrides, threads, |reader| {
+        fold_orders(builder_ref, reader, &no_skip, progress)
+    })
+    .context("reading orders")?;
+    for k in 1..parts.len() {
+        // Line in this part → line of the same id in an earlier part.
+        let mut skip: HashMap<u64, u64> = HashMap::new();
+        for earlier in &parts[..k] {
+            for (here, first) in parts[k].value.seen.also_in(&earlier.value.seen) {
+                let kept = skip.entry(here).or_insert(first);
+                *kept = (*kept).min(first);
+            }
+        }
+        if !skip.is_empty() {
+            let mut reader = CsvReader::open_at(path, Kind::Orders, overrides, parts[k].start)
+                .context("opening orders file")?
+                .until(parts[k].end);
+            parts[k].value = fold_orders(builder_ref, &mut reader, &skip, &ProgressBar::hidden())?;
+        }
+    }
     let mut counts = FileCounts {
         path: path.to_owned(),
         rows: 0,
         bad: 0,
     };
-    for result in results {
-        let (folded, rows, bad_rows) = result?;
+    for part in parts {
+        let OrdersPart {
+            folded,
+            rows,
+            bad_rows,
+            ..
+        } = part.value;
         builder
             .merge_orders(folded)
             .context("merging order aggregates")?;
@@ -370,6 +359,80 @@ fn load_orders(
     }
     progress.set_position(done_bytes + size);
     Ok(counts)
+}
+
+/// Folds the rows of `reader` (one chunk of the orders file); rows whose line is in `skip`
+/// repeat an order id first seen on the line it maps to, in an earlier chunk.
+fn fold_orders(
+    builder: &FeatureBuilder,
+    reader: &mut CsvReader,
+    skip: &HashMap<u64, u64>,
+    progress: &ProgressBar,
+) -> Result<OrdersPart> {
+    let mut fold = builder.order_fold();
+    let (mut rows, mut bad_rows) = (0u64, Vec::new());
+    let mut seen = SeenIds::new();
+    // Chunks start part-way into the file: count only what each one reads.
+    let mut reported = reader.position().byte;
+    loop {
+        let outcome = match reader.next_order_line() {
+            None => break,
+            Some(Ok(order)) => {
+                let first = if order.id.is_empty() {
+                    Ok(())
+                } else if let Some(&first) = skip.get(&order.line) {
+                    // Recorded with the earlier line, for later repeats in this chunk.
+                    let _ = seen.insert(order.id, first);
+                    Err(first)
+                } else {
+                    seen.insert(order.id, order.line)
+                };
+                match first {
+                    Err(first) => {
+                        let reason = format!(
+                            "duplicate order id {} (first at line {first}); skipped",
+                            order.id
+                        );
+                        Err(reader.bad_row(Some("id"), reason))
+                    }
+                    Ok(()) => fold
+                        .add_order_tagged(order.customer_id, order.facts, order.line)
+                        .map_err(|e| {
+                            let field = match e {
+                                BuildError::UnknownCustomer(_) => "customer_id",
+                                _ => "total",
+                            };
+                            reader.bad_row(Some(field), e.to_string())
+                        }),
+                }
+            }
+            Some(Err(RowError::Bad(b))) => Err(b),
+            Some(Err(RowError::Fatal(e))) => {
+                return Err(anyhow::Error::new(e).context("reading orders"));
+            }
+        };
+        rows += 1;
+        if let Err(b) = outcome {
+            bad_rows.push(b);
+        }
+        if rows.is_multiple_of(65_536) && !progress.is_hidden() {
+            let at = reader.position().byte;
+            progress.inc(at.saturating_sub(reported));
+            reported = at;
+        }
+    }
+    let folded = fold.finish().context("folding orders")?;
+    for (at, id) in folded.unknown() {
+        let reason = BuildError::UnknownCustomer(id.clone()).to_string();
+        bad_rows.push(reader.bad_row_at(*at, Some("customer_id"), reason));
+    }
+    bad_rows.sort_by_key(|b| b.line);
+    Ok(OrdersPart {
+        folded,
+        rows,
+        bad_rows,
+        seen,
+    })
 }
 
 fn open(path: &Path, kind: Kind, overrides: &Overrides) -> Result<CsvReader> {

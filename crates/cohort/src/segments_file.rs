@@ -1,4 +1,5 @@
-//! The segments file: TOML with one `[[segment]]` table per segment.
+//! The segments file: TOML with one `[[segment]]` table per segment. `[[segments]]`, the
+//! spelling of workspace configs, is accepted too, so a segment can be copied between them.
 //!
 //! Each `where` keeps its span in the file, so an error inside an expression is reported at
 //! the file's own line and column, not just "column 12 of the expression".
@@ -28,6 +29,8 @@ struct RawSegment {
 struct RawFile {
     #[serde(default)]
     segment: Vec<RawSegment>,
+    #[serde(default)]
+    segments: Vec<RawSegment>,
 }
 
 /// A segment with what the file says about it beyond its expression.
@@ -69,14 +72,17 @@ impl SegmentsFile {
                 .unwrap_or_default();
             anyhow::anyhow!("{}{place}: {}", path.display(), e.message())
         })?;
-        if raw.segment.is_empty() {
+        let mut all = raw.segment;
+        all.extend(raw.segments);
+        // The two spellings are two TOML arrays; put their tables back in file order.
+        all.sort_by_key(|s| s.expr.span().start);
+        if all.is_empty() {
             anyhow::bail!(
                 "{}: no segments; add one as\n\n[[segment]]\nname = \"vip\"\nwhere = \"total_spent > 500\"",
                 path.display()
             );
         }
-        let segments = raw
-            .segment
+        let segments = all
             .into_iter()
             .map(|s| {
                 let span = s.expr.span();
@@ -200,5 +206,22 @@ mod tests {
         assert!(msg.starts_with("s.toml:3:1: unknown field `wher`"), "{msg}");
         let err = SegmentsFile::parse(Path::new("s.toml"), "".into()).expect_err("empty");
         assert!(err.to_string().contains("no segments"));
+    }
+
+    #[test]
+    fn segments_may_be_spelled_segments_as_in_configs() {
+        let text = "[[segments]]\nname = \"a\"\nwhere = \"orders_count > 1\"\n\
+                    [[segment]]\nname = \"b\"\nwhere = \"orders_count > 2\"\n\
+                    [[segments]]\nname = \"c\"\nwhere = \"total_spend > 3\"\n";
+        let file = SegmentsFile::parse(Path::new("s.toml"), text.into()).expect("parses");
+        let names: Vec<&str> = file.segments.iter().map(|s| s.def.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"], "both spellings, in file order");
+        let errors = SegmentSet::check(&file.defs(), &fields()).expect_err("unknown field");
+        assert!(
+            file.render_error(&errors[0])
+                .starts_with("s.toml:9:10: in segment `c`"),
+            "{}",
+            file.render_error(&errors[0])
+        );
     }
 }

@@ -212,7 +212,7 @@ fn bad_rows_are_reported_by_file_line_and_column_skipped_and_counted() {
         [
             "warning: skipped customers.csv:3:4: accepts_marketing: `perhaps` is not a boolean (expected true/false, yes/no or 1/0)",
             "warning: skipped customers.csv:4:5: created_at: `2020-02-30` is not a date or date-time (expected e.g. 2024-03-01, 2024-03-01T12:00:00, 2024-03-01 12:00:00+02:00 or 03/01/2024)",
-            "warning: skipped customers.csv:5:1: id: customer `1` appears more than once; the first record was kept",
+            "warning: skipped customers.csv:5:1: id: duplicate customer id 1 (first at line 2); skipped",
             "warning: skipped orders.csv:3:4: total_price: `twelve` is not an amount (expected e.g. 12.50 or $1,234.50)",
             "warning: skipped orders.csv:4:2: customer_id: unknown customer `99`",
         ],
@@ -468,5 +468,236 @@ fn the_features_page_is_generated_from_the_catalogue() {
     assert_eq!(
         run.stdout, page,
         "docs/features.md is stale: run `cargo run -p cohort -- segment fields --markdown > docs/features.md`"
+    );
+}
+
+/// The `caused by:` lines of a failure, each checked to add something the lines above it do
+/// not already say.
+fn assert_each_cause_said_once(stderr: &str) {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: ") || l.starts_with("  caused by: "))
+        .collect();
+    assert!(!lines.is_empty(), "{stderr}");
+    for (i, line) in lines.iter().enumerate().skip(1) {
+        let text = line.trim_start_matches("  caused by: ");
+        assert!(
+            !lines[..i].iter().any(|above| above.contains(text)),
+            "`{text}` is said twice:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn every_cause_of_a_failure_is_printed_once() {
+    let dir = Dir::new();
+    dir.write("c.csv", "name,email\nann,a@x.com\n");
+    dir.write(
+        "s.toml",
+        "[[segment]]\nname = \"all\"\nwhere = \"orders_count = 0\"\n",
+    );
+    for customers in ["c.csv", "missing.csv", "."] {
+        let run = dir
+            .run(&[
+                "segment",
+                "eval",
+                "--customers",
+                customers,
+                "--segments",
+                "s.toml",
+            ])
+            .failed();
+        assert_each_cause_said_once(&run.stderr);
+        assert!(run.stderr.contains(customers), "{}", run.stderr);
+    }
+}
+
+#[test]
+fn an_empty_customers_file_is_called_empty_and_a_header_alone_is_no_customers() {
+    let dir = Dir::new();
+    dir.write("empty.csv", "");
+    dir.write("header.csv", "id,email\n");
+    dir.write(
+        "s.toml",
+        "[[segment]]\nname = \"all\"\nwhere = \"orders_count = 0\"\n",
+    );
+    let eval = |customers: &str| {
+        dir.run(&[
+            "segment",
+            "eval",
+            "--customers",
+            customers,
+            "--segments",
+            "s.toml",
+        ])
+    };
+    let run = eval("empty.csv").failed();
+    assert!(
+        run.stderr
+            .contains("empty.csv: the file is empty; expected a header line naming the columns"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("columns found"), "{}", run.stderr);
+    let run = eval("header.csv").ok();
+    assert_eq!(run.counts(), [("all".to_owned(), 0)]);
+}
+
+/// `segment eval` of one segment over the files in `dir`, as of 2024-06-01.
+fn eval_in(dir: &Dir, orders: Option<&str>) -> util::Run {
+    dir.write(
+        "s.toml",
+        "[[segment]]\nname = \"buyers\"\nwhere = \"orders_count >= 1\"\n",
+    );
+    let mut args = vec!["segment", "eval", "--customers", "customers.csv"];
+    if let Some(o) = orders {
+        args.extend(["--orders", o]);
+    }
+    args.extend(["--segments", "s.toml", "--as-of", "2024-06-01"]);
+    dir.run(&args).ok()
+}
+
+fn skipped(run: &util::Run) -> Vec<&str> {
+    run.stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("warning: skipped "))
+        .collect()
+}
+
+#[test]
+fn an_unclosed_quote_is_one_bad_row_and_the_rows_after_it_still_load() {
+    let dir = Dir::new();
+    dir.write(
+        "customers.csv",
+        "id,email,first_name,accepts_marketing\n\
+         1,a@example.com,\"Ann,true\n\
+         2,b@example.com,Bob,true\n\
+         3,c@example.com,Cy,true\n",
+    );
+    let run = eval_in(&dir, None);
+    assert_eq!(
+        skipped(&run),
+        [
+            "customers.csv:2: the quote opened at line 2 is never closed; row skipped, reading resumes at line 3"
+        ]
+    );
+    assert!(
+        run.stderr.contains("2 customers, 0 orders"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_repeated_order_id_keeps_the_first_order_and_names_both_lines() {
+    let dir = Dir::new();
+    dir.write("customers.csv", "id\n1\n2\n");
+    dir.write(
+        "orders.csv",
+        "id,customer_id,created_at,total_price\n\
+         A1,1,2024-01-01,10.00\n\
+         A2,2,2024-01-02,20.00\n\
+         A1,2,2024-01-03,99.00\n",
+    );
+    let run = eval_in(&dir, Some("orders.csv"));
+    assert_eq!(
+        skipped(&run),
+        ["orders.csv:4:1: id: duplicate order id A1 (first at line 2); skipped"]
+    );
+    assert!(
+        run.stderr.contains("2 customers, 2 orders"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_large_orders_file_read_in_parallel_gives_what_one_reader_gives() {
+    // Over the size read in parallel chunks (16 MiB); an unclosed quote early on misleads
+    // the guess of where the later chunks start, and an order id repeats across chunks.
+    let dir = Dir::new();
+    let mut customers = String::from("id\n");
+    for c in 1..=1000 {
+        writeln!(customers, "{c}").unwrap();
+    }
+    dir.write("customers.csv", &customers);
+    let pad = "x".repeat(120);
+    let rows = 150_000;
+    let mut orders = String::with_capacity(rows * 160);
+    orders.push_str("id,customer_id,created_at,total_price,note\n");
+    for i in 1..=rows {
+        let id = if i == 140_000 { 5 } else { i };
+        let note = if i == 1000 {
+            format!("\"{pad}")
+        } else {
+            pad.clone()
+        };
+        writeln!(orders, "{id},{},2024-01-01,1.00,{note}", i % 1000 + 1).unwrap();
+    }
+    assert!(orders.len() > 16 * 1024 * 1024);
+    dir.write("orders.csv", &orders);
+    let run = eval_in(&dir, Some("orders.csv"));
+    assert_eq!(
+        skipped(&run),
+        [
+            "orders.csv:1001: the quote opened at line 1001 is not closed within 65536 bytes (max_field_bytes); row skipped, reading resumes at line 1002",
+            "orders.csv:140001:1: id: duplicate order id 5 (first at line 6); skipped",
+        ],
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("1000 customers, {} orders", rows - 2)),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_refund_row_lowers_spend_without_counting_as_an_order_and_an_unmarked_negative_is_bad() {
+    let dir = Dir::new();
+    dir.write("customers.csv", "id\n1\n2\n");
+    dir.write(
+        "orders.csv",
+        "id,customer_id,created_at,total_price,kind\n\
+         A1,1,2024-01-01,100.00,\n\
+         R1,1,2024-02-01,-30.00,refund\n\
+         A2,2,2024-01-02,20.00,order\n\
+         A3,2,2024-01-03,-5.00,\n",
+    );
+    dir.write(
+        "s.toml",
+        "[[segment]]\nname = \"net_70_one_order\"\nwhere = \"total_spent = 70 and orders_count = 1 and last_order_at < 2024-01-02\"\n\n\
+         [[segment]]\nname = \"twenty\"\nwhere = \"total_spent = 20\"\n",
+    );
+    let run = dir
+        .run(&[
+            "segment",
+            "eval",
+            "--customers",
+            "customers.csv",
+            "--orders",
+            "orders.csv",
+            "--segments",
+            "s.toml",
+            "--as-of",
+            "2024-06-01",
+        ])
+        .ok();
+    assert_eq!(
+        run.counts(),
+        [("net_70_one_order".to_owned(), 1), ("twenty".to_owned(), 1)]
+    );
+    assert_eq!(
+        skipped(&run),
+        [
+            "orders.csv:5:4: total_price: `-5.00` is negative; if the row is a refund, write refund in its kind column"
+        ]
+    );
+    assert!(
+        run.stderr.contains("2 customers, 2 orders, 1 refunds"),
+        "{}",
+        run.stderr
     );
 }

@@ -31,6 +31,13 @@ pub struct Config {
     /// Where engagement events come from.
     #[serde(default)]
     pub events: Option<StreamConfig>,
+    /// Longest field accepted, in bytes (default 65536). A row with a longer field is reported
+    /// and skipped; so is a quoted field still open this far on, which is taken for a quote
+    /// left open by mistake: reading resumes at the line after the row's first, so the rows
+    /// it would have swallowed still load.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub max_field_bytes: Option<u64>,
 }
 
 /// The files of one stream.
@@ -67,10 +74,12 @@ pub enum Pattern {
 }
 
 /// A config checked against the file system.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Validated {
     /// Files per stream; a stream absent from the config yields nothing.
     pub streams: BTreeMap<Stream, StreamFiles>,
+    /// The bound on one field, in bytes.
+    pub max_field_bytes: u64,
 }
 
 fn kind_of(stream: Stream) -> Kind {
@@ -97,7 +106,18 @@ impl Config {
                 format!("{} is not a folder", base.display()),
             ));
         }
-        let mut out = Validated::default();
+        if self.max_field_bytes == Some(0) {
+            issues.push(issue(
+                "/max_field_bytes",
+                "must be at least 1 (the default is 65536)".to_owned(),
+            ));
+        }
+        let mut out = Validated {
+            streams: BTreeMap::new(),
+            max_field_bytes: self
+                .max_field_bytes
+                .unwrap_or(cohort_csv::DEFAULT_MAX_FIELD_BYTES),
+        };
         for (stream, cfg) in [
             (Stream::Customers, self.customers),
             (Stream::Orders, self.orders),

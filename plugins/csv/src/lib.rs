@@ -4,25 +4,28 @@
 //! are; anything else through `columns`), type coercion and bad-row reports all come from
 //! `cohort-csv`, so a file means the same here as in `cohort segment eval`. This crate adds what
 //! a connector needs on top: paths and globs, paging driven by the host, and an incremental
-//! cursor (see [`cursor`]) so that a re-run reads only rows appended since the last one.
+//! cursor (see [`cursor`]) so that a re-run reads only rows appended since the last one, and
+//! reads a file again in full when anything else in it changed.
 //!
 //! Files are streamed: a page holds at most the host's `max_records` records, and the reader
 //! stays open between pages of one run, so a 10-million-row file is read once, front to back.
 //! A row that cannot be read is reported as a reject (`file:line:column` and the reason) and
-//! skipped; the rest still load.
+//! skipped; the rest still load. So are an empty file, and a record whose id an earlier row
+//! of the same file already had: the first is kept, as `cohort segment eval` does.
 
 pub mod config;
 pub mod cursor;
 
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use cohort_csv::{CsvReader, Position, RowError};
+use cohort_csv::{BadRow, CsvError, CsvReader, Position, RowError, SeenIds};
 use cohort_plugin_api::prelude::*;
 use cohort_plugin_api::wire::binary::{CustomerRef, OrderRef};
 use serde_json::json;
 
 use crate::config::{Config, Validated, kind};
-use crate::cursor::Cursor;
+use crate::cursor::{Cursor, PrefixHash, Restart};
 
 /// Rejects after which a page ends early, so a file of garbage cannot fill memory.
 const MAX_REJECTS_PER_PAGE: usize = 1000;
@@ -37,12 +40,18 @@ pub struct CsvSource {
     open: Option<OpenReader>,
 }
 
+/// A pass over a stream's files, between two pages.
 #[derive(Debug)]
 struct OpenReader {
     stream: Stream,
     returned: Cursor,
+    /// The file being read, by index in `returned`.
     file: usize,
     reader: CsvReader,
+    /// The hash of each file's bytes read so far, by index in `returned`.
+    hashes: Vec<PrefixHash>,
+    /// Ids read from the current file in this pass.
+    seen: SeenIds,
 }
 
 impl Plugin for CsvSource {
@@ -68,55 +77,91 @@ impl Plugin for CsvSource {
     }
 }
 
+/// A pass over a stream's files, as a page starts it.
+struct Pass {
+    cursor: Cursor,
+    /// The hash of each file's bytes read so far, by index in `cursor`.
+    hashes: Vec<PrefixHash>,
+    /// The file to go on with.
+    first: usize,
+    /// Its reader and the ids it has seen, when continuing.
+    open: Option<(CsvReader, SeenIds)>,
+}
+
 /// Reads the next row into the page: `Some(true)` a record, `Some(false)` a reject, `None` the
-/// end of the file.
+/// end of the file. A customer or order whose id the file already had is a reject.
 fn read_next(
     reader: &mut CsvReader,
     stream: Stream,
     page: &mut PageWriter,
+    seen: &mut SeenIds,
 ) -> Result<Option<bool>, PluginError> {
+    let repeated = |seen: &mut SeenIds, what: &str, id: &str, line: u64| {
+        seen.insert(id, line)
+            .err()
+            .map(|first| format!("duplicate {what} id {id} (first at line {first}); skipped"))
+    };
     // Customers and orders go from the reader's buffer straight into the page, without building
     // an owned record first (the page is the same either way).
     let row = match stream {
-        Stream::Customers => reader.next_customer_row().map(|row| {
-            row.map(|c| {
-                page.push_customer(&CustomerRef {
-                    id: c.id,
-                    email: c.email,
-                    phone: c.phone,
-                    first_name: c.first_name,
-                    last_name: c.last_name,
-                    country: c.country,
-                    region: c.region,
-                    city: c.city,
-                    postal_code: c.postal_code,
-                    birth_date: c.birth_date,
-                    birth_year: c.birth_year,
-                    gender: c.gender,
-                    tags: c.tags(),
-                    accepts_email_marketing: c.accepts_email_marketing,
-                    accepts_sms_marketing: c.accepts_sms_marketing,
-                    created_at: c.created_at,
-                    updated_at: c.updated_at,
-                    attributes: Some(&c.attributes),
+        Stream::Customers => {
+            let mut duplicate = None;
+            let row = reader.next_customer_row().map(|row| {
+                row.map(|c| {
+                    duplicate = repeated(seen, "customer", c.id, c.line);
+                    if duplicate.is_some() {
+                        return Ok(());
+                    }
+                    page.push_customer(&CustomerRef {
+                        id: c.id,
+                        email: c.email,
+                        phone: c.phone,
+                        first_name: c.first_name,
+                        last_name: c.last_name,
+                        country: c.country,
+                        region: c.region,
+                        city: c.city,
+                        postal_code: c.postal_code,
+                        birth_date: c.birth_date,
+                        birth_year: c.birth_year,
+                        gender: c.gender,
+                        tags: c.tags(),
+                        accepts_email_marketing: c.accepts_email_marketing,
+                        accepts_sms_marketing: c.accepts_sms_marketing,
+                        created_at: c.created_at,
+                        updated_at: c.updated_at,
+                        attributes: Some(&c.attributes),
+                    })
                 })
-            })
-        }),
-        Stream::Orders => reader.next_order_row().map(|row| {
-            row.map(|o| {
-                page.push_order(&OrderRef {
-                    id: &o.id,
-                    customer_id: o.customer_id,
-                    created_at: Some(o.created_at),
-                    total: o.total,
-                    currency: o.currency,
-                    item_count: o.item_count,
-                    line_items: &[],
-                    cancelled_at: o.cancelled_at,
-                    refunded: o.refunded,
+            });
+            with_duplicate(reader, row, duplicate)
+        }
+        Stream::Orders => {
+            let mut duplicate = None;
+            let row = reader.next_order_row().map(|row| {
+                row.map(|o| {
+                    // An order without an id is named after its line: unique already.
+                    if o.has_id {
+                        duplicate = repeated(seen, "order", &o.id, o.line);
+                        if duplicate.is_some() {
+                            return Ok(());
+                        }
+                    }
+                    page.push_order(&OrderRef {
+                        id: &o.id,
+                        customer_id: o.customer_id,
+                        created_at: Some(o.created_at),
+                        total: o.total,
+                        currency: o.currency,
+                        item_count: o.item_count,
+                        line_items: &[],
+                        cancelled_at: o.cancelled_at,
+                        refunded: o.refunded,
+                    })
                 })
-            })
-        }),
+            });
+            with_duplicate(reader, row, duplicate)
+        }
         Stream::Events => reader
             .next_event()
             .map(|row| row.map(|event| page.push(&event))),
@@ -125,29 +170,61 @@ fn read_next(
         None => Ok(None),
         Some(Ok(pushed)) => pushed.map(|()| Some(true)),
         Some(Err(RowError::Bad(bad))) => {
-            let mut location = format!("{}:{}", bad.path.display(), bad.line);
-            if let Some(col) = bad.column {
-                location.push_str(&format!(":{col}"));
-            }
-            let reason = match &bad.header {
-                Some(h) => format!("{h}: {}", bad.reason),
-                None => bad.reason.clone(),
-            };
-            page.reject(location, reason);
+            reject(page, &bad);
             Ok(Some(false))
         }
         Some(Err(RowError::Fatal(e))) => Err(PluginError::failed(e.to_string())),
     }
 }
 
+/// The row's outcome, or a bad row when its id repeated an earlier one.
+fn with_duplicate(
+    reader: &CsvReader,
+    row: Option<Result<Result<(), PluginError>, RowError>>,
+    duplicate: Option<String>,
+) -> Option<Result<Result<(), PluginError>, RowError>> {
+    match duplicate {
+        Some(reason) => Some(Err(RowError::Bad(reader.bad_row(Some("id"), reason)))),
+        None => row,
+    }
+}
+
+fn reject(page: &mut PageWriter, bad: &BadRow) {
+    let mut location = format!("{}:{}", bad.path.display(), bad.line);
+    if let Some(col) = bad.column {
+        location.push_str(&format!(":{col}"));
+    }
+    let reason = match &bad.header {
+        Some(h) => format!("{h}: {}", bad.reason),
+        None => bad.reason.clone(),
+    };
+    page.reject(location, reason);
+}
+
+/// Whether the file's last byte ends a line: if not, its last row may be cut short (an export
+/// still being written) and is read again next time.
+fn ends_with_newline(path: &Path, len: u64) -> std::io::Result<bool> {
+    if len == 0 {
+        return Ok(true);
+    }
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(len - 1))?;
+    let mut last = [0u8];
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
+}
+
 impl CsvSource {
+    /// Opens `path` at `byte`; `Ok(None)` when the file has no header line at all, which is
+    /// reported as a reject naming the file.
     fn open_file(
         &self,
         stream: Stream,
         path: &Path,
         byte: u64,
         line: u64,
-    ) -> Result<CsvReader, PluginError> {
+        page: &mut PageWriter,
+    ) -> Result<Option<CsvReader>, PluginError> {
         let files = &self.config.streams[&stream];
         let reader = if byte == 0 {
             CsvReader::open(path, kind(stream), &files.overrides)
@@ -158,8 +235,63 @@ impl CsvSource {
                 &files.overrides,
                 Position { byte, line },
             )
-        };
-        reader.map_err(|e| PluginError::failed(format!("reading {stream}: {e}")))
+        }
+        .and_then(|r| r.max_field_bytes(self.config.max_field_bytes));
+        match reader {
+            Ok(r) => Ok(Some(r)),
+            Err(CsvError::Empty { path }) => {
+                page.reject(
+                    path.display().to_string(),
+                    format!(
+                        "{stream}: the file is empty; expected a header line naming the columns"
+                    ),
+                );
+                Ok(None)
+            }
+            Err(e) => Err(PluginError::failed(format!("reading {stream}: {e}"))),
+        }
+    }
+
+    /// Where to read from: the open reader's pass when the host continues from the cursor the
+    /// previous page returned, else a fresh pass over the stream's files as they are now.
+    fn start_pass(&mut self, stream: Stream, cursor: Option<Cursor>) -> Result<Pass, PluginError> {
+        if let Some(o) = self.open.take()
+            && o.stream == stream
+            && cursor.as_ref() == Some(&o.returned)
+        {
+            return Ok(Pass {
+                cursor: o.returned,
+                hashes: o.hashes,
+                first: o.file,
+                open: Some((o.reader, o.seen)),
+            });
+        }
+        let files = &self.config.streams[&stream];
+        let paths = files.files().map_err(PluginError::failed)?;
+        let reconciled = cursor
+            .unwrap_or_default()
+            .reconcile(&paths)
+            .map_err(|e| PluginError::failed(format!("checking {stream} files: {e}")))?;
+        for (path, why) in &reconciled.restarted {
+            let (level, message) = match why {
+                Restart::Changed => (
+                    Level::Warn,
+                    "File changed other than by appending; reading it again from the start",
+                ),
+                Restart::OldCursor => (
+                    Level::Info,
+                    "Cursor from an earlier release; reading the file again from the start",
+                ),
+            };
+            self.host
+                .log_with(level, message, &json!({"path": path, "stream": stream}));
+        }
+        Ok(Pass {
+            cursor: reconciled.cursor,
+            hashes: reconciled.hashes,
+            first: 0,
+            open: None,
+        })
     }
 }
 
@@ -172,57 +304,55 @@ impl Source for CsvSource {
         cursor: Option<Cursor>,
         page: &mut PageWriter,
     ) -> Result<PageEnd<Cursor>, PluginError> {
-        let Some(files) = self.config.streams.get(&stream) else {
+        if !self.config.streams.contains_key(&stream) {
             // Not configured: nothing to read, ever.
             return Ok(PageEnd {
                 next_cursor: Cursor::default(),
                 done: true,
             });
-        };
-        let (mut cursor, mut open) = match self.open.take() {
-            Some(o) if o.stream == stream && cursor.as_ref() == Some(&o.returned) => {
-                (o.returned, Some((o.file, o.reader)))
-            }
-            _ => {
-                let paths = files.files().map_err(PluginError::failed)?;
-                let (current, replaced) = cursor
-                    .unwrap_or_default()
-                    .reconcile(&paths)
-                    .map_err(|e| PluginError::failed(format!("checking {stream} files: {e}")))?;
-                for path in replaced {
-                    self.host.log_with(
-                        Level::Warn,
-                        "File changed other than by appending; reading it again from the start",
-                        &json!({"path": path, "stream": stream}),
-                    );
-                }
-                (current, None)
-            }
-        };
+        }
+        let Pass {
+            mut cursor,
+            mut hashes,
+            first,
+            mut open,
+        } = self.start_pass(stream, cursor)?;
         let total: u64 = cursor
             .files
             .iter()
             .map(|f| std::fs::metadata(&f.path).map_or(0, |m| m.len()))
             .sum();
+        let failed = |what: &str, path: &Path, e: std::io::Error| {
+            PluginError::failed(format!("{what} {}: {e}", path.display()))
+        };
         let mut rejects = page.rejects().len();
-        for i in 0..cursor.files.len() {
+        for i in first..cursor.files.len() {
             let state = &cursor.files[i];
-            let len = std::fs::metadata(&state.path).map_or(0, |m| m.len());
-            if len == 0 || (state.byte > 0 && state.byte >= len) {
+            let path = state.path.clone();
+            let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+            if state.finished(len) {
                 continue;
             }
-            let mut reader = match open.take() {
-                Some((file, reader)) if file == i => reader,
-                _ => {
-                    let path = state.path.clone();
-                    self.open_file(stream, &path, state.byte, state.line)?
-                }
+            let (mut reader, mut seen) = match open.take() {
+                Some((reader, seen)) => (reader, seen),
+                None => match self.open_file(stream, &path, state.byte, state.line, page)? {
+                    Some(reader) => (reader, SeenIds::new()),
+                    None => {
+                        // Reported as a reject; left unread, so every run reports it.
+                        rejects += 1;
+                        continue;
+                    }
+                },
             };
             loop {
                 if page.is_full() || rejects >= MAX_REJECTS_PER_PAGE {
                     let p = reader.position();
-                    cursor.files[i].byte = p.byte;
-                    cursor.files[i].line = p.line;
+                    hashes[i]
+                        .extend_to(&path, p.byte)
+                        .map_err(|e| failed("hashing", &path, e))?;
+                    let state = &mut cursor.files[i];
+                    (state.byte, state.line) = (p.byte, p.line);
+                    state.prefix_hash = Some(hashes[i].hex());
                     let done_bytes: u64 = cursor.files.iter().map(|f| f.byte).sum();
                     self.host.progress(done_bytes, Some(total));
                     self.open = Some(OpenReader {
@@ -230,21 +360,31 @@ impl Source for CsvSource {
                         returned: cursor.clone(),
                         file: i,
                         reader,
+                        hashes,
+                        seen,
                     });
                     return Ok(PageEnd {
                         next_cursor: cursor,
                         done: false,
                     });
                 }
-                match read_next(&mut reader, stream, page)? {
+                match read_next(&mut reader, stream, page, &mut seen)? {
                     None => break,
                     Some(true) => {}
                     Some(false) => rejects += 1,
                 }
             }
-            let p = reader.position();
-            cursor.files[i].byte = p.byte.max(1);
-            cursor.files[i].line = p.line;
+            let mut p = reader.stopped_at().unwrap_or_else(|| reader.position());
+            if !ends_with_newline(&path, p.byte).map_err(|e| failed("reading", &path, e))? {
+                // Read the last row again next time: it may not be whole yet.
+                p = reader.last_row_from().unwrap_or(p);
+            }
+            hashes[i]
+                .extend_to(&path, p.byte)
+                .map_err(|e| failed("hashing", &path, e))?;
+            let state = &mut cursor.files[i];
+            (state.byte, state.line) = (p.byte, p.line.max(1));
+            state.prefix_hash = Some(hashes[i].hex());
             self.host.check_cancelled()?;
         }
         self.host.progress(total, Some(total));

@@ -370,3 +370,277 @@ fn a_stream_that_is_not_configured_yields_nothing() {
     let events = pull_all::<Event>(&csv_plugin(), &config, Value::Null, 10);
     assert!(events.records.is_empty());
 }
+
+/// `n` customers, all `vip` with consent: the shop of issue 9.
+fn vip_customers(ids: impl Iterator<Item = u32>) -> String {
+    let mut text = String::from("id,email,tags,accepts_marketing\n");
+    for id in ids {
+        text.push_str(&format!("{id},c{id}@example.com,vip,true\n"));
+    }
+    text
+}
+
+fn consent_of(customers: &[Customer], id: &str) -> Option<bool> {
+    customers
+        .iter()
+        .find(|c| c.id.as_str() == id)
+        .map(|c| c.accepts_email_marketing)
+}
+
+#[test]
+fn a_consent_changed_in_place_past_the_first_kilobytes_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("customers.csv");
+    write(&path, &vip_customers(1..=300));
+    let config = json!({"customers": {"paths": [path]}});
+    let p = csv_plugin();
+    let first = pull_all::<Customer>(&p, &config, Value::Null, 64);
+    assert_eq!(first.records.len(), 300);
+    assert!(std::fs::metadata(&path).unwrap().len() > 4096 * 2);
+
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "250,c250@example.com,vip,true",
+        "250,c250@example.com,vip,false",
+    );
+    write(&path, &text);
+    let logs = Arc::new(Logs::default());
+    let again = pull_with::<Customer>(
+        &p,
+        &config,
+        first.cursor,
+        64,
+        HostServices::default().with_log(logs.clone()),
+    );
+    assert!(again.rejects.is_empty(), "{:?}", again.rejects);
+    assert_eq!(again.records.len(), 300, "the whole file, read again");
+    assert_eq!(consent_of(&again.records, "250"), Some(false));
+    let lines = logs.0.lock().unwrap().join("\n");
+    assert!(
+        lines.contains("Warn File changed other than by appending"),
+        "{lines}"
+    );
+}
+
+#[test]
+fn a_deleted_row_and_appended_rows_load_without_a_bogus_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("customers.csv");
+    write(&path, &vip_customers(1..=301));
+    let config = json!({"customers": {"paths": [path]}});
+    let p = csv_plugin();
+    let first = pull_all::<Customer>(&p, &config, Value::Null, 1000);
+    // Row 200 deleted, rows 302 and 303 appended.
+    write(&path, &vip_customers((1..=303).filter(|&id| id != 200)));
+    let again = pull_all::<Customer>(&p, &config, first.cursor, 1000);
+    assert!(again.rejects.is_empty(), "{:?}", again.rejects);
+    for id in ["302", "303", "1", "301"] {
+        assert_eq!(consent_of(&again.records, id), Some(true), "{id}");
+    }
+    assert_eq!(consent_of(&again.records, "200"), None);
+}
+
+#[test]
+fn a_bad_row_fixed_in_place_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("customers.csv");
+    let shop = vip_customers(1..=300);
+    // Same length as the fix, so only the bytes tell them apart.
+    let typo = "250,c250@example.com,vip,ture";
+    write(&path, &shop.replace("250,c250@example.com,vip,true", typo));
+    let config = json!({"customers": {"paths": [path]}});
+    let p = csv_plugin();
+    let first = pull_all::<Customer>(&p, &config, Value::Null, 100);
+    assert_eq!(first.records.len(), 299);
+    assert_eq!(first.rejects.len(), 1);
+    write(&path, &shop);
+    let again = pull_all::<Customer>(&p, &config, first.cursor, 100);
+    assert!(again.rejects.is_empty(), "{:?}", again.rejects);
+    assert_eq!(consent_of(&again.records, "250"), Some(true));
+}
+
+#[test]
+fn appending_to_an_unchanged_file_reads_only_the_new_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("customers.csv");
+    write(&path, &vip_customers(1..=300));
+    let config = json!({"customers": {"paths": [path]}});
+    let p = csv_plugin();
+    // Small pages: the hash is built page by page and must match the whole prefix's.
+    let first = pull_all::<Customer>(&p, &config, Value::Null, 7);
+    append(&path, "301,c301@example.com,vip,true\n");
+    let logs = Arc::new(Logs::default());
+    let again = pull_with::<Customer>(
+        &p,
+        &config,
+        first.cursor,
+        7,
+        HostServices::default().with_log(logs.clone()),
+    );
+    let ids: Vec<&str> = again.records.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["301"]);
+    assert!(logs.0.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_cursor_of_the_previous_release_reads_the_file_again_without_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("customers.csv");
+    write(&path, &vip_customers(1..=3));
+    let config = json!({"customers": {"paths": [path]}});
+    let old = json!({"files": [{
+        "path": path, "head_len": 100, "head_hash": "0123456789abcdef", "byte": 100, "line": 4
+    }]});
+    let again = pull_all::<Customer>(&csv_plugin(), &config, old, 10);
+    assert_eq!(again.records.len(), 3);
+    assert!(again.cursor["files"][0]["prefix_hash"].is_string());
+    assert!(again.cursor["files"][0].get("head_hash").is_none());
+}
+
+#[test]
+fn a_last_row_without_its_line_end_is_read_again_once_it_is_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("customers.csv");
+    // An export caught while being written: the last row is cut short.
+    write(
+        &path,
+        "id,email,accepts_marketing\n1,a@x.com,yes\n2,b@x.com,y",
+    );
+    let config = json!({"customers": {"paths": [path]}});
+    let p = csv_plugin();
+    let first = pull_all::<Customer>(&p, &config, Value::Null, 10);
+    assert_eq!(first.records.len(), 2);
+    append(&path, "es\n3,c@x.com,no\n");
+    let again = pull_all::<Customer>(&p, &config, first.cursor, 10);
+    assert!(again.rejects.is_empty(), "{:?}", again.rejects);
+    let ids: Vec<&str> = again.records.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["2", "3"]);
+    assert_eq!(consent_of(&again.records, "2"), Some(true));
+}
+
+#[test]
+fn an_empty_file_is_a_reject_naming_it_at_every_run_and_a_header_alone_is_fine() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("a-customers.csv");
+    write(&empty, "");
+    write(&dir.path().join("b-customers.csv"), "id,email\n");
+    write(&dir.path().join("c-customers.csv"), &vip_customers(1..=2));
+    let config = json!({"customers": {"paths": [dir.path().join("*-customers.csv")]}});
+    let p = csv_plugin();
+    let first = pull_all::<Customer>(&p, &config, Value::Null, 1);
+    assert_eq!(first.records.len(), 2);
+    let rejects: Vec<String> = first.rejects.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        rejects,
+        [format!(
+            "{}: customers: the file is empty; expected a header line naming the columns",
+            empty.display()
+        )]
+    );
+    let again = pull_all::<Customer>(&p, &config, first.cursor, 1);
+    assert!(again.records.is_empty());
+    assert_eq!(again.rejects.len(), 1, "still empty, still reported");
+}
+
+#[test]
+fn a_repeated_id_keeps_the_first_record_and_names_both_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let customers = dir.path().join("customers.csv");
+    write(
+        &customers,
+        "id,email\n1,a@x.com\n2,b@x.com\n1,imposter@x.com\n3,c@x.com\n2,again@x.com\n",
+    );
+    let orders = dir.path().join("orders.csv");
+    write(
+        &orders,
+        "id,customer_id,created_at,total_price\nA,1,2024-01-01,1.00\nB,2,2024-01-01,2.00\nA,3,2024-01-02,3.00\n,1,2024-01-03,4.00\n,1,2024-01-04,5.00\n",
+    );
+    let config = json!({"customers": {"paths": [customers]}, "orders": {"paths": [orders]}});
+    let p = csv_plugin();
+    // Pages of one record: the ids seen carry over from page to page.
+    let got = pull_all::<Customer>(&p, &config, Value::Null, 1);
+    let emails: Vec<&str> = got
+        .records
+        .iter()
+        .map(|c| c.email.as_deref().unwrap())
+        .collect();
+    assert_eq!(emails, ["a@x.com", "b@x.com", "c@x.com"]);
+    let rejects: Vec<String> = got.rejects.iter().map(ToString::to_string).collect();
+    let file = customers.display().to_string();
+    assert_eq!(
+        rejects,
+        [
+            format!("{file}:4:1: id: duplicate customer id 1 (first at line 2); skipped"),
+            format!("{file}:6:1: id: duplicate customer id 2 (first at line 3); skipped"),
+        ]
+    );
+    let got = pull_all::<Order>(&p, &config, Value::Null, 2);
+    let totals: Vec<String> = got.records.iter().map(|o| o.total.to_string()).collect();
+    assert_eq!(
+        totals,
+        ["1.00", "2.00", "4.00", "5.00"],
+        "orders without ids are all kept"
+    );
+    let rejects: Vec<String> = got.rejects.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        rejects,
+        [format!(
+            "{}:4:1: id: duplicate order id A (first at line 2); skipped",
+            orders.display()
+        )]
+    );
+}
+
+#[test]
+fn an_unclosed_quote_is_one_reject_and_max_field_bytes_bounds_a_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("customers.csv");
+    write(
+        &path,
+        "id,email,first_name,accepts_marketing\n1,a@example.com,\"Ann,true\n2,b@example.com,Bob,true\n3,c@example.com,Cy,true\n",
+    );
+    let config = json!({"customers": {"paths": [path]}, "max_field_bytes": 20});
+    let got = pull_all::<Customer>(&csv_plugin(), &config, Value::Null, 10);
+    let ids: Vec<&str> = got.records.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["2", "3"]);
+    let rejects: Vec<String> = got.rejects.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        rejects,
+        [format!(
+            "{}:2: the quote opened at line 2 is not closed within 20 bytes (max_field_bytes); row skipped, reading resumes at line 3",
+            path.display()
+        )]
+    );
+    let err = csv_plugin()
+        .open(
+            &json!({"customers": {"paths": [path]}, "max_field_bytes": 0}),
+            HostServices::default(),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("/max_field_bytes"), "{err}");
+}
+
+#[test]
+fn a_refund_row_becomes_an_order_with_a_negative_total_that_counts_as_a_refund() {
+    let dir = tempfile::tempdir().unwrap();
+    let orders = dir.path().join("orders.csv");
+    write(
+        &orders,
+        "id,customer_id,created_at,total_price,kind\nA1,1,2024-01-01,100.00,\nR1,1,2024-02-01,30.00,refund\nA3,2,2024-01-03,-5.00,\n",
+    );
+    let config = json!({"orders": {"paths": [orders]}});
+    let got = pull_all::<Order>(&csv_plugin(), &config, Value::Null, 10);
+    let totals: Vec<String> = got.records.iter().map(|o| o.total.to_string()).collect();
+    assert_eq!(totals, ["100.00", "-30.00"]);
+    // What the store keeps and the run computes features from: the same facts as
+    // `cohort segment eval` folds.
+    let refund = got.records[1].facts().unwrap();
+    assert!(refund.refund);
+    assert_eq!(refund.net_total.to_string(), "-30.00");
+    assert!(!got.records[0].facts().unwrap().refund);
+    assert_eq!(got.rejects.len(), 1);
+    assert!(
+        got.rejects[0].reason.contains("`-5.00` is negative"),
+        "{:?}",
+        got.rejects
+    );
+}

@@ -43,6 +43,8 @@ pub struct BuildStats {
     pub orders: usize,
     /// Orders that count for nothing (cancelled, or without a date).
     pub orders_void: usize,
+    /// Refunds recorded on their own: they lower spend and are not orders.
+    pub refunds: usize,
     /// Orders dated after the run's clock.
     pub orders_after_as_of: usize,
     /// Events counted.
@@ -66,10 +68,11 @@ impl OrderAgg {
     /// `None` when the spend overflows.
     #[inline]
     fn absorb(&mut self, part: &OrderAgg) -> Option<()> {
+        // Refunds recorded on their own are spend without an order.
+        self.spent = self.spent.checked_add(part.spent)?;
         if part.count == 0 {
             return Some(());
         }
-        self.spent = self.spent.checked_add(part.spent)?;
         if self.count == 0 {
             (self.first, self.last) = (part.first, part.last);
         } else {
@@ -325,17 +328,28 @@ fn fold_order<'a>(
         return Ok(());
     }
     let at = facts.created_at.secs();
-    let one = OrderAgg {
-        count: 1,
-        items: u64::from(facts.item_count),
-        spent: facts.net_total.raw(),
-        first: at,
-        last: at,
+    let one = if facts.refund {
+        OrderAgg {
+            spent: facts.net_total.raw(),
+            ..OrderAgg::default()
+        }
+    } else {
+        OrderAgg {
+            count: 1,
+            items: u64::from(facts.item_count),
+            spent: facts.net_total.raw(),
+            first: at,
+            last: at,
+        }
     };
     aggs[row as usize]
         .absorb(&one)
         .ok_or_else(|| BuildError::Overflow(customer_id().to_owned()))?;
-    stats.orders += 1;
+    if facts.refund {
+        stats.refunds += 1;
+    } else {
+        stats.orders += 1;
+    }
     Ok(())
 }
 
@@ -515,6 +529,7 @@ impl FeatureBuilder {
         }
         self.stats.orders += folded.stats.orders;
         self.stats.orders_void += folded.stats.orders_void;
+        self.stats.refunds += folded.stats.refunds;
         self.stats.orders_after_as_of += folded.stats.orders_after_as_of;
         Ok(())
     }
@@ -849,6 +864,7 @@ mod tests {
             created_at: ts(at),
             net_total: Money::parse(total).expect("amount"),
             item_count: 1,
+            refund: false,
         })
     }
 
@@ -937,6 +953,46 @@ mod tests {
         assert_eq!(t.value(carol, "avg_order_value"), Value::Null);
         assert_eq!(t.value(carol, "r_score"), Value::Null);
         assert_eq!(t.value(carol, "rfm_group"), Value::Null);
+    }
+
+    #[test]
+    fn a_refund_row_lowers_spend_and_is_not_an_order() {
+        let mut b = FeatureBuilder::new(AsOf::utc(ts("2024-07-01T00:00:00Z")));
+        for id in ["1", "2"] {
+            b.add_customer(&Customer::new(id)).expect("customer");
+        }
+        let refund = |at: &str, amount: &str| {
+            Some(OrderFacts {
+                item_count: 0,
+                refund: true,
+                ..facts(at, amount).expect("facts")
+            })
+        };
+        b.add_order("1", refund("2024-01-01", "-5.05"))
+            .expect("refund first");
+        b.add_order("1", facts("2024-02-01", "30.30"))
+            .expect("order");
+        b.add_order("1", facts("2024-03-01", "10.00"))
+            .expect("order");
+        b.add_order("1", refund("2024-06-30", "-0.25"))
+            .expect("refund last");
+        b.add_order("2", refund("2024-06-01", "-7"))
+            .expect("refund only");
+        assert_eq!((b.stats().orders, b.stats().refunds), (2, 3));
+        let t = b.finish();
+        let (one, two) = (t.row_of("1").expect("1"), t.row_of("2").expect("2"));
+        let money = |s: &str| Value::Money(Money::parse(s).expect("m"));
+        assert_eq!(t.value(one, "orders_count"), Value::Int(2));
+        assert_eq!(t.value(one, "total_spent"), money("35.00"));
+        assert_eq!(t.value(one, "avg_order_value"), money("17.50"));
+        assert_eq!(
+            t.value(one, "first_order_at"),
+            Value::Time(ts("2024-02-01"))
+        );
+        assert_eq!(t.value(one, "last_order_at"), Value::Time(ts("2024-03-01")));
+        assert_eq!(t.value(two, "orders_count"), Value::Int(0));
+        assert_eq!(t.value(two, "total_spent"), money("-7"));
+        assert_eq!(t.value(two, "avg_order_value"), Value::Null);
     }
 
     #[test]

@@ -148,13 +148,13 @@ pub const FEATURES: &[Feature] = &[
         "orders_count",
         T::Int,
         G::Orders,
-        "Orders placed up to the run's clock, cancelled ones excluded; 0 without orders.",
+        "Orders placed up to the run's clock, cancelled ones and refunds excluded; 0 without orders.",
     ),
     f(
         "total_spent",
         T::Money,
         G::Orders,
-        "Exact sum of those orders' totals net of refunds; 0 without orders.",
+        "Exact sum of those orders' totals net of refunds (amounts refunded on an order, and refunds given as rows of their own); 0 without orders.",
     ),
     f(
         "avg_order_value",

@@ -282,6 +282,9 @@ fn summarise(report: &LoadReport, as_of: AsOf, customers: usize) {
         format!("{customers} customers"),
         format!("{} orders", s.orders),
     ];
+    if s.refunds > 0 {
+        parts.push(format!("{} refunds", s.refunds));
+    }
     if s.events > 0 {
         parts.push(format!("{} events", s.events));
     }
