@@ -221,6 +221,8 @@ pub(crate) async fn run_campaign(
             .commit_destination(&campaign.name, &intents)
             .await?;
         let batch = Batch {
+            workspace: None,
+            campaign: None,
             mode: wire_mode,
             audience: Some(campaign.audience.clone()),
             operations: chunk.iter().map(|(_, o)| o.clone()).collect(),
