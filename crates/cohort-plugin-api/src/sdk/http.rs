@@ -170,6 +170,12 @@ impl Client {
     /// Sends a header whose value is a credential (`X-Api-Key`), from `config_key`.
     pub fn secret_header(mut self, config_key: &str, name: &str, value: &str) -> Client {
         self.headers.push((name.to_owned(), value.to_owned()));
+        self.credential(config_key, value)
+    }
+
+    /// Declares a credential the requests depend on without sending it as is (a signing key):
+    /// its `config_key` is named if the vendor answers 401 or 403, its value never shown.
+    pub fn credential(mut self, config_key: &str, value: &str) -> Client {
         if !self.credentials.iter().any(|k| k == config_key) {
             self.credentials.push(config_key.to_owned());
         }
