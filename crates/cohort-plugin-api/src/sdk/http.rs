@@ -156,7 +156,6 @@ impl Client {
     /// the config (`/api_token`), named if the vendor refuses it.
     pub fn bearer(self, config_key: &str, token: &str) -> Client {
         self.secret_header(config_key, "Authorization", &format!("Bearer {token}"))
-            .secret(token)
     }
 
     /// Authenticates with HTTP Basic; `config_key` names the password's place in the config.
@@ -167,9 +166,13 @@ impl Client {
             .secret(&encoded)
     }
 
-    /// Sends a header whose value is a credential (`X-Api-Key`), from `config_key`.
+    /// Sends a header whose value is a credential (`X-Api-Key`), from `config_key`. The value
+    /// and, for `SCHEME TOKEN` values, the token alone are never shown.
     pub fn secret_header(mut self, config_key: &str, name: &str, value: &str) -> Client {
         self.headers.push((name.to_owned(), value.to_owned()));
+        if let Some((_, token)) = value.split_once(' ') {
+            self = self.secret(token.trim());
+        }
         self.credential(config_key, value)
     }
 

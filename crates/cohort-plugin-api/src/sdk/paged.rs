@@ -45,11 +45,12 @@ pub trait Paged {
         since: Option<&Mark>,
     ) -> Result<Request, PluginError>;
 
-    /// Reads one vendor page: its records (or rejects), and the token of the next page, `None`
-    /// on the last one.
+    /// Reads one vendor page, the answer to the request for `token`: its records (or rejects),
+    /// and the token of the next page, `None` on the last one.
     fn parse(
         &mut self,
         stream: Stream,
+        token: Option<&Self::Token>,
         response: Response,
     ) -> Result<VendorPage<Self::Token>, PluginError>;
 }
@@ -259,7 +260,7 @@ struct Buffered<T> {
 /// # struct Api; struct MySource { api: Api, pager: Pager<String> }
 /// # impl Paged for Api { type Token = String;
 /// #   fn request(&mut self, _: Stream, _: Option<&String>, _: Option<&cohort_plugin_api::sdk::paged::Mark>) -> Result<cohort_plugin_api::sdk::http::Request, PluginError> { todo!() }
-/// #   fn parse(&mut self, _: Stream, _: cohort_plugin_api::sdk::http::Response) -> Result<cohort_plugin_api::sdk::paged::VendorPage<String>, PluginError> { todo!() } }
+/// #   fn parse(&mut self, _: Stream, _: Option<&String>, _: cohort_plugin_api::sdk::http::Response) -> Result<cohort_plugin_api::sdk::paged::VendorPage<String>, PluginError> { todo!() } }
 /// # impl MySource {
 /// fn next_page(&mut self, stream: Stream, cursor: Option<Cursor<String>>, page: &mut PageWriter)
 ///     -> Result<PageEnd<Cursor<String>>, PluginError> {
@@ -301,7 +302,7 @@ impl<T: Serialize + DeserializeOwned + Clone + PartialEq + fmt::Debug> Pager<T> 
     ) -> Result<PageEnd<Cursor<T>>, PluginError> {
         self.fill(stream, cursor, page, |token, since| {
             let response = source.request(stream, token, since)?.send()?;
-            source.parse(stream, response)
+            source.parse(stream, token, response)
         })
     }
 
