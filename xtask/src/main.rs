@@ -39,8 +39,9 @@ Tasks:
   bench [NAME]      run a benchmark; without NAME, list them
   bench abi         records/s through the plugin ABI vs reading CSV directly
   bench store       load 1M customers and 10M orders into SQLite and PostgreSQL
-  new-plugin NAME --kind source|destination
+  new-plugin NAME --kind source|destination [--http]
                     scaffold plugins/NAME, a plugin crate that passes the conformance kit
+                    (--http: a connector to an HTTP API on the SDK's toolkit)
   help              show this
 
 Run `cargo xtask TASK --help` for a task's options.";

@@ -1,6 +1,10 @@
-//! `cargo xtask new-plugin NAME --kind source|destination`: scaffolds `plugins/NAME`, a plugin
-//! crate that builds, loads and passes the conformance kit as generated, so an integrator starts
-//! from something green and changes it step by step.
+//! `cargo xtask new-plugin NAME --kind source|destination [--http]`: scaffolds `plugins/NAME`, a
+//! plugin crate that builds, loads and passes the conformance kit as generated, so an integrator
+//! starts from something green and changes it step by step.
+//!
+//! With `--http`, the crate is a connector to a vendor's API on the SDK's toolkit, in the same
+//! files as every connector: `config.rs`, `client.rs` (a `Paged` source or a `Batcher`
+//! destination), `mapping.rs`, and a test against the test kit's fake server.
 //!
 //! The crate is named `cohort-plugin-NAME`, so cargo builds it to `libcohort_plugin_NAME.so`
 //! beside the `cohort` binary, where discovery finds it.
@@ -12,11 +16,15 @@ use anyhow::{Context, Result, bail};
 
 use crate::paths;
 
+mod http;
+
 const USAGE: &str = "\
-Usage: cargo xtask new-plugin NAME --kind source|destination
+Usage: cargo xtask new-plugin NAME --kind source|destination [--http]
 
 Creates plugins/NAME, a Cohort plugin crate (cohort-plugin-NAME) with a config, the trait
-implementation, and a test that runs the conformance kit against the built library. Then:
+implementation, and a test that runs the conformance kit against the built library. With
+--http (the kind defaults to source), a connector to an HTTP API on the SDK's toolkit:
+config.rs, client.rs, mapping.rs, and tests against a fake server. Then:
   cargo test -p cohort-plugin-NAME
   cargo build -p cohort-plugin-NAME && cargo run -p cohort -- plugins list";
 
@@ -25,11 +33,16 @@ implementation, and a test that runs the conformance kit against the built libra
 pub(crate) enum PluginKind {
     Source,
     Destination,
+    /// A paged source over an HTTP API.
+    HttpSource,
+    /// A batching destination over an HTTP API.
+    HttpDestination,
 }
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let mut name = None;
     let mut kind = None;
+    let mut http = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -44,6 +57,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                     other => bail!("--kind must be `source` or `destination`, not {other:?}"),
                 });
             }
+            "--http" => http = true,
             other if other.starts_with('-') => bail!("unknown option `{other}`\n\n{USAGE}"),
             other if name.is_none() => name = Some(other.to_owned()),
             other => bail!("unexpected argument `{other}`\n\n{USAGE}"),
@@ -52,8 +66,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let Some(name) = name else {
         bail!("missing NAME\n\n{USAGE}")
     };
-    let Some(kind) = kind else {
-        bail!("missing --kind source|destination\n\n{USAGE}")
+    let kind = match (kind, http) {
+        (Some(PluginKind::Destination), true) => PluginKind::HttpDestination,
+        (Some(kind), false) => kind,
+        (_, true) => PluginKind::HttpSource,
+        (None, false) => bail!("missing --kind source|destination\n\n{USAGE}"),
     };
     let dir = paths::repo_root().join("plugins").join(&name);
     scaffold(&dir, &name, kind)?;
@@ -113,6 +130,26 @@ pub(crate) fn files(name: &str, kind: PluginKind) -> Vec<(&'static str, String)>
     let (lib, test) = match kind {
         PluginKind::Source => (SOURCE_LIB, SOURCE_TEST),
         PluginKind::Destination => (DESTINATION_LIB, DESTINATION_TEST),
+        PluginKind::HttpSource => {
+            return vec![
+                ("Cargo.toml", fill(HTTP_CARGO_TOML)),
+                ("src/lib.rs", fill(http::SOURCE_LIB)),
+                ("src/config.rs", fill(http::CONFIG)),
+                ("src/client.rs", fill(http::SOURCE_CLIENT)),
+                ("src/mapping.rs", fill(http::SOURCE_MAPPING)),
+                ("tests/plugin.rs", fill(http::SOURCE_TEST)),
+            ];
+        }
+        PluginKind::HttpDestination => {
+            return vec![
+                ("Cargo.toml", fill(HTTP_CARGO_TOML)),
+                ("src/lib.rs", fill(http::DESTINATION_LIB)),
+                ("src/config.rs", fill(http::CONFIG)),
+                ("src/client.rs", fill(http::DESTINATION_CLIENT)),
+                ("src/mapping.rs", fill(http::DESTINATION_MAPPING)),
+                ("tests/plugin.rs", fill(http::DESTINATION_TEST)),
+            ];
+        }
     };
     vec![
         ("Cargo.toml", fill(CARGO_TOML)),
@@ -120,6 +157,32 @@ pub(crate) fn files(name: &str, kind: PluginKind) -> Vec<(&'static str, String)>
         ("tests/conformance.rs", fill(test)),
     ]
 }
+
+const HTTP_CARGO_TOML: &str = r#"[package]
+name = "cohort-plugin-{{name}}"
+description = "Cohort plugin: {{name}}"
+version = "0.1.0"
+edition.workspace = true
+license.workspace = true
+publish = false
+
+[lib]
+# cdylib: the library Cohort loads; rlib: lets the tests and other crates use the types.
+crate-type = ["cdylib", "rlib"]
+
+[dependencies]
+cohort-plugin-api.workspace = true
+schemars.workspace = true
+serde.workspace = true
+serde_json.workspace = true
+
+[dev-dependencies]
+cohort-plugin-host.workspace = true
+cohort-plugin-testkit.workspace = true
+
+[lints]
+workspace = true
+"#;
 
 const CARGO_TOML: &str = r#"[package]
 name = "cohort-plugin-{{name}}"
@@ -334,6 +397,85 @@ mod tests {
         for bad in ["", "Shop", "2shop", "shop_sync", "shop-", "a/b"] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn http_scaffolds_have_the_connector_files_and_fill_every_placeholder() {
+        for kind in [PluginKind::HttpSource, PluginKind::HttpDestination] {
+            let files = files("acme-api", kind);
+            let names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
+            assert_eq!(
+                names,
+                [
+                    "Cargo.toml",
+                    "src/lib.rs",
+                    "src/config.rs",
+                    "src/client.rs",
+                    "src/mapping.rs",
+                    "tests/plugin.rs"
+                ]
+            );
+            for (name, text) in &files {
+                assert!(!text.contains("{{"), "{name} has an unfilled placeholder");
+            }
+        }
+    }
+
+    /// The scaffolds build and their tests pass, in a throwaway workspace that uses this
+    /// repository's crates (and lock, and target folder): what an integrator gets.
+    #[test]
+    fn http_scaffolds_build_and_their_tests_pass() {
+        let root = paths::repo_root();
+        let ws = std::env::temp_dir().join(format!("cohort-http-scaffold-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&ws);
+        scaffold(
+            &ws.join("plugins/acme-api"),
+            "acme-api",
+            PluginKind::HttpSource,
+        )
+        .unwrap();
+        scaffold(
+            &ws.join("plugins/acme-hook"),
+            "acme-hook",
+            PluginKind::HttpDestination,
+        )
+        .unwrap();
+        let manifest = fs::read_to_string(root.join("Cargo.toml")).unwrap();
+        let start = manifest.find("members = [").unwrap();
+        let end = start + manifest[start..].find("[workspace.package]").unwrap();
+        let manifest = format!(
+            "{}members = [\"plugins/*\"]\n\n{}",
+            &manifest[..start],
+            &manifest[end..]
+        )
+        .replace(
+            "path = \"crates/",
+            &format!("path = \"{}/crates/", root.display()),
+        );
+        fs::write(ws.join("Cargo.toml"), manifest).unwrap();
+        fs::copy(root.join("Cargo.lock"), ws.join("Cargo.lock")).unwrap();
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+            || {
+                let exe = std::env::current_exe().unwrap();
+                exe.ancestors().nth(3).unwrap().to_path_buf()
+            },
+            std::path::PathBuf::from,
+        );
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let out = std::process::Command::new(cargo)
+            .args(["test", "--offline", "--quiet"])
+            .current_dir(&ws)
+            .env("CARGO_TARGET_DIR", &target)
+            .output()
+            .unwrap();
+        let log = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        fs::remove_dir_all(&ws).unwrap();
+        assert!(out.status.success(), "{log}");
+        assert!(log.contains("test result: ok. 2 passed"), "{log}");
     }
 
     #[test]

@@ -217,19 +217,9 @@ pub fn dotted_pointer(pointer: &str) -> String {
         .collect()
 }
 
-/// The closest of `candidates` to `word`, when close enough to be a likely typo.
-pub fn did_you_mean<'a>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
-    let limit = (word.chars().count() / 3).max(1) + usize::from(word.len() > 8);
-    candidates
-        .into_iter()
-        .map(|c| (edit_distance(word, c), c))
-        .filter(|(d, c)| *d <= limit || (c.starts_with(word) && word.len() >= 3))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
+/// The closest of `candidates` to a name, when close enough to be a likely typo: the one rule
+/// of the whole of Cohort (`cohort_core::text`).
+pub use cohort_core::text::did_you_mean;
 
 /// "did you mean `x`?" when some candidate is close.
 pub(crate) fn suggest<'a>(
@@ -237,34 +227,6 @@ pub(crate) fn suggest<'a>(
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<String> {
     did_you_mean(word, candidates).map(|c| format!("did you mean `{c}`?"))
-}
-
-/// Edit distance (insertions, deletions, substitutions and swaps of neighbours, each 1), over
-/// characters, case-insensitively: `sned` is one swap from `send`.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().flat_map(char::to_lowercase).collect();
-    let b: Vec<char> = b.chars().flat_map(char::to_lowercase).collect();
-    let (n, m) = (a.len(), b.len());
-    let mut d = vec![vec![0usize; m + 1]; n + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=n {
-        for j in 1..=m {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = best;
-        }
-    }
-    d[n][m]
 }
 
 #[cfg(test)]

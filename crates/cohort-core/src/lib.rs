@@ -18,10 +18,11 @@ pub mod membership;
 pub mod money;
 pub mod record;
 pub mod segment;
+pub mod text;
 pub mod time;
 
 pub use bitset::Bitset;
 pub use membership::{Membership, MembershipDiff};
 pub use money::Money;
-pub use record::{Customer, CustomerId, Event, EventKind, Order};
+pub use record::{Customer, CustomerId, Event, EventKind, Order, Stream};
 pub use time::{AsOf, Timestamp};

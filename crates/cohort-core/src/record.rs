@@ -361,6 +361,41 @@ pub struct Event {
     pub properties: BTreeMap<String, serde_json::Value>,
 }
 
+/// A kind of canonical record, and the stream of them a source produces: the one definition
+/// the wire, the store, the CSV reader and the config share (`customers`, `orders`, `events`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    /// [`Customer`] records.
+    Customers,
+    /// [`Order`] records.
+    Orders,
+    /// [`Event`] records.
+    Events,
+}
+
+impl Stream {
+    /// Every stream, in the order a run pulls them (customers before what refers to them).
+    pub const ALL: [Stream; 3] = [Stream::Customers, Stream::Orders, Stream::Events];
+
+    /// The stream's name, as in JSON, configs and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Customers => "customers",
+            Stream::Orders => "orders",
+            Stream::Events => "events",
+        }
+    }
+}
+
+impl std::fmt::Display for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Text no store can hold faithfully: PostgreSQL refuses a NUL byte in text, SQLite keeps it
 /// and C-string consumers cut at it. A record carrying one is rejected where it enters Cohort,
 /// the same way whatever the backend, instead of failing a whole batch in one of them.

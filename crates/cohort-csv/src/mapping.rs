@@ -6,42 +6,16 @@
 //! Shopify's customer export and hand-made files; anything else is mapped explicitly.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
-/// The kind of record a file holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    /// Customers.
-    Customers,
-    /// Orders.
-    Orders,
-    /// Engagement events.
-    Events,
-}
+/// The kind of record a file holds: the core's one [`Stream`](cohort_core::record::Stream).
+pub use cohort_core::record::Stream as Kind;
 
-impl Kind {
-    /// The plural name used in options (`customers.email=Email`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Customers => "customers",
-            Kind::Orders => "orders",
-            Kind::Events => "events",
-        }
-    }
-
-    /// Every field this kind can map, with its accepted headers.
-    pub fn fields(self) -> &'static [FieldSpec] {
-        match self {
-            Kind::Customers => CUSTOMER_FIELDS,
-            Kind::Orders => ORDER_FIELDS,
-            Kind::Events => EVENT_FIELDS,
-        }
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// Every field `kind` can map, with its accepted headers.
+pub fn fields_of(kind: Kind) -> &'static [FieldSpec] {
+    match kind {
+        Kind::Customers => CUSTOMER_FIELDS,
+        Kind::Orders => ORDER_FIELDS,
+        Kind::Events => EVENT_FIELDS,
     }
 }
 
@@ -449,12 +423,9 @@ impl Overrides {
             && field
                 .strip_prefix("attributes.")
                 .is_some_and(|n| !n.is_empty());
-        if !is_attribute && !kind.fields().iter().any(|f| f.name == field) {
-            let names: Vec<&str> = kind.fields().iter().map(|f| f.name).collect();
-            let hint = names
-                .iter()
-                .min_by_key(|n| edit_distance(n, field))
-                .filter(|n| edit_distance(n, field) <= 3)
+        if !is_attribute && !fields_of(kind).iter().any(|f| f.name == field) {
+            let names: Vec<&str> = fields_of(kind).iter().map(|f| f.name).collect();
+            let hint = cohort_core::text::did_you_mean(field, names.iter().copied())
                 .map(|n| format!(" (did you mean `{n}`?)"))
                 .unwrap_or_default();
             return Err(OverrideError::Field {
@@ -477,28 +448,12 @@ impl Overrides {
     }
 }
 
-/// Levenshtein distance, for suggestions.
-pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 /// Where each field is in one file: column indices resolved from its header line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
     /// The kind of record.
     pub kind: Kind,
-    /// `fields[i]` is the column of `kind.fields()[i]`, if the file has it.
+    /// `fields[i]` is the column of `fields_of(kind)[i]`, if the file has it.
     pub fields: Vec<Option<usize>>,
     /// Custom attributes: name and column.
     pub attributes: Vec<(String, usize)>,
@@ -547,7 +502,7 @@ impl Resolved {
         let normalised: Vec<String> = headers.iter().map(|h| normalise(h)).collect();
         let found = || headers.join(", ");
         let find = |column: &str| normalised.iter().position(|h| *h == normalise(column));
-        let mut fields = vec![None; kind.fields().len()];
+        let mut fields = vec![None; fields_of(kind).len()];
         let mut attributes = Vec::new();
         for (field, column) in overrides.for_kind(kind) {
             let index = find(column).ok_or_else(|| ResolveError::MissingColumn {
@@ -559,8 +514,7 @@ impl Resolved {
             match field.strip_prefix("attributes.") {
                 Some(name) => attributes.push((name.to_owned(), index)),
                 None => {
-                    let i = kind
-                        .fields()
+                    let i = fields_of(kind)
                         .iter()
                         .position(|f| f.name == field)
                         .unwrap_or_default();
@@ -576,7 +530,7 @@ impl Resolved {
         {
             taken[*index] = true;
         }
-        for (i, spec) in kind.fields().iter().enumerate() {
+        for (i, spec) in fields_of(kind).iter().enumerate() {
             if fields[i].is_some() {
                 continue;
             }
@@ -605,7 +559,7 @@ impl Resolved {
 
     /// The column of a canonical field.
     pub fn column(&self, field: &str) -> Option<usize> {
-        let i = self.kind.fields().iter().position(|f| f.name == field)?;
+        let i = fields_of(self.kind).iter().position(|f| f.name == field)?;
         self.fields[i]
     }
 }
@@ -621,9 +575,9 @@ mod tests {
     #[test]
     fn field_constants_match_the_field_lists() {
         let check = |kind: Kind, consts: &[Field]| {
-            assert_eq!(consts.len(), kind.fields().len(), "{kind}");
+            assert_eq!(consts.len(), fields_of(kind).len(), "{kind}");
             for c in consts {
-                assert_eq!(kind.fields()[c.index].name, c.name, "{kind}");
+                assert_eq!(fields_of(kind)[c.index].name, c.name, "{kind}");
             }
         };
         use super::{customer as c, event as e, order as o};

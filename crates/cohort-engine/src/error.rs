@@ -12,7 +12,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use cohort_plugin_host::CallError;
+use cohort_plugin_host::{CallError, RetryError};
 use cohort_store::StoreError;
 
 /// What the caller should do about an [`EngineError`].
@@ -119,6 +119,23 @@ impl From<CallError> for EngineError {
             _ => ErrorKind::Fatal,
         };
         EngineError::new(kind, e.to_string())
+    }
+}
+
+impl From<RetryError> for EngineError {
+    fn from(e: RetryError) -> EngineError {
+        match e {
+            RetryError::Fatal(e) => e.into(),
+            RetryError::Exhausted {
+                attempts,
+                retry_after,
+                last,
+            } => EngineError::retryable(
+                format!("still failing after {attempts} attempts: {last}"),
+                retry_after,
+            ),
+            RetryError::Cancelled => EngineError::retryable("cancelled", None),
+        }
     }
 }
 

@@ -7,28 +7,23 @@
 //! page still lands. A page that fails for a reason that may pass (the vendor's 429 or 5xx, a
 //! timeout) is asked for again, with the same backoff as a push.
 
-use std::time::Duration;
-
 use cohort_config::Source;
 use cohort_core::record::NulFree;
 use cohort_core::{Customer, Event, Order};
 use cohort_plugin_host::wire::{Page, Stream, StreamRecord};
-use cohort_plugin_host::{AsyncInstance, HostServices, HttpService};
-use cohort_store::{RecordError, StreamKind, Upserted, WorkspaceStore};
+use cohort_plugin_host::{HostServices, HttpService, RetryPolicy, retry};
+use cohort_store::{RecordError, Upserted, WorkspaceStore};
 use serde_json::Value;
 
 use crate::error::{Context, Result};
+use crate::instance::Reopening;
 use crate::observer::{Observer, Stage};
 use crate::plugins::{Plugins, prepare};
-use crate::retry::retrying;
 use crate::summary::SourceSummary;
 
 /// Records asked for per page: large enough to amortise a transaction, small enough that a
 /// page of orders stays a few megabytes.
 const PAGE_RECORDS: usize = 5_000;
-
-/// How long one plugin call may take before the run gives up on it.
-const CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What the pull stage needs from the run.
 pub(crate) struct PullContext<'a> {
@@ -52,7 +47,7 @@ pub(crate) async fn pull_source(
         ..cx.services.clone()
     }
     .with_http(cx.http.clone());
-    let instance = AsyncInstance::open(plugin, &prepared.value, services, CALL_TIMEOUT)
+    let instance = Reopening::open(plugin, &prepared.value, services)
         .await
         .with_context(|| format!("opening source `{}`", source.name))?;
     let mut out = Vec::new();
@@ -88,8 +83,6 @@ pub(crate) async fn pull_source(
 
 /// A record type the store can take.
 trait Storable: StreamRecord + NulFree + Send + 'static {
-    const KIND: StreamKind;
-
     /// How the record is named in an error: its id.
     fn label(&self) -> String;
 
@@ -102,7 +95,6 @@ trait Storable: StreamRecord + NulFree + Send + 'static {
 }
 
 impl Storable for Customer {
-    const KIND: StreamKind = StreamKind::Customers;
     fn label(&self) -> String {
         format!("customer {}", self.id.as_str())
     }
@@ -117,7 +109,6 @@ impl Storable for Customer {
 }
 
 impl Storable for Order {
-    const KIND: StreamKind = StreamKind::Orders;
     fn label(&self) -> String {
         format!("order {}", self.id)
     }
@@ -132,7 +123,6 @@ impl Storable for Order {
 }
 
 impl Storable for Event {
-    const KIND: StreamKind = StreamKind::Events;
     fn label(&self) -> String {
         match &self.id {
             Some(id) => format!("event {id}"),
@@ -156,14 +146,14 @@ impl Storable for Event {
 
 async fn pull_stream<R: Storable>(
     cx: &PullContext<'_>,
-    instance: &AsyncInstance,
+    instance: &Reopening<'_>,
     source: &Source,
     errors: &mut Vec<RecordError>,
 ) -> Result<SourceSummary> {
-    let kind = <R as Storable>::KIND.as_str();
+    let kind = R::STREAM.as_str();
     let mut cursor = cx
         .ws
-        .cursor(&source.name, <R as Storable>::KIND)
+        .cursor(&source.name, R::STREAM)
         .await?
         .unwrap_or(Value::Null);
     let mut summary = SourceSummary {
@@ -173,7 +163,11 @@ async fn pull_stream<R: Storable>(
     };
     let location = |what: &str| format!("source {} {kind}: {what}", source.name);
     loop {
-        let page: Page<R> = retrying(|| instance.next_page(cursor.clone(), PAGE_RECORDS)).await?;
+        let page: Page<R> = retry(&RetryPolicy::default(), &cx.services.cancel, |_| {
+            let cursor = cursor.clone();
+            instance.call(move |i| async move { i.next_page(cursor, PAGE_RECORDS).await })
+        })
+        .await?;
         summary.bad += page.rejects.len() as u64;
         errors.extend(page.rejects.iter().map(|r| RecordError {
             stage: "pull".to_owned(),

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use cohort_config::{Config, Diagnostics, Workspace};
 use cohort_core::{AsOf, Timestamp};
-use cohort_plugin_host::{CancelToken, HostServices, HttpPolicy, HttpService};
+use cohort_plugin_host::{CancellationToken, HostServices, HttpPolicy, HttpService};
 use cohort_store::{
     Begun, Owner, RecordError, RunId, RunLease, RunStatus, Store, SuppressionReason, WorkspaceInfo,
     WorkspaceStore,
@@ -211,7 +211,7 @@ impl Engine {
         let ws = self.workspace(workspace).await?;
         let lease = self.take(&ws, job, options).await?;
         let lost = Arc::new(AtomicBool::new(false));
-        let cancel = CancelToken::new();
+        let cancel = CancellationToken::new();
         let heartbeat = self.heartbeat(&ws, &lease, &lost, &cancel);
         let log = RunLog::new(&workspace.id, observer.clone());
         let mut summary = RunSummary {
@@ -325,7 +325,7 @@ impl Engine {
         ws: &WorkspaceStore,
         lease: &RunLease,
         lost: &Arc<AtomicBool>,
-        cancel: &CancelToken,
+        cancel: &CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let (ws, lease, lost, cancel) = (ws.clone(), lease.clone(), lost.clone(), cancel.clone());
         let clock = self.clock.clone();

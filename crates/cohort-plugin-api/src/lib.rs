@@ -27,12 +27,16 @@ pub use serde_json;
 
 /// Everything a plugin author usually needs, in one `use`.
 pub mod prelude {
+    pub use crate::sdk::batch::{Acks, Batcher, Chunk};
+    pub use crate::sdk::http::{Client, ClientErrors, HttpError, Request, Response};
+    pub use crate::sdk::paged::{Mark, Paged, Pager, VendorPage};
     pub use crate::sdk::{
         Destination, Host, Level, PageEnd, PageWriter, Plugin, PluginError, Source,
     };
     pub use crate::wire::{
-        Action, Batch, DestinationMode, HttpRequest, HttpResponse, Kind, Manifest, Message,
-        Operation, Outcome, OutcomeStatus, PushResult, Reject, Stream, StreamRecord,
+        Action, Batch, DestinationMode, Example, Exchange, HttpRequest, HttpResponse, Kind,
+        Manifest, Message, Operation, Outcome, OutcomeStatus, PushResult, Reject, Stream,
+        StreamRecord,
     };
     pub use cohort_core::{Customer, CustomerId, Event, EventKind, Money, Order, Timestamp};
 }

@@ -691,35 +691,10 @@ fn validate_object(
     }
 }
 
-/// The known name closest to `name`, if it is close enough to be a typo.
+/// The known name closest to `name`, if it is close enough to be a typo (Cohort's one rule,
+/// `cohort_core::text::did_you_mean`).
 fn nearest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
-    // A truncated or extended name (`sleep` for `sleep_ms`) is a typo too.
-    if name.len() >= 3
-        && let Some(k) = known
-            .iter()
-            .find(|k| k.starts_with(name) || name.starts_with(**k))
-    {
-        return Some(k);
-    }
-    let best = known
-        .iter()
-        .map(|k| (edit_distance(name, k), *k))
-        .min_by_key(|(d, _)| *d)?;
-    (best.0 <= 2.max(name.len() / 4)).then_some(best.1)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
+    cohort_core::text::did_you_mean(name, known.iter().copied())
 }
 
 fn collect_secrets(

@@ -24,6 +24,7 @@ use cohort_plugin_api::{Customer, CustomerId, Event, Order};
 use serde_json::{Value, json};
 
 use crate::error::CallError;
+use crate::http::HttpService;
 use crate::plugin::{Instance, LoadedPlugin};
 use crate::services::HostServices;
 
@@ -42,13 +43,18 @@ pub struct Fixture {
     pub max_pages: usize,
     /// The batch to push to a destination; a small upsert (or send) batch by default.
     pub batch: Option<Batch>,
-    /// Services handed to every instance.
+    /// Services handed to every instance: HTTP included (the process's shared service), so a
+    /// connector is exercised as in a run.
     pub services: HostServices,
 }
 
 impl Fixture {
     /// A fixture with a valid config and defaults for the rest.
     pub fn new(config: Value) -> Fixture {
+        let services = HostServices {
+            http: HttpService::shared().ok(),
+            ..HostServices::default()
+        };
         Fixture {
             config,
             bad_config: None,
@@ -56,8 +62,21 @@ impl Fixture {
             page_size: 3,
             max_pages: 100_000,
             batch: None,
-            services: HostServices::default(),
+            services,
         }
+    }
+
+    /// Offers plugins this HTTP service (one with a quick policy, say) instead of the shared
+    /// one; the config points the plugin at a local server (the test kit's fake server).
+    pub fn with_http(mut self, http: HttpService) -> Fixture {
+        self.services.http = Some(http);
+        self
+    }
+
+    /// Hands every instance these services (a log collector, say).
+    pub fn services(mut self, services: HostServices) -> Fixture {
+        self.services = services;
+        self
     }
 
     /// Sets the config that must be rejected.
@@ -594,9 +613,8 @@ fn sample_batch(plugin: &LoadedPlugin) -> Batch {
         .unwrap_or(DestinationMode::Upsert);
     let operations = (1..=2)
         .map(|n| {
-            let mut customer = Customer::new(format!("conformance-{n}"));
-            customer.email = Some(format!("conformance-{n}@example.com"));
-            customer.accepts_email_marketing = true;
+            // As Cohort sends them: the campaign's fields, never the customer record.
+            let email = format!("conformance-{n}@example.com");
             Operation {
                 key: format!("conformance-key-{n}"),
                 action: if mode == DestinationMode::Send {
@@ -605,12 +623,16 @@ fn sample_batch(plugin: &LoadedPlugin) -> Batch {
                     Action::Upsert
                 },
                 customer_id: CustomerId::new(format!("conformance-{n}")),
-                customer: Some(customer),
-                payload: json!({"segment": "conformance", "n": n}),
+                customer: None,
+                payload: if mode == DestinationMode::Send {
+                    Value::Null
+                } else {
+                    json!({"email": email, "segment": "conformance", "n": n})
+                },
                 previous: Value::Null,
                 message: (mode == DestinationMode::Send).then(|| Message {
                     from: Some("shop@example.com".to_owned()),
-                    to: vec![format!("conformance-{n}@example.com")],
+                    to: vec![email.clone()],
                     subject: Some("Conformance".to_owned()),
                     text: Some("Hello".to_owned()),
                     ..Message::default()
@@ -619,6 +641,8 @@ fn sample_batch(plugin: &LoadedPlugin) -> Batch {
         })
         .collect();
     Batch {
+        workspace: Some("conformance".to_owned()),
+        campaign: Some("conformance".to_owned()),
         mode,
         audience: Some("conformance".to_owned()),
         operations,

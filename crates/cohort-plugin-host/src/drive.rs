@@ -21,7 +21,8 @@ use serde_json::Value;
 
 use crate::error::CallError;
 use crate::plugin::{Instance, LoadedPlugin, RawPage, check_page_size};
-use crate::services::{CancelToken, HostServices};
+use crate::services::HostServices;
+use tokio_util::sync::CancellationToken;
 
 /// Pulls every page of `R`'s stream from `cursor` until the source says done, handing each page
 /// to `on_page`, and returns the final cursor (what to save for the next run).
@@ -159,7 +160,7 @@ pub fn pull_prefetched<R: StreamRecord, E: From<CallError> + Send>(
 #[derive(Debug, Clone)]
 pub struct AsyncInstance {
     inner: Arc<Mutex<Instance>>,
-    cancel: CancelToken,
+    cancel: CancellationToken,
     timeout: Duration,
     abandoned: Arc<AtomicBool>,
 }
@@ -200,7 +201,7 @@ impl AsyncInstance {
     }
 
     /// The token that cancels this instance's work.
-    pub fn cancel_token(&self) -> CancelToken {
+    pub fn cancel_token(&self) -> CancellationToken {
         self.cancel.clone()
     }
 

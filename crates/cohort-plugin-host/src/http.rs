@@ -1,27 +1,51 @@
-//! HTTP for plugins, with the host's reliability rules.
+//! HTTP for plugins, with the host's reliability rules: one [`HttpService`] per process.
 //!
 //! Every connector that talks to a vendor API needs the same things: a timeout on every request,
-//! retries on 429 and 5xx that honour `Retry-After`, a rate limit per plugin and account, and
-//! secrets kept out of logs. Doing them once here means a plugin gets them by asking the host
-//! (`HostVtable::http`) instead of linking an HTTP stack of its own, and an agency running many
-//! workspaces gets one consistent behaviour.
+//! retries on 429 and 5xx that honour `Retry-After`, a rate limit per vendor account, a cap on
+//! what a response may weigh, and secrets kept out of logs. Doing them once here means a plugin
+//! gets them by asking the host (`HostVtable::http`) instead of linking an HTTP stack of its own,
+//! and an agency running many workspaces gets one consistent behaviour.
 //!
-//! Retries: a 429 is always retried (the server did not process the request); a 5xx, a timeout
-//! or a connection error only when the request is safe to repeat (`retry`, which defaults to
-//! true for GET, HEAD, PUT, DELETE, OPTIONS). A `Retry-After` longer than
-//! [`HttpPolicy::max_retry_after`] is not waited out: the response goes back to the plugin,
-//! which can fail the job as retryable with that delay, instead of holding a worker.
+//! **One service, shared.** A process builds one `HttpService` and hands clones of it to every
+//! plugin instance (sources and destinations, every campaign and workspace). Its token buckets
+//! (`governor`) are keyed by *account*: the plugin, plus the request's `account` when the plugin
+//! names one, else a hash of the request's credentials (its `Authorization`-like headers and
+//! secret query parameters), else the URL's host. Two campaigns pushing to the same Mailchimp
+//! key therefore share one limit, whatever workspace they run in.
+//!
+//! **Limits.** A bucket's limit is the policy's default, unless the instance's
+//! [`HostServices::rate_limit`](crate::HostServices::rate_limit) sets one (a destination's
+//! `rate_limit` in the config). A configured limit replaces the default; when two instances
+//! configure different limits for one account, the stricter wins, because the vendor's limit is
+//! per account whoever asks.
+//!
+//! **Retries.** A 429 is always retried (the server did not process the request); a 5xx, a
+//! timeout or a connection error only when the request is safe to repeat (`retry`, which defaults
+//! to true for GET, HEAD, PUT, DELETE, OPTIONS). Delays come from `backon` (exponential, with
+//! jitter) unless the server sends `Retry-After`. A `Retry-After` longer than
+//! [`HttpPolicy::max_retry_after`] is not waited out: the response goes back to the plugin, which
+//! fails the call as retryable with that delay, instead of holding a worker. Cancellation
+//! (`tokio_util`'s `CancellationToken`) stops a request, a rate-limit wait or a retry wait at once.
+//!
+//! **Bodies.** A response larger than [`HttpPolicy::max_body_bytes`] is an error that says so,
+//! never a silently cut body.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use cohort_plugin_api::sdk::Level;
 use cohort_plugin_api::wire::{HttpRequest, HttpResponse};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use xxhash_rust::xxh3::xxh3_128;
 
 use crate::redact::Redactor;
-use crate::services::{CancelToken, LogSink};
+use crate::services::LogSink;
 
 /// The host's HTTP rules. [`HttpPolicy::default`] suits vendor APIs.
 #[derive(Debug, Clone)]
@@ -30,15 +54,16 @@ pub struct HttpPolicy {
     pub timeout: Duration,
     /// Attempts in all, the first included.
     pub max_attempts: u32,
-    /// First backoff delay when the server gives no `Retry-After`; doubles each attempt.
+    /// First backoff delay when the server gives no `Retry-After`; doubles each attempt, plus
+    /// jitter of up to as much again.
     pub base_backoff: Duration,
-    /// Longest backoff delay.
+    /// Longest backoff delay (before jitter).
     pub max_backoff: Duration,
     /// Longest `Retry-After` the host waits out; longer ones go back to the plugin.
     pub max_retry_after: Duration,
-    /// Requests per second per plugin and account, with a burst; `None` for no limit.
+    /// Requests per second per account when the instance configures none; `None` for no limit.
     pub rate_limit: Option<RateLimit>,
-    /// Largest response body accepted.
+    /// Largest response body accepted; a larger one is an error.
     pub max_body_bytes: usize,
 }
 
@@ -68,18 +93,50 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-/// Why an HTTP request got no response.
+impl RateLimit {
+    fn quota(self) -> Quota {
+        let per_second = if self.per_second.is_finite() && self.per_second > 0.0 {
+            self.per_second
+        } else {
+            1e-3
+        };
+        let period = Duration::from_secs_f64(1.0 / per_second).max(Duration::from_nanos(1));
+        let burst = NonZeroU32::new(self.burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst)
+    }
+
+    /// Whether `self` allows fewer requests than `other`.
+    fn stricter_than(self, other: RateLimit) -> bool {
+        (self.per_second, self.burst) < (other.per_second, other.burst)
+    }
+}
+
+/// Why an HTTP request got no response. Each variant says what the plugin is told.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HttpError {
-    /// The request itself is wrong (bad URL, method, header); retrying will not help.
+    /// The request itself is wrong (bad URL, method, header): a failure, retrying will not help.
     #[error("invalid HTTP request: {0}")]
     Invalid(String),
-    /// No answer within the timeout, after every allowed attempt.
+    /// No answer within the timeout, after every allowed attempt: retryable later.
     #[error("{0}")]
     TimedOut(String),
-    /// Connection failures and the like, after every allowed attempt.
+    /// Connection failures and the like, after every allowed attempt: retryable later.
     #[error("{0}")]
     Transport(String),
+    /// The answer is larger than the host accepts: a failure; the plugin must ask for less (a
+    /// smaller page), or the operator raise `max_body_bytes`.
+    #[error(
+        "{what}: the response body is larger than the {limit} bytes the host accepts \
+         (max_body_bytes); ask for smaller pages"
+    )]
+    TooLarge {
+        /// `METHOD URL`, redacted.
+        what: String,
+        /// The limit in force.
+        limit: usize,
+    },
     /// The host cancelled the work.
     #[error("cancelled")]
     Cancelled,
@@ -87,20 +144,23 @@ pub enum HttpError {
 
 /// What one call needs besides the request: who asks, what to hide, where to log.
 pub struct CallContext<'a> {
-    /// Plugin name (rate-limit bucket and log field).
+    /// Plugin name (part of the rate-limit bucket, and a log field).
     pub plugin: &'a str,
     /// Secrets to hide from logs and errors.
     pub redactor: &'a Redactor,
     /// Where to log.
     pub log: &'a dyn LogSink,
-    /// Stops retries and waits early.
-    pub cancel: &'a CancelToken,
+    /// Stops the request, and any wait, early.
+    pub cancel: &'a CancellationToken,
+    /// The instance's configured limit for its account, instead of the policy's default.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl std::fmt::Debug for CallContext<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallContext")
             .field("plugin", &self.plugin)
+            .field("rate_limit", &self.rate_limit)
             .finish_non_exhaustive()
     }
 }
@@ -120,6 +180,24 @@ struct Inner {
 }
 
 #[derive(Debug)]
+struct Bucket {
+    limit: RateLimit,
+    /// Whether an instance configured the limit (else it is the policy's default).
+    configured: bool,
+    limiter: Arc<DefaultDirectRateLimiter>,
+}
+
+impl Bucket {
+    fn new(limit: RateLimit, configured: bool) -> Bucket {
+        Bucket {
+            limit,
+            configured,
+            limiter: Arc::new(RateLimiter::direct(limit.quota())),
+        }
+    }
+}
+
+#[derive(Debug)]
 enum Runtime {
     Owned(Option<tokio::runtime::Runtime>),
     Borrowed(tokio::runtime::Handle),
@@ -136,15 +214,9 @@ impl Drop for Runtime {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
 impl HttpService {
     /// A service with its own small runtime (one worker thread), for processes that have none
-    /// (the CLI, tests).
+    /// (the CLI, tests). A process normally builds one and clones it; see [`shared`](Self::shared).
     pub fn new(policy: HttpPolicy) -> Result<HttpService, HttpError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -161,6 +233,16 @@ impl HttpService {
         handle: tokio::runtime::Handle,
     ) -> Result<HttpService, HttpError> {
         HttpService::build(policy, Runtime::Borrowed(handle))
+    }
+
+    /// The process's service with the default policy and its own runtime, made on first use:
+    /// what the CLI's checks and the conformance kit hand plugins. A daemon builds its own on
+    /// its runtime with [`with_runtime`](Self::with_runtime) instead, once.
+    pub fn shared() -> Result<HttpService, HttpError> {
+        static SHARED: OnceLock<Result<HttpService, HttpError>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| HttpService::new(HttpPolicy::default()))
+            .clone()
     }
 
     fn build(policy: HttpPolicy, runtime: Runtime) -> Result<HttpService, HttpError> {
@@ -193,14 +275,12 @@ impl HttpService {
         cx: &CallContext<'_>,
     ) -> Result<HttpResponse, HttpError> {
         let handle = match &self.inner.runtime {
-            Runtime::Owned(rt) => match rt {
-                Some(rt) => rt.handle().clone(),
-                None => {
-                    return Err(HttpError::Transport(
-                        "the HTTP runtime is shut down".to_owned(),
-                    ));
-                }
-            },
+            Runtime::Owned(Some(rt)) => rt.handle().clone(),
+            Runtime::Owned(None) => {
+                return Err(HttpError::Transport(
+                    "the HTTP runtime is shut down".to_owned(),
+                ));
+            }
             Runtime::Borrowed(h) => h.clone(),
         };
         let fut = self.execute(request, cx);
@@ -216,7 +296,7 @@ impl HttpService {
         }
     }
 
-    /// Performs a request: rate limit, timeout, retries, redaction.
+    /// Performs a request: rate limit, timeout, retries, body limit, redaction.
     pub async fn execute(
         &self,
         request: HttpRequest,
@@ -254,12 +334,16 @@ impl HttpService {
             .timeout_ms
             .map(Duration::from_millis)
             .unwrap_or(policy.timeout);
-        let bucket = format!(
-            "{}\u{0}{}",
-            cx.plugin,
-            request.account.as_deref().unwrap_or("")
-        );
+        let what = format!("{method_name} {shown_url}");
+        let limiter = self.bucket(&bucket_key(cx.plugin, &request, &url), cx.rate_limit);
         let max_attempts = policy.max_attempts.max(1);
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(policy.base_backoff)
+            .with_max_delay(policy.max_backoff)
+            .with_factor(2.0)
+            .with_jitter()
+            .with_max_times(usize::try_from(max_attempts).unwrap_or(usize::MAX))
+            .build();
 
         let mut attempt = 0;
         loop {
@@ -267,9 +351,8 @@ impl HttpService {
             if cx.cancel.is_cancelled() {
                 return Err(HttpError::Cancelled);
             }
-            let wait = self.reserve(&bucket);
-            if !wait.is_zero() {
-                sleep(wait, cx.cancel).await?;
+            if let Some(limiter) = &limiter {
+                wait_for(limiter, cx.cancel).await?;
             }
             let mut builder = self
                 .inner
@@ -289,13 +372,26 @@ impl HttpService {
                 &json!({"method": method_name, "url": shown_url, "attempt": attempt}),
             );
             let started = Instant::now();
-            let outcome = match builder.send().await {
-                Ok(resp) => read_response(resp, policy.max_body_bytes).await,
-                Err(e) => Err(e),
+            let answer = tokio::select! {
+                answer = attempt_once(builder, policy.max_body_bytes) => answer,
+                () = cx.cancel.cancelled() => return Err(HttpError::Cancelled),
             };
             let last = attempt >= max_attempts;
-            match outcome {
-                Ok(mut response) => {
+            match answer {
+                Answer::TooLarge => {
+                    let e = HttpError::TooLarge {
+                        what,
+                        limit: policy.max_body_bytes,
+                    };
+                    cx.log.log(
+                        cx.plugin,
+                        Level::Warn,
+                        "HTTP response too large",
+                        &json!({"error": e.to_string()}),
+                    );
+                    return Err(e);
+                }
+                Answer::Response(mut response) => {
                     response.attempts = attempt;
                     let status = response.status;
                     let retryable = status == 429 || (status >= 500 && retry_allowed);
@@ -305,7 +401,7 @@ impl HttpService {
                             Level::Debug,
                             "HTTP response",
                             &json!({"method": method_name, "url": shown_url, "status": status,
-                                    "attempts": attempt, "ms": started.elapsed().as_millis() as u64}),
+                                    "attempts": attempt, "ms": millis(started.elapsed())}),
                         );
                         return Ok(response);
                     }
@@ -320,19 +416,19 @@ impl HttpService {
                             return Ok(response);
                         }
                         Some(d) => d,
-                        None => self.backoff(attempt),
+                        None => delays.next().unwrap_or(policy.max_backoff),
                     };
                     cx.log.log(
                         cx.plugin,
                         Level::Warn,
                         "Retrying HTTP request",
                         &json!({"method": method_name, "url": shown_url, "status": status,
-                                "attempt": attempt, "wait_ms": delay.as_millis() as u64}),
+                                "attempt": attempt, "wait_ms": millis(delay)}),
                     );
                     sleep(delay, cx.cancel).await?;
                 }
-                Err(e) => {
-                    let what = if e.is_timeout() {
+                Answer::Failed(e) => {
+                    let how = if e.is_timeout() {
                         format!("timed out after {timeout:?}")
                     } else if e.is_connect() {
                         "could not connect".to_owned()
@@ -340,9 +436,8 @@ impl HttpService {
                         "failed".to_owned()
                     };
                     let detail = redactor.redact(&error_chain(&e)).into_owned();
-                    let message = format!(
-                        "{method_name} {shown_url} {what} (attempt {attempt} of {max_attempts}): {detail}"
-                    );
+                    let message =
+                        format!("{what} {how} (attempt {attempt} of {max_attempts}): {detail}");
                     if !retry_allowed || last {
                         cx.log.log(
                             cx.plugin,
@@ -356,12 +451,12 @@ impl HttpService {
                             HttpError::Transport(message)
                         });
                     }
-                    let delay = self.backoff(attempt);
+                    let delay = delays.next().unwrap_or(policy.max_backoff);
                     cx.log.log(
                         cx.plugin,
                         Level::Warn,
                         "Retrying HTTP request",
-                        &json!({"error": message, "wait_ms": delay.as_millis() as u64}),
+                        &json!({"error": message, "wait_ms": millis(delay)}),
                     );
                     sleep(delay, cx.cancel).await?;
                 }
@@ -369,47 +464,104 @@ impl HttpService {
         }
     }
 
-    /// Takes a token from the bucket, returning how long to wait for it.
-    fn reserve(&self, bucket: &str) -> Duration {
-        let Some(limit) = self.inner.policy.rate_limit else {
-            return Duration::ZERO;
-        };
-        let rate = limit.per_second.max(1e-6);
-        let burst = f64::from(limit.burst.max(1));
-        let now = Instant::now();
+    /// The limiter of a bucket, made on first use; `None` when no limit applies.
+    fn bucket(
+        &self,
+        key: &str,
+        configured: Option<RateLimit>,
+    ) -> Option<Arc<DefaultDirectRateLimiter>> {
         let mut buckets = self.inner.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let b = buckets.entry(bucket.to_owned()).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
-        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
-        b.at = now;
-        b.tokens -= 1.0;
-        if b.tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-b.tokens / rate)
+        match (buckets.get_mut(key), configured) {
+            (Some(b), Some(limit)) if !b.configured || limit.stricter_than(b.limit) => {
+                *b = Bucket::new(limit, true);
+                Some(b.limiter.clone())
+            }
+            (Some(b), _) => Some(b.limiter.clone()),
+            (None, _) => {
+                let limit = configured.or(self.inner.policy.rate_limit)?;
+                let b = Bucket::new(limit, configured.is_some());
+                let limiter = b.limiter.clone();
+                buckets.insert(key.to_owned(), b);
+                Some(limiter)
+            }
         }
     }
 
-    fn backoff(&self, attempt: u32) -> Duration {
-        let p = &self.inner.policy;
-        let exp = p.base_backoff.saturating_mul(1u32 << (attempt - 1).min(16));
-        let capped = exp.min(p.max_backoff);
-        // Up to 25% jitter, so instances that failed together do not retry together.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let jitter = capped.mul_f64(f64::from(nanos % 1000) / 4000.0);
-        capped + jitter
+    /// How long a request to bucket `key` would wait now (taking a token when it would not).
+    #[cfg(test)]
+    fn wait_time(&self, key: &str, configured: Option<RateLimit>) -> Duration {
+        let Some(limiter) = self.bucket(key, configured) else {
+            return Duration::ZERO;
+        };
+        match limiter.check() {
+            Ok(()) => Duration::ZERO,
+            Err(not_until) => not_until.wait_time_from(DefaultClock::default().now()),
+        }
     }
 }
 
-async fn read_response(
-    mut resp: reqwest::Response,
-    limit: usize,
-) -> Result<HttpResponse, reqwest::Error> {
+/// The rate-limit bucket of a request: the plugin and its account (see the module doc). The
+/// credential is hashed, never kept as text.
+fn bucket_key(plugin: &str, request: &HttpRequest, url: &reqwest::Url) -> String {
+    if let Some(account) = &request.account {
+        return format!("{plugin}\0account\0{account}");
+    }
+    let mut credentials: Vec<&str> = request
+        .headers
+        .iter()
+        .filter(|(name, _)| Redactor::is_secret_header(name))
+        .map(|(_, value)| value.as_str())
+        .collect();
+    let query: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| Redactor::is_secret_param(k))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    credentials.extend(query.iter().map(|(_, v)| v.as_str()));
+    if credentials.is_empty() {
+        let host = url.host_str().unwrap_or("");
+        let port = url.port_or_known_default().unwrap_or(0);
+        return format!("{plugin}\0host\0{host}:{port}");
+    }
+    credentials.sort_unstable();
+    format!(
+        "{plugin}\0credential\0{:032x}",
+        xxh3_128(credentials.join("\n").as_bytes())
+    )
+}
+
+/// Waits for a token of `limiter`, or for cancellation.
+async fn wait_for(
+    limiter: &DefaultDirectRateLimiter,
+    cancel: &CancellationToken,
+) -> Result<(), HttpError> {
+    let clock = DefaultClock::default();
+    loop {
+        match limiter.check() {
+            Ok(()) => return Ok(()),
+            Err(not_until) => sleep(not_until.wait_time_from(clock.now()), cancel).await?,
+        }
+    }
+}
+
+enum Answer {
+    Response(HttpResponse),
+    TooLarge,
+    Failed(reqwest::Error),
+}
+
+/// Sends once and reads the answer, refusing a body over `limit` bytes.
+async fn attempt_once(builder: reqwest::RequestBuilder, limit: usize) -> Answer {
+    let mut resp = match builder.send().await {
+        Ok(r) => r,
+        Err(e) => return Answer::Failed(e),
+    };
+    if resp
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
+    {
+        return Answer::TooLarge;
+    }
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
@@ -422,18 +574,24 @@ async fn read_response(
         })
         .collect();
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        if body.len() + chunk.len() > limit {
-            break;
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() > limit => return Answer::TooLarge,
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => break,
+            Err(e) => return Answer::Failed(e),
         }
-        body.extend_from_slice(&chunk);
     }
-    Ok(HttpResponse {
+    Answer::Response(HttpResponse {
         status,
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
         attempts: 0,
     })
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -452,29 +610,14 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Reads `Retry-After`: delay-seconds or an HTTP date.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(delta.to_std().unwrap_or(Duration::ZERO))
+    cohort_plugin_api::sdk::http::parse_retry_after(value)
 }
 
-async fn sleep(total: Duration, cancel: &CancelToken) -> Result<(), HttpError> {
-    let deadline = Instant::now() + total;
-    loop {
-        if cancel.is_cancelled() {
-            return Err(HttpError::Cancelled);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(());
-        }
-        tokio::time::sleep(left.min(Duration::from_millis(50))).await;
+/// Sleeps `total`, or until `cancel` fires.
+pub(crate) async fn sleep(total: Duration, cancel: &CancellationToken) -> Result<(), HttpError> {
+    tokio::select! {
+        () = tokio::time::sleep(total) => Ok(()),
+        () = cancel.cancelled() => Err(HttpError::Cancelled),
     }
 }
 
@@ -482,34 +625,101 @@ async fn sleep(total: Duration, cancel: &CancelToken) -> Result<(), HttpError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn retry_after_reads_seconds_and_http_dates() {
-        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon"), None);
+    fn service(rate_limit: Option<RateLimit>) -> HttpService {
+        HttpService::new(HttpPolicy {
+            rate_limit,
+            ..HttpPolicy::default()
+        })
+        .unwrap()
     }
 
     #[test]
     fn the_rate_limit_allows_a_burst_then_spaces_requests() {
-        let svc = HttpService::new(HttpPolicy {
-            rate_limit: Some(RateLimit {
-                per_second: 10.0,
-                burst: 2,
-            }),
-            ..HttpPolicy::default()
-        })
-        .unwrap();
-        assert_eq!(svc.reserve("a"), Duration::ZERO);
-        assert_eq!(svc.reserve("a"), Duration::ZERO);
-        let third = svc.reserve("a");
+        let svc = service(Some(RateLimit {
+            per_second: 10.0,
+            burst: 2,
+        }));
+        assert_eq!(svc.wait_time("a", None), Duration::ZERO);
+        assert_eq!(svc.wait_time("a", None), Duration::ZERO);
+        let third = svc.wait_time("a", None);
         assert!(
             third > Duration::from_millis(80) && third <= Duration::from_millis(100),
             "{third:?}"
         );
         // Another account has its own bucket.
-        assert_eq!(svc.reserve("b"), Duration::ZERO);
+        assert_eq!(svc.wait_time("b", None), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_configured_limit_replaces_the_default_and_the_stricter_of_two_wins() {
+        let svc = service(Some(RateLimit {
+            per_second: 1.0,
+            burst: 1,
+        }));
+        let fast = RateLimit {
+            per_second: 1000.0,
+            burst: 1,
+        };
+        assert_eq!(svc.wait_time("a", None), Duration::ZERO);
+        // The default bucket is spent, but an instance configured a faster limit for the account.
+        assert!(svc.wait_time("a", Some(fast)) < Duration::from_millis(5));
+        let slow = RateLimit {
+            per_second: 0.5,
+            burst: 1,
+        };
+        assert_eq!(svc.wait_time("a", Some(slow)), Duration::ZERO);
+        // A later, looser configuration does not loosen the account's limit.
+        assert!(svc.wait_time("a", Some(fast)) > Duration::from_millis(1500));
+        // Without a configured limit, an instance shares the account's bucket as it is.
+        assert!(svc.wait_time("a", None) > Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn buckets_are_keyed_by_account_else_credential_else_host() {
+        let url = reqwest::Url::parse("https://api.example.com/v1?page=2").unwrap();
+        let with = |headers: Vec<(&str, &str)>, account: Option<&str>| HttpRequest {
+            headers: headers
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            account: account.map(str::to_owned),
+            ..HttpRequest::default()
+        };
+        let a = bucket_key(
+            "p",
+            &with(vec![("Authorization", "Bearer one")], None),
+            &url,
+        );
+        let b = bucket_key(
+            "p",
+            &with(vec![("Authorization", "Bearer two")], None),
+            &url,
+        );
+        let a2 = bucket_key(
+            "p",
+            &with(vec![("Authorization", "Bearer one"), ("Accept", "x")], None),
+            &url,
+        );
+        assert_ne!(a, b, "two credentials, two accounts");
+        assert_eq!(a, a2, "other headers do not matter");
+        assert!(!a.contains("one"), "the credential is hashed: {a:?}");
+        assert_ne!(
+            a,
+            bucket_key(
+                "q",
+                &with(vec![("Authorization", "Bearer one")], None),
+                &url
+            )
+        );
+        assert_eq!(
+            bucket_key("p", &with(vec![], Some("shop-1")), &url),
+            "p\0account\0shop-1"
+        );
+        assert_eq!(
+            bucket_key("p", &with(vec![], None), &url),
+            "p\0host\0api.example.com:443"
+        );
+        let keyed = reqwest::Url::parse("https://api.example.com/v1?api_key=zzz").unwrap();
+        assert!(bucket_key("p", &with(vec![], None), &keyed).contains("credential"));
     }
 }

@@ -7,8 +7,10 @@
 //! - [`Instance`] calls a plugin synchronously; [`AsyncInstance`] runs the same calls on tokio's
 //!   blocking pool with timeouts; [`pull`] and [`pull_prefetched`] drive a source's paging.
 //! - [`HostServices`] are what a plugin may ask of the host: logs (into `tracing`), progress,
-//!   cancellation and HTTP ([`HttpService`]: timeouts, retries honouring `Retry-After`, rate
-//!   limits per plugin and account, secrets redacted).
+//!   cancellation and HTTP ([`HttpService`], one per process: timeouts, retries honouring
+//!   `Retry-After`, rate limits per plugin and account, a body limit, secrets redacted).
+//! - [`retry()`] retries a plugin call that answered "retry" (a source page, a push) with the same
+//!   rules: `Retry-After` honoured, backoff with jitter, cancellation, a last error that says why.
 //! - [`discovery`] finds plugins beside the executable, in `plugins.dir`, then in
 //!   `COHORT_PLUGIN_PATH`; [`conformance`] checks any plugin file against the ABI's promises.
 //!
@@ -24,12 +26,15 @@ mod error;
 pub mod http;
 mod plugin;
 pub mod redact;
+pub mod retry;
 mod services;
 
 pub use drive::{AsyncInstance, pull, pull_prefetched};
 pub use error::{CallError, LoadError};
 pub use http::{HttpPolicy, HttpService, RateLimit};
 pub use plugin::{Instance, LoadedPlugin, RawPage, describe_issues, tally};
-pub use services::{CancelToken, HostServices, LogSink, ProgressFn, TracingSink};
+pub use retry::{RetryError, RetryPolicy, retry};
+pub use services::{HostServices, LogSink, ProgressFn, TracingSink};
+pub use tokio_util::sync::CancellationToken;
 
 pub use cohort_plugin_api::{abi, schema, wire};

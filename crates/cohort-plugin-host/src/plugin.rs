@@ -18,7 +18,8 @@ use cohort_plugin_api::wire::{
 use serde_json::Value;
 
 use crate::error::{CallError, LoadError};
-use crate::services::{CancelToken, HostContext, HostServices};
+use crate::services::{HostContext, HostServices};
+use tokio_util::sync::CancellationToken;
 
 /// A loaded library and its vtable.
 struct Library {
@@ -280,7 +281,7 @@ pub struct Instance {
     host: Box<HostContext>,
     lib: Arc<Library>,
     name: Arc<str>,
-    cancel: CancelToken,
+    cancel: CancellationToken,
     poisoned: Option<String>,
     /// The page format asked for.
     format: PageFormat,
@@ -358,7 +359,7 @@ impl Instance {
     }
 
     /// The token that cancels this instance's work.
-    pub fn cancel_token(&self) -> CancelToken {
+    pub fn cancel_token(&self) -> CancellationToken {
         self.cancel.clone()
     }
 

@@ -118,6 +118,11 @@ impl Redactor {
         out
     }
 
+    /// Whether a query parameter's value is a credential (`api_key`, `token`, …).
+    pub fn is_secret_param(name: &str) -> bool {
+        SECRET_PARAMS.contains(&name.to_ascii_lowercase().as_str())
+    }
+
     /// Whether a header's value must never be logged.
     pub fn is_secret_header(name: &str) -> bool {
         let name = name.to_ascii_lowercase();

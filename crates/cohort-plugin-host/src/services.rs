@@ -3,21 +3,25 @@
 //! [`HostServices`] is the safe description a caller builds; [`HostContext`] is its pinned,
 //! C-callable form, whose address the plugin holds until `close`. The callbacks catch panics:
 //! a bug in the host must not unwind into a plugin written in C any more than the reverse.
+//!
+//! HTTP is the process's one [`HttpService`], cloned into every instance's services; what is
+//! per instance is only its cancellation token, its secrets and its configured rate limit, which
+//! the service applies to the instance's account bucket.
 
 use std::ffi::c_void;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use cohort_plugin_api::abi::{
     self, Buf, Bytes, HostVtable, STATUS_ERROR, STATUS_OK, STATUS_RETRY, Status,
 };
 use cohort_plugin_api::sdk::Level;
-use cohort_plugin_api::wire::{ErrorBody, HttpRequest};
+use cohort_plugin_api::wire::{ErrorBody, ErrorKind, HttpRequest};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
-use crate::http::{CallContext, HttpError, HttpService};
+use crate::http::{CallContext, HttpError, HttpService, RateLimit};
 use crate::redact::Redactor;
 
 /// Where plugin log lines (and the host's own lines about a plugin) go.
@@ -47,27 +51,6 @@ impl LogSink for TracingSink {
     }
 }
 
-/// A shared flag that asks a plugin to stop.
-#[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
-
-impl CancelToken {
-    /// A token that is not cancelled.
-    pub fn new() -> CancelToken {
-        CancelToken::default()
-    }
-
-    /// Asks the work to stop.
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether the work was asked to stop.
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
 /// Receives progress reports: `(done, total)`.
 pub type ProgressFn = Arc<dyn Fn(u64, Option<u64>) + Send + Sync>;
 
@@ -78,12 +61,17 @@ pub struct HostServices {
     pub log: Arc<dyn LogSink>,
     /// Where progress goes, if anywhere.
     pub progress: Option<ProgressFn>,
-    /// The instance's cancellation flag.
-    pub cancel: CancelToken,
-    /// HTTP, if offered (a plugin that asks without it gets an error).
+    /// Asks the instance to stop: its `is_cancelled` turns true, and its HTTP requests and
+    /// waits end at once.
+    pub cancel: CancellationToken,
+    /// HTTP: the process's one service, cloned (a plugin that asks without it gets an error).
     pub http: Option<HttpService>,
     /// Extra secrets to redact, besides those the config schema marks.
     pub secrets: Vec<String>,
+    /// The limit this instance's vendor account is configured with (a destination's
+    /// `rate_limit`), applied to the shared bucket of its plugin and account instead of the
+    /// service's default. See [`crate::http`] for how two instances of one account agree.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl fmt::Debug for HostServices {
@@ -91,6 +79,7 @@ impl fmt::Debug for HostServices {
         f.debug_struct("HostServices")
             .field("cancel", &self.cancel)
             .field("http", &self.http.is_some())
+            .field("rate_limit", &self.rate_limit)
             .finish_non_exhaustive()
     }
 }
@@ -100,9 +89,10 @@ impl Default for HostServices {
         HostServices {
             log: Arc::new(TracingSink),
             progress: None,
-            cancel: CancelToken::new(),
+            cancel: CancellationToken::new(),
             http: None,
             secrets: Vec::new(),
+            rate_limit: None,
         }
     }
 }
@@ -111,6 +101,12 @@ impl HostServices {
     /// Services with HTTP.
     pub fn with_http(mut self, http: HttpService) -> Self {
         self.http = Some(http);
+        self
+    }
+
+    /// Services whose HTTP requests use this limit for their account (see [`crate::http`]).
+    pub fn with_rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limit = limit;
         self
     }
 
@@ -267,24 +263,36 @@ fn http_call(cx: &HostContext, request: &[u8]) -> (Status, Vec<u8>) {
         redactor: &cx.redactor,
         log: cx.services.log.as_ref(),
         cancel: &cx.services.cancel,
+        rate_limit: cx.services.rate_limit,
     };
     match http.execute_blocking(request, &call) {
         Ok(response) => (STATUS_OK, serde_json::to_vec(&response).unwrap_or_default()),
         Err(e @ (HttpError::TimedOut(_) | HttpError::Transport(_))) => {
-            let retry_after = http.policy().base_backoff.as_millis() as u64;
-            (STATUS_RETRY, error_json(&e.to_string(), Some(retry_after)))
+            let retry_after = u64::try_from(http.policy().base_backoff.as_millis()).ok();
+            (STATUS_RETRY, error_json(&e.to_string(), retry_after))
         }
+        Err(HttpError::Cancelled) => (
+            STATUS_ERROR,
+            error_body(&ErrorBody {
+                message: "cancelled by the host".to_owned(),
+                kind: ErrorKind::Cancelled,
+                ..ErrorBody::default()
+            }),
+        ),
         Err(e) => (STATUS_ERROR, error_json(&e.to_string(), None)),
     }
 }
 
 fn error_json(message: &str, retry_after_ms: Option<u64>) -> Vec<u8> {
-    let body = ErrorBody {
+    error_body(&ErrorBody {
         message: message.to_owned(),
         retry_after_ms,
         ..ErrorBody::default()
-    };
-    serde_json::to_vec(&body).unwrap_or_default()
+    })
+}
+
+fn error_body(body: &ErrorBody) -> Vec<u8> {
+    serde_json::to_vec(body).unwrap_or_default()
 }
 
 unsafe extern "C" fn host_free_buf(_ctx: *mut c_void, buf: Buf) {

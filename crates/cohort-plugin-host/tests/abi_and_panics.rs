@@ -101,6 +101,8 @@ fn panics_in_open_push_and_close_are_contained_too() {
         .open(&json!({"panic_in": "push"}), HostServices::default())
         .unwrap();
     let batch = cohort_plugin_api::wire::Batch {
+        workspace: None,
+        campaign: None,
         mode: cohort_plugin_api::wire::DestinationMode::Upsert,
         audience: None,
         operations: vec![],
@@ -147,6 +149,8 @@ fn asking_a_source_only_plugin_to_push_is_unsupported() {
     let p = LoadedPlugin::load(c).unwrap();
     let mut i = p.open(&json!({}), HostServices::default()).unwrap();
     let batch = cohort_plugin_api::wire::Batch {
+        workspace: None,
+        campaign: None,
         mode: cohort_plugin_api::wire::DestinationMode::Upsert,
         audience: None,
         operations: vec![],

@@ -11,7 +11,7 @@ use cohort_plugin_api::wire::HttpRequest;
 use cohort_plugin_host::http::{CallContext, HttpError};
 use cohort_plugin_host::redact::Redactor;
 use cohort_plugin_host::{
-    CallError, CancelToken, HostServices, HttpPolicy, HttpService, LoadedPlugin, RateLimit,
+    CallError, CancellationToken, HostServices, HttpPolicy, HttpService, LoadedPlugin, RateLimit,
 };
 use serde_json::{Value, json};
 use util::{Logs, Reply, Server, plugin};
@@ -148,12 +148,13 @@ fn direct(
     logs: &Logs,
 ) -> Result<cohort_plugin_api::wire::HttpResponse, HttpError> {
     let redactor = Redactor::default();
-    let cancel = CancelToken::new();
+    let cancel = CancellationToken::new();
     let cx = CallContext {
         plugin: "direct",
         redactor: &redactor,
         log: logs,
         cancel: &cancel,
+        rate_limit: None,
     };
     svc.execute_blocking(request, &cx)
 }
@@ -289,7 +290,7 @@ fn cancelling_stops_a_retry_wait() {
     let svc = HttpService::new(quick_policy()).unwrap();
     let logs = Logs::default();
     let redactor = Redactor::default();
-    let cancel = CancelToken::new();
+    let cancel = CancellationToken::new();
     let canceller = cancel.clone();
     std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(200));
@@ -300,6 +301,7 @@ fn cancelling_stops_a_retry_wait() {
         redactor: &redactor,
         log: &logs,
         cancel: &cancel,
+        rate_limit: None,
     };
     let started = Instant::now();
     let result = svc.execute_blocking(
@@ -325,4 +327,123 @@ fn only_http_and_https_urls_are_allowed() {
         &Logs::default(),
     );
     assert!(matches!(err, Err(HttpError::Invalid(_))), "{err:?}");
+}
+
+#[test]
+fn a_body_over_the_limit_is_an_error_that_says_so_not_a_cut_body() {
+    let big = format!("[{}]", vec![r#"{"id":"1"}"#; 200].join(","));
+    let server = Server::start(vec![Reply::new(200, &big)]);
+    let logs = Arc::new(Logs::default());
+    let policy = HttpPolicy {
+        max_body_bytes: 1000,
+        ..quick_policy()
+    };
+    let err = probe(&server, policy, &logs, &json!({})).unwrap_err();
+    let CallError::Failed { message, .. } = &err else {
+        panic!("expected a failure, got {err:?}")
+    };
+    assert!(message.contains("larger than the 1000 bytes"), "{message}");
+    assert!(message.contains("max_body_bytes"), "{message}");
+    assert!(!message.contains(TOKEN), "{message}");
+    assert_eq!(
+        server.count(),
+        1,
+        "a body that is too large is not fetched again"
+    );
+}
+
+/// Opens a probe instance on `http` that authenticates with `token`.
+fn probe_instance(
+    server: &Server,
+    http: &HttpService,
+    token: &str,
+    services: HostServices,
+) -> cohort_plugin_host::Instance {
+    let p = LoadedPlugin::load(plugin("cohort-testplugin-http-probe")).unwrap();
+    let config = json!({"url": format!("{}/customers", server.url), "api_token": token});
+    p.open(&config, services.with_http(http.clone())).unwrap()
+}
+
+#[test]
+fn instances_with_the_same_credential_share_one_bucket_and_other_credentials_do_not() {
+    let server = Server::start(vec![Reply::new(200, CUSTOMERS)]);
+    let http = HttpService::new(HttpPolicy {
+        rate_limit: Some(RateLimit {
+            per_second: 10.0,
+            burst: 1,
+        }),
+        ..quick_policy()
+    })
+    .unwrap();
+    // Two instances (two campaigns, say) of one account: 4 requests at 10/s take >= 300ms.
+    let mut a = probe_instance(&server, &http, TOKEN, HostServices::default());
+    let mut b = probe_instance(&server, &http, TOKEN, HostServices::default());
+    let started = Instant::now();
+    for _ in 0..2 {
+        a.next_page::<Customer>(&Value::Null, 10).unwrap();
+        b.next_page::<Customer>(&Value::Null, 10).unwrap();
+    }
+    let shared = started.elapsed();
+    assert!(shared >= Duration::from_millis(280), "{shared:?}");
+    // Another credential is another account, with a bucket of its own.
+    let mut c = probe_instance(
+        &server,
+        &http,
+        "another-token-1234",
+        HostServices::default(),
+    );
+    let started = Instant::now();
+    c.next_page::<Customer>(&Value::Null, 10).unwrap();
+    assert!(started.elapsed() < Duration::from_millis(80));
+}
+
+#[test]
+fn an_instance_configured_rate_limit_applies_to_its_account() {
+    let server = Server::start(vec![Reply::new(200, CUSTOMERS)]);
+    let http = HttpService::new(quick_policy()).unwrap(); // no default limit
+    let services = HostServices::default().with_rate_limit(Some(RateLimit {
+        per_second: 5.0,
+        burst: 1,
+    }));
+    let mut i = probe_instance(&server, &http, TOKEN, services);
+    let started = Instant::now();
+    for _ in 0..3 {
+        i.next_page::<Customer>(&Value::Null, 10).unwrap();
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(380),
+        "3 requests at 5/s with burst 1: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn cancelling_stops_a_request_in_flight() {
+    let server = Server::start(vec![Reply::new(200, "ok").delay(Duration::from_secs(3))]);
+    let svc = HttpService::new(quick_policy()).unwrap();
+    let logs = Logs::default();
+    let redactor = Redactor::default();
+    let cancel = CancellationToken::new();
+    let canceller = cancel.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        canceller.cancel();
+    });
+    let cx = CallContext {
+        plugin: "p",
+        redactor: &redactor,
+        log: &logs,
+        cancel: &cancel,
+        rate_limit: None,
+    };
+    let started = Instant::now();
+    let result = svc.execute_blocking(
+        HttpRequest {
+            url: server.url,
+            ..HttpRequest::default()
+        },
+        &cx,
+    );
+    assert_eq!(result.unwrap_err(), HttpError::Cancelled);
+    assert!(started.elapsed() < Duration::from_secs(1));
 }

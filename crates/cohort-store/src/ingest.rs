@@ -27,7 +27,7 @@ use serde_json::Value;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
 
 use crate::error::StoreError;
-use crate::types::{Backend, StreamKind, Upserted};
+use crate::types::{Backend, Stream, Upserted};
 
 /// SQLite's default `SQLITE_MAX_VARIABLE_NUMBER` since 3.32.
 const SQLITE_MAX_PARAMS: usize = 32_766;
@@ -299,7 +299,7 @@ pub(crate) async fn ingest(
     backend: Backend,
     workspace: &str,
     source: &str,
-    stream: StreamKind,
+    stream: Stream,
     batch: &Batch,
     cursor: &Value,
 ) -> Result<Upserted, StoreError> {

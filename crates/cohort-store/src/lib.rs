@@ -40,7 +40,7 @@ pub use error::StoreError;
 pub use runs::{Begun, Holder, Owner, RunLease};
 pub use types::{
     Backend, DestinationState, DestinationStatus, PendingPush, RecordError, RunId, RunRow,
-    RunStatus, SegmentVersion, StreamKind, SuppressionReason, Upserted, WorkspaceInfo,
+    RunStatus, SegmentVersion, Stream, SuppressionReason, Upserted, WorkspaceInfo,
 };
 pub use workspace::WorkspaceStore;
 

@@ -25,27 +25,9 @@ pub struct WorkspaceInfo {
     pub currency: String,
 }
 
-/// Which record stream of a source a cursor belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StreamKind {
-    /// Customers.
-    Customers,
-    /// Orders.
-    Orders,
-    /// Engagement events.
-    Events,
-}
-
-impl StreamKind {
-    /// The name stored in `source_cursors.stream`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StreamKind::Customers => "customers",
-            StreamKind::Orders => "orders",
-            StreamKind::Events => "events",
-        }
-    }
-}
+/// Which record stream of a source a cursor belongs to: the core's one `Stream`, stored as
+/// its name (`source_cursors.stream`).
+pub use cohort_core::record::Stream;
 
 /// What an ingest call did, by record, compared by content hash.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -24,7 +24,7 @@ use crate::entity::{
 use crate::error::StoreError;
 use crate::types::{
     Backend, DestinationState, DestinationStatus, PendingPush, RecordError, RunId, RunRow,
-    RunStatus, SegmentVersion, StreamKind, SuppressionReason, Upserted,
+    RunStatus, SegmentVersion, Stream, SuppressionReason, Upserted,
 };
 use crate::{ingest, read};
 
@@ -80,7 +80,7 @@ impl WorkspaceStore {
         cursor: &Value,
     ) -> Result<Upserted, StoreError> {
         let batch = ingest::customers_batch(records)?;
-        let stream = StreamKind::Customers;
+        let stream = Stream::Customers;
         ingest::ingest(
             &self.db,
             self.backend,
@@ -102,7 +102,7 @@ impl WorkspaceStore {
         cursor: &Value,
     ) -> Result<Upserted, StoreError> {
         let batch = ingest::orders_batch(records)?;
-        let stream = StreamKind::Orders;
+        let stream = Stream::Orders;
         ingest::ingest(
             &self.db,
             self.backend,
@@ -126,7 +126,7 @@ impl WorkspaceStore {
         cursor: &Value,
     ) -> Result<Upserted, StoreError> {
         let batch = ingest::events_batch(records)?;
-        let stream = StreamKind::Events;
+        let stream = Stream::Events;
         ingest::ingest(
             &self.db,
             self.backend,
@@ -140,11 +140,7 @@ impl WorkspaceStore {
     }
 
     /// The cursor last saved for `source`'s `stream`, if any.
-    pub async fn cursor(
-        &self,
-        source: &str,
-        stream: StreamKind,
-    ) -> Result<Option<Value>, StoreError> {
+    pub async fn cursor(&self, source: &str, stream: Stream) -> Result<Option<Value>, StoreError> {
         let row = source_cursors::Entity::find()
             .filter(source_cursors::Column::WorkspaceId.eq(&*self.id))
             .filter(source_cursors::Column::Source.eq(source))

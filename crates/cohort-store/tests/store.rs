@@ -13,7 +13,7 @@ use cohort_core::record::{Customer, Event, EventKind, LineItem, Order};
 use cohort_core::time::Timestamp;
 use cohort_store::{
     Backend, Begun, DestinationState, DestinationStatus, Owner, PendingPush, RecordError, RunLease,
-    RunStatus, Store, StoreError, StreamKind, SuppressionReason, Upserted, WorkspaceStore,
+    RunStatus, Store, StoreError, Stream, SuppressionReason, Upserted, WorkspaceStore,
 };
 use serde_json::json;
 use util::workspace;
@@ -360,7 +360,7 @@ both!(
     |db| {
         db.store.ensure_workspace(&workspace("a")).await.unwrap();
         let ws = db.store.workspace("a");
-        assert_eq!(ws.cursor("shop", StreamKind::Orders).await.unwrap(), None);
+        assert_eq!(ws.cursor("shop", Stream::Orders).await.unwrap(), None);
         ws.ingest_orders("shop", &[order("o1", "1", 1)], &json!({"page": 3}))
             .await
             .unwrap();
@@ -371,15 +371,15 @@ both!(
             .await
             .unwrap();
         assert_eq!(
-            ws.cursor("shop", StreamKind::Orders).await.unwrap(),
+            ws.cursor("shop", Stream::Orders).await.unwrap(),
             Some(json!({"page": 4}))
         );
         assert_eq!(
-            ws.cursor("shop", StreamKind::Customers).await.unwrap(),
+            ws.cursor("shop", Stream::Customers).await.unwrap(),
             Some(json!("c-cursor"))
         );
-        assert_eq!(ws.cursor("shop", StreamKind::Events).await.unwrap(), None);
-        assert_eq!(ws.cursor("crm", StreamKind::Orders).await.unwrap(), None);
+        assert_eq!(ws.cursor("shop", Stream::Events).await.unwrap(), None);
+        assert_eq!(ws.cursor("crm", Stream::Orders).await.unwrap(), None);
     }
 );
 
@@ -401,7 +401,7 @@ both!(
             .await
             .unwrap();
         assert_eq!(ws.for_each_order(|_| {}).await.unwrap(), 0);
-        assert_eq!(ws.cursor("shop", StreamKind::Orders).await.unwrap(), None);
+        assert_eq!(ws.cursor("shop", Stream::Orders).await.unwrap(), None);
     }
 );
 
@@ -459,7 +459,7 @@ both!(one_workspace_cannot_read_another_workspaces_data, |db| {
     assert!(b.customers().await.unwrap().is_empty());
     assert_eq!(b.for_each_order(|_| {}).await.unwrap(), 0);
     assert_eq!(b.for_each_event(|_| {}).await.unwrap(), 0);
-    assert_eq!(b.cursor("shop", StreamKind::Orders).await.unwrap(), None);
+    assert_eq!(b.cursor("shop", Stream::Orders).await.unwrap(), None);
     assert!(b.members("vip").await.unwrap().is_empty());
     assert!(b.destination_state("winback").await.unwrap().is_empty());
     assert!(b.runs(10).await.unwrap().is_empty());

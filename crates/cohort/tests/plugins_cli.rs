@@ -136,3 +136,53 @@ fn plugins_check_passes_a_good_plugin_and_fails_one_of_another_abi() {
         "{stdout}"
     );
 }
+
+#[test]
+fn plugins_check_with_no_flags_exercises_every_bundled_plugin_through_its_example() {
+    for (package, must_pass) in [
+        ("cohort-plugin-csv", "pass  opens with the fixture config"),
+        (
+            "cohort-plugin-outbox",
+            "pass  the fixture config is accepted by the schema",
+        ),
+        (
+            "cohort-plugin-webhook",
+            "pass  push answers one outcome per operation",
+        ),
+        (
+            "cohort-plugin-http-json",
+            "pass  orders: a cursor resumes where it stopped",
+        ),
+    ] {
+        let lib = build_cdylib(package, false).unwrap();
+        let out = cohort()
+            .args(["plugins", "check"])
+            .arg(&lib)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{package}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("with the example from the manifest"),
+            "{stdout}"
+        );
+        assert!(stdout.contains(must_pass), "{package}:\n{stdout}");
+        assert!(stdout.contains(" 0 failed"), "{package}:\n{stdout}");
+    }
+}
+
+#[test]
+fn plugins_check_says_when_a_plugin_ships_no_example() {
+    let lib = build_cdylib("cohort-testplugin-panicking", false).unwrap();
+    let out = cohort()
+        .args(["plugins", "check"])
+        .arg(&lib)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ships no example"), "{stdout}");
+}

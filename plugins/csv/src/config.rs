@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use cohort_csv::{Kind, Overrides};
+use cohort_csv::Overrides;
 use cohort_plugin_api::wire::{ConfigIssue, Stream};
 use serde::Deserialize;
 
@@ -82,19 +82,6 @@ pub struct Validated {
     pub max_field_bytes: u64,
 }
 
-fn kind_of(stream: Stream) -> Kind {
-    match stream {
-        Stream::Customers => Kind::Customers,
-        Stream::Orders => Kind::Orders,
-        Stream::Events => Kind::Events,
-    }
-}
-
-/// The `cohort-csv` kind of a stream.
-pub fn kind(stream: Stream) -> Kind {
-    kind_of(stream)
-}
-
 impl Config {
     /// Checks every stream, collecting every problem with its config path.
     pub fn validate(self) -> Result<Validated, Vec<ConfigIssue>> {
@@ -154,7 +141,7 @@ impl Config {
             }
             let mut overrides = Overrides::new();
             for (field, column) in &cfg.columns {
-                if let Err(e) = overrides.add(kind_of(stream), field, column) {
+                if let Err(e) = overrides.add(stream, field, column) {
                     issues.push(issue(
                         &format!(
                             "{at}/columns/{}",

@@ -24,7 +24,7 @@ use cohort_plugin_api::prelude::*;
 use cohort_plugin_api::wire::binary::{CustomerRef, OrderRef};
 use serde_json::json;
 
-use crate::config::{Config, Validated, kind};
+use crate::config::{Config, Validated};
 use crate::cursor::{Cursor, PrefixHash, Restart};
 
 /// Rejects after which a page ends early, so a file of garbage cannot fill memory.
@@ -65,6 +65,38 @@ impl Plugin for CsvSource {
             .streams(Stream::ALL)
             .incremental()
             .config_schema_of::<Config>()
+            // What `cohort plugins check` reads: small files it writes to a temporary `{dir}`,
+            // in the shared generator's layout (no column mapping needed).
+            .example(
+                Example::config(json!({
+                    "base_dir": "{dir}",
+                    "customers": {"paths": ["customers.csv"]},
+                    "orders": {"paths": ["orders-*.csv"]},
+                    "events": {"paths": ["events.csv"]},
+                }))
+                .file(
+                    "customers.csv",
+                    "id,email,country,city,birth_year,tags,accepts_marketing,created_at\n\
+                     1,ann@example.com,US,New York,1980,\"vip,newsletter\",True,2019-03-01 10:00:00\n\
+                     2,bob@example.com,GB,London,,,False,2020-07-15 08:30:00\n\
+                     3,cy@example.com,DE,Berlin,1999,eco,True,2021-01-02 00:00:00\n\
+                     4,di@example.com,FR,Paris,1975,,False,2022-05-05 12:00:00\n",
+                )
+                .file(
+                    "orders-2024.csv",
+                    "id,customer_id,created_at,total_price,items\n\
+                     1,1,2024-01-01 10:00:00,120.50,2\n\
+                     2,1,2024-02-01 11:00:00,80.00,1\n\
+                     3,2,2024-03-01 12:00:00,15.25,1\n\
+                     4,3,2024-04-01 09:00:00,300.00,4\n\
+                     5,4,2024-05-01 00:00:00,9.99,1\n",
+                )
+                .file(
+                    "events.csv",
+                    "customer_id,kind,occurred_at\n1,email_open,2024-01-01\n\
+                     2,page_view,2024-01-02\n1,email_click,2024-01-03\n3,add_to_cart,2024-01-04\n",
+                ),
+            )
     }
 
     fn open(config: Config, host: Host) -> Result<Self, PluginError> {
@@ -227,14 +259,9 @@ impl CsvSource {
     ) -> Result<Option<CsvReader>, PluginError> {
         let files = &self.config.streams[&stream];
         let reader = if byte == 0 {
-            CsvReader::open(path, kind(stream), &files.overrides)
+            CsvReader::open(path, stream, &files.overrides)
         } else {
-            CsvReader::open_at(
-                path,
-                kind(stream),
-                &files.overrides,
-                Position { byte, line },
-            )
+            CsvReader::open_at(path, stream, &files.overrides, Position { byte, line })
         }
         .and_then(|r| r.max_field_bytes(self.config.max_field_bytes));
         match reader {

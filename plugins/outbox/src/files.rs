@@ -10,6 +10,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use cohort_plugin_api::cohort_core::hash::fnv1a_64;
+
 /// What happened to a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written {
@@ -37,15 +39,9 @@ pub fn file_stem(key: &str) -> String {
     }
     if out.len() > 180 {
         let cut = out.char_indices().nth(160).map_or(out.len(), |(i, _)| i);
-        out = format!("{}~{:016x}", &out[..cut], fnv1a(key.as_bytes()));
+        out = format!("{}~{:016x}", &out[..cut], fnv1a_64(key.as_bytes()));
     }
     out
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// Writes `bytes` to `target` unless it exists. `tmp_dir` must be on the same file system.

@@ -38,6 +38,8 @@ impl Plugin for Outbox {
                 DestinationMode::Send,
             ])
             .config_schema_of::<Config>()
+            // What `cohort plugins check` writes into: a fresh temporary folder.
+            .example(Example::config(json!({"dir": "{dir}/outbox"})))
     }
 
     fn open(config: Config, host: Host) -> Result<Self, PluginError> {

@@ -69,6 +69,8 @@ fn audience_operations_become_json_and_sends_become_eml_files() {
         .unwrap();
     let result = i
         .push(&Batch {
+            workspace: None,
+            campaign: None,
             mode: DestinationMode::Mirror,
             audience: Some("vip".into()),
             operations: vec![
@@ -85,6 +87,8 @@ fn audience_operations_become_json_and_sends_become_eml_files() {
         "{result:?}"
     );
     i.push(&Batch {
+        workspace: None,
+        campaign: None,
         mode: DestinationMode::Send,
         audience: None,
         operations: vec![op("welcome:42", Action::Send)],
@@ -121,6 +125,8 @@ fn pushing_the_same_key_again_writes_no_duplicate_and_keeps_the_first_file() {
         let mut o = op("welcome:42", Action::Send);
         o.message.as_mut().unwrap().subject = Some(subject.into());
         i.push(&Batch {
+            workspace: None,
+            campaign: None,
             mode: DestinationMode::Send,
             audience: None,
             operations: vec![o],
@@ -154,6 +160,8 @@ fn bad_operations_are_rejected_one_by_one_and_the_rest_are_written() {
     no_message.message = None;
     let result = i
         .push(&Batch {
+            workspace: None,
+            campaign: None,
             mode: DestinationMode::Upsert,
             audience: Some("vip".into()),
             operations: vec![

@@ -103,76 +103,11 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
-/// The candidate nearest to `name`, if one is near enough to be a plausible typo.
-///
-/// Case differences cost nothing (`Total_Spent` finds `total_spent`); otherwise up to a third
-/// of the name's length may differ, at least one edit. Ties go to the earlier candidate.
-pub fn did_you_mean<'a>(
-    name: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
-    let target: Vec<char> = name.to_lowercase().chars().collect();
-    let limit = (target.len() / 3).max(1);
-    let mut best: Option<(usize, &str)> = None;
-    for candidate in candidates {
-        if candidate == name {
-            continue;
-        }
-        let other: Vec<char> = candidate.to_lowercase().chars().collect();
-        let d = edit_distance(&target, &other);
-        if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
-            best = Some((d, candidate));
-        }
-    }
-    best.map(|(_, c)| c)
-}
-
-/// Optimal string alignment distance: insertions, deletions, substitutions and swaps of two
-/// adjacent characters each cost one.
-pub(crate) fn edit_distance(a: &[char], b: &[char]) -> usize {
-    let width = b.len() + 1;
-    // Three rolling rows: two back is needed for transpositions.
-    let mut prev2 = vec![0; width];
-    let mut prev: Vec<usize> = (0..width).collect();
-    let mut cur = vec![0; width];
-    for i in 1..=a.len() {
-        cur[0] = i;
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut d = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                d = d.min(prev2[j - 2] + 1);
-            }
-            cur[j] = d;
-        }
-        std::mem::swap(&mut prev2, &mut prev);
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
-}
+pub use crate::text::did_you_mean;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn dist(a: &str, b: &str) -> usize {
-        edit_distance(
-            &a.chars().collect::<Vec<_>>(),
-            &b.chars().collect::<Vec<_>>(),
-        )
-    }
-
-    #[test]
-    fn distance_counts_edits_and_adjacent_swaps() {
-        assert_eq!(dist("", ""), 0);
-        assert_eq!(dist("abc", ""), 3);
-        assert_eq!(dist("", "ab"), 2);
-        assert_eq!(dist("kitten", "sitting"), 3);
-        assert_eq!(dist("total_spend", "total_spent"), 1);
-        assert_eq!(dist("contry", "country"), 1);
-        assert_eq!(dist("ab", "ba"), 1);
-        assert_eq!(dist("orders_cuont", "orders_count"), 1);
-    }
 
     #[test]
     fn suggests_the_nearest_plausible_name() {

@@ -8,11 +8,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use cohort_config::{Campaign, Destination};
 use cohort_core::delivery::{self, Outcome, Settled};
 use cohort_plugin_host::wire::{Batch, Operation, OutcomeStatus};
 use cohort_plugin_host::{
-    AsyncInstance, CallError, HostServices, HttpPolicy, HttpService, RateLimit,
+    CancellationToken, HostServices, RateLimit, RetryError, RetryPolicy, retry,
 };
 use cohort_store::{DestinationState, RecordError};
 
@@ -20,12 +21,9 @@ use super::plan::{CampaignPlan, to_state};
 use super::render::push_error;
 use super::{Pushing, Shared};
 use crate::error::{Context as _, Result};
+use crate::instance::Reopening;
 use crate::plugins::prepare;
-use crate::retry::{ATTEMPTS, backoff};
 use crate::summary::CampaignSummary;
-
-/// A destination call that takes longer than this is abandoned (and retried next run).
-const CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Pushes the rendered operations of `planned` to `destination`, batch by batch.
 #[allow(clippy::too_many_arguments, reason = "the stage's inputs, each used")]
@@ -43,29 +41,22 @@ pub(crate) async fn push_all(
         .plugins
         .destination(&destination.plugin, campaign.mode)?;
     let prepared = prepare(plugin, &destination.config)?;
-    let http = match &destination.rate_limit {
-        // A destination with its own limit gets a service of its own, so its bucket is its own.
-        Some(r) => HttpService::with_runtime(
-            HttpPolicy {
-                rate_limit: Some(RateLimit {
-                    per_second: r.per_second,
-                    burst: r.burst,
-                }),
-                ..HttpPolicy::default()
-            },
-            tokio::runtime::Handle::current(),
-        )
-        .map_err(|e| crate::EngineError::fatal(e.to_string()))?,
-        None => pushing.http.clone(),
-    };
+    // The process's one HTTP service; a destination's own `rate_limit` applies to its account's
+    // bucket there, shared with every campaign that pushes to the same account.
     let services = HostServices {
         secrets: prepared.secrets.clone(),
         ..pushing.services.clone()
     }
-    .with_http(http);
-    let instance = AsyncInstance::open(plugin, &prepared.value, services, CALL_TIMEOUT)
+    .with_http(pushing.http.clone())
+    .with_rate_limit(destination.rate_limit.as_ref().map(|r| RateLimit {
+        per_second: r.per_second,
+        burst: r.burst,
+    }));
+    let cancel = services.cancel.clone();
+    let instance = Reopening::open(plugin, &prepared.value, services)
         .await
         .with_context(|| format!("opening destination `{}`", destination.name))?;
+    let policy = RetryPolicy::default();
 
     let total = ready.len() as u64;
     let mut done_ops = 0;
@@ -85,14 +76,18 @@ pub(crate) async fn push_all(
         let batch = Batch {
             mode: campaign.mode,
             audience: Some(campaign.audience.clone()),
+            workspace: Some(shared.workspace.id.clone()),
+            campaign: Some(campaign.name.clone()),
             operations: chunk.iter().map(|(_, o)| o.clone()).collect(),
         };
-        let outcomes = push(&instance, batch).await.with_context(|| {
-            format!(
-                "pushing campaign `{}` to destination `{}`",
-                campaign.name, destination.name
-            )
-        })?;
+        let outcomes = push(&instance, batch, &policy, &cancel)
+            .await
+            .with_context(|| {
+                format!(
+                    "pushing campaign `{}` to destination `{}`",
+                    campaign.name, destination.name
+                )
+            })?;
         shared.failpoint.hit("after-push");
         let mut done = Vec::with_capacity(chunk.len());
         for (i, operation) in chunk {
@@ -107,7 +102,10 @@ pub(crate) async fn push_all(
                     errors.push(push_error(
                         campaign,
                         op,
-                        &format!("still failing after {ATTEMPTS} attempts: {reason}"),
+                        &format!(
+                            "still failing after {} attempts: {reason}",
+                            policy.max_attempts
+                        ),
                     ));
                     Outcome::Unknown
                 }
@@ -148,29 +146,30 @@ pub(crate) async fn push_all(
     Ok(())
 }
 
-/// Pushes a batch, retrying the whole call when the destination asks to, and then the
-/// operations it asks to retry; returns the last outcome of each key.
+/// Pushes a batch, retrying the whole call when the destination asks to (the host's retry
+/// rules), then the operations it asks to retry, up to the policy's attempts; returns the last
+/// outcome of each key.
 async fn push(
-    instance: &AsyncInstance,
+    instance: &Reopening<'_>,
     batch: Batch,
-) -> Result<BTreeMap<String, OutcomeStatus>, CallError> {
+    policy: &RetryPolicy,
+    cancel: &CancellationToken,
+) -> Result<BTreeMap<String, OutcomeStatus>, RetryError> {
     let mut outcomes = BTreeMap::new();
     let mut pending = batch;
-    for attempt in 1..=ATTEMPTS {
-        let result = match instance.push(pending.clone()).await {
-            Ok(result) => result,
-            Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
-                let asked = match &e {
-                    CallError::Retry { retry_after, .. } => *retry_after,
-                    _ => None,
-                };
-                tokio::time::sleep(backoff(attempt, asked)).await;
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(policy.base_delay)
+        .with_max_delay(policy.max_delay)
+        .with_jitter()
+        .build();
+    for round in 1..=policy.max_attempts.max(1) {
+        let result = retry(policy, cancel, |_| {
+            let batch = pending.clone();
+            instance.call(move |i| async move { i.push(batch).await })
+        })
+        .await?;
         let mut again = Vec::new();
-        let mut wait = None;
+        let mut wait: Option<Duration> = None;
         for outcome in result.outcomes {
             if let OutcomeStatus::Retry { retry_after_ms, .. } = &outcome.status {
                 if let Some(op) = pending.operations.iter().find(|o| o.key == outcome.key) {
@@ -180,10 +179,16 @@ async fn push(
             }
             outcomes.insert(outcome.key, outcome.status);
         }
-        if again.is_empty() || attempt == ATTEMPTS {
+        if again.is_empty() || round == policy.max_attempts {
             break;
         }
-        tokio::time::sleep(backoff(attempt, wait)).await;
+        let delay = wait
+            .unwrap_or_else(|| delays.next().unwrap_or(policy.max_delay))
+            .min(policy.max_wait);
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = cancel.cancelled() => return Err(RetryError::Cancelled),
+        }
         pending.operations = again;
     }
     Ok(outcomes)

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::PluginError;
 use crate::abi::{self, Buf, Bytes, HostVtable};
-use crate::wire::{ErrorBody, HttpRequest, HttpResponse};
+use crate::wire::{ErrorBody, ErrorKind, HttpRequest, HttpResponse};
 
 /// Log levels, most severe first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -152,7 +152,9 @@ impl Host {
     /// honouring `Retry-After`), rate limits and secret redaction.
     ///
     /// Any HTTP status comes back as `Ok`; transport failures and timeouts come back as
-    /// [`PluginError::Retry`], so a `?` does the right thing.
+    /// [`PluginError::Retry`], cancellation as [`PluginError::Cancelled`], a body over the
+    /// host's limit as [`PluginError::Failed`], so a `?` does the right thing. Connectors
+    /// usually go through [`http::Client`](super::http::Client), which also maps the status.
     pub fn http(&self, request: &HttpRequest) -> Result<HttpResponse, PluginError> {
         let Some(vt) = self.vtable else {
             return Err(PluginError::Unsupported(
@@ -185,6 +187,8 @@ impl Host {
                         err.message,
                         err.retry_after_ms.map(Duration::from_millis),
                     ))
+                } else if err.kind == ErrorKind::Cancelled {
+                    Err(PluginError::Cancelled)
                 } else {
                     Err(PluginError::Failed {
                         message: err.message,

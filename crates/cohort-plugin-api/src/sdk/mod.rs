@@ -43,10 +43,19 @@
 //! cohort_plugin_api::export_plugin!(source: Hello);
 //! ```
 
+//!
+//! For connectors to HTTP APIs, the toolkit: [`http`] (a request builder and the one status
+//! mapping), [`paged`] (a vendor's pages into the host's, resumable cursors, watermarks) and
+//! [`batch`] (chunks by count and bytes, one outcome per operation, idempotency keys). None of it
+//! needs an async runtime or an HTTP stack: requests go through [`Host::http`].
+
+pub mod batch;
 #[doc(hidden)]
 pub mod ffi;
 mod host;
+pub mod http;
 mod page;
+pub mod paged;
 
 use std::fmt;
 use std::time::Duration;

@@ -35,37 +35,9 @@ impl fmt::Display for Kind {
     }
 }
 
-/// A kind of canonical record a source can produce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stream {
-    /// [`Customer`] records.
-    Customers,
-    /// [`Order`] records.
-    Orders,
-    /// [`Event`] records.
-    Events,
-}
-
-impl Stream {
-    /// Every stream, in the order a run pulls them (customers before what refers to them).
-    pub const ALL: [Stream; 3] = [Stream::Customers, Stream::Orders, Stream::Events];
-
-    /// The stream's name as it appears in JSON and config.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stream::Customers => "customers",
-            Stream::Orders => "orders",
-            Stream::Events => "events",
-        }
-    }
-}
-
-impl fmt::Display for Stream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// A kind of canonical record a source can produce: the core's
+/// [`Stream`](cohort_core::record::Stream), the one definition shared by wire, store and CSV.
+pub use cohort_core::record::Stream;
 
 /// How a destination applies a batch: the core's [`Mode`](cohort_core::delivery::Mode), the
 /// one definition config, wire and store share (`upsert`, `mirror`, `send` in JSON).
@@ -134,6 +106,11 @@ pub struct Manifest {
     pub capabilities: Capabilities,
     /// JSON Schema of its config; the host validates every config against it before `open`.
     pub config_schema: Value,
+    /// A working example: a config, the files it reads and the HTTP exchanges it makes, so that
+    /// `cohort plugins check PATH` exercises the plugin fully with no flags. Optional; hosts that
+    /// do not know the field ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub example: Option<Example>,
 }
 
 impl Manifest {
@@ -155,6 +132,7 @@ impl Manifest {
             kinds: vec![kind],
             capabilities: Capabilities::default(),
             config_schema: serde_json::json!({"type": "object", "additionalProperties": false}),
+            example: None,
         }
     }
 
@@ -200,6 +178,12 @@ impl Manifest {
     /// Sets a hand-written config schema.
     pub fn config_schema(mut self, schema: Value) -> Manifest {
         self.config_schema = schema;
+        self
+    }
+
+    /// Ships a working example (see [`Example`]).
+    pub fn example(mut self, example: Example) -> Manifest {
+        self.example = Some(example);
         self
     }
 
@@ -255,6 +239,127 @@ impl Manifest {
             problems.push(format!("config_schema: {e}"));
         }
         problems
+    }
+}
+
+/// A plugin's own example: what `cohort plugins check PATH` runs it with when given no config.
+///
+/// Strings in the config, in the files and in the exchanges may hold two placeholders, filled in
+/// by whoever runs the example: `{dir}`, a fresh temporary folder holding [`files`](Self::files),
+/// and `{base_url}`, the address of a local HTTP server (`http://127.0.0.1:PORT`) that answers
+/// the [`http`](Self::http) exchanges. A connector's example therefore runs offline, against
+/// canned answers shaped like its vendor's, through the real ABI and the host's HTTP service.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Example {
+    /// A config the plugin accepts, and that gives a source records in every stream.
+    pub config: Value,
+    /// Files written under `{dir}` before the plugin opens: a path relative to `{dir}` (no
+    /// `..`), and the file's text.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<(String, String)>,
+    /// Canned HTTP answers served at `{base_url}`; a request that matches none is answered 404
+    /// with the list of what the example serves.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<Exchange>,
+}
+
+impl Example {
+    /// An example with this config and nothing else.
+    pub fn config(config: Value) -> Example {
+        Example {
+            config,
+            ..Example::default()
+        }
+    }
+
+    /// Adds a file written under `{dir}`.
+    pub fn file(mut self, path: impl Into<String>, text: impl Into<String>) -> Example {
+        self.files.push((path.into(), text.into()));
+        self
+    }
+
+    /// Adds a canned HTTP exchange.
+    pub fn exchange(mut self, exchange: Exchange) -> Example {
+        self.http.push(exchange);
+        self
+    }
+}
+
+/// One canned HTTP answer of an [`Example`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Exchange {
+    /// The request's method (`GET` by default).
+    pub method: String,
+    /// The request's path and query (`/v1/orders?page=2`). The query matches whatever the order
+    /// of its parameters; without a query, the exchange answers any query on that path that no
+    /// exchange with a query matches.
+    pub path: String,
+    /// Status of the answer (200 by default).
+    pub status: u16,
+    /// Headers of the answer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
+    /// Body of the answer, as text; a JSON body is given with [`Exchange::json`].
+    pub body: String,
+}
+
+impl Default for Exchange {
+    fn default() -> Exchange {
+        Exchange {
+            method: "GET".to_owned(),
+            path: "/".to_owned(),
+            status: 200,
+            headers: Vec::new(),
+            body: String::new(),
+        }
+    }
+}
+
+impl Exchange {
+    /// Answers `GET path` with an empty 200.
+    pub fn get(path: impl Into<String>) -> Exchange {
+        Exchange::new("GET", path)
+    }
+
+    /// Answers `POST path` with an empty 200.
+    pub fn post(path: impl Into<String>) -> Exchange {
+        Exchange::new("POST", path)
+    }
+
+    /// Answers `METHOD path` with an empty 200.
+    pub fn new(method: impl Into<String>, path: impl Into<String>) -> Exchange {
+        Exchange {
+            method: method.into(),
+            path: path.into(),
+            ..Exchange::default()
+        }
+    }
+
+    /// Sets the status.
+    pub fn status(mut self, status: u16) -> Exchange {
+        self.status = status;
+        self
+    }
+
+    /// Adds a header to the answer.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Exchange {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Answers this JSON, with `Content-Type: application/json`.
+    pub fn json(self, body: &Value) -> Exchange {
+        let mut e = self.header("Content-Type", "application/json");
+        e.body = body.to_string();
+        e
+    }
+
+    /// Answers this text.
+    pub fn text(mut self, body: impl Into<String>) -> Exchange {
+        self.body = body.into();
+        self
     }
 }
 
@@ -503,6 +608,13 @@ pub struct Operation {
 /// A batch of operations for a destination.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Batch {
+    /// The workspace the campaign belongs to, when the host says (a destination that serves
+    /// several workspaces, a webhook, tells them apart by it). Optional: older hosts omit it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// The campaign pushing the batch, when the host says. Optional: older hosts omit it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<String>,
     /// The mode the batch is applied in.
     pub mode: DestinationMode,
     /// The audience (segment, list) the operations are about.
@@ -654,6 +766,7 @@ mod tests {
             kinds: vec![Kind::Source],
             capabilities: Capabilities::default(),
             config_schema: json!({"type": "object"}),
+            example: None,
         };
         let problems = m.problems();
         assert_eq!(problems.len(), 2, "{problems:?}");

@@ -32,14 +32,19 @@ pub(crate) enum PluginsCommand {
     },
     /// Run the conformance kit against a plugin file (any path, any file name).
     ///
-    /// Example:
+    /// Without --config, the plugin is exercised with the example its manifest ships: its
+    /// files are written to a temporary folder and its HTTP exchanges answered by a local
+    /// server, so every bundled plugin is checked fully with no flags.
+    ///
+    /// Examples:
+    ///   cohort plugins check target/release/libcohort_plugin_csv.so
     ///   cohort plugins check target/release/libcohort_plugin_csv.so --config csv.toml
     #[command(verbatim_doc_comment)]
     Check {
         /// The plugin library.
         path: PathBuf,
-        /// A config to exercise the plugin with (TOML or JSON file). Without it, `{}`; a plugin
-        /// whose schema needs fields is then only checked for loading and its manifest.
+        /// A config to exercise the plugin with (TOML or JSON file), instead of the example the
+        /// plugin ships (or `{}` when it ships none). HTTP goes to the real URLs it names.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// A config the plugin must reject (TOML or JSON file). By default, the config plus an
@@ -184,15 +189,22 @@ fn check(
     bad_config: Option<&Path>,
     page_size: usize,
 ) -> Result<()> {
-    let mut fixture = Fixture::new(match config {
-        Some(p) => read_config(p)?,
-        None => json!({}),
-    })
-    .page_size(page_size);
-    if let Some(p) = bad_config {
-        fixture = fixture.bad_config(read_config(p)?);
-    }
-    let report = conformance::run(path, &fixture);
+    let report = match config {
+        Some(config) => {
+            let mut fixture = Fixture::new(read_config(config)?).page_size(page_size);
+            if let Some(p) = bad_config {
+                fixture = fixture.bad_config(read_config(p)?);
+            }
+            println!("with the config in {}", config.display());
+            conformance::run(path, &fixture)
+        }
+        None if bad_config.is_some() => bail!("--bad-config needs --config"),
+        None => {
+            let checked = cohort_plugin_testkit::check_example(path, page_size);
+            println!("{}", checked.setup);
+            checked.report
+        }
+    };
     println!("{report}");
     if !report.passed() {
         bail!(

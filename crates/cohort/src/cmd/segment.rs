@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use cohort_core::features::catalog::{self, FEATURES};
-use cohort_core::features::{FeatureTable, FieldInfo, Value};
+use cohort_core::features::{FeatureTable, Value};
 use cohort_core::membership::{Overlap, OverlapWarning, overlap};
 use cohort_core::segment::{Explanation, SegmentSet, parse};
 use cohort_core::{AsOf, Bitset, Timestamp};
@@ -23,7 +23,7 @@ pub(crate) fn run(cmd: SegmentCommand) -> Result<ExitCode> {
         SegmentCommand::Eval(args) => eval(&args),
         SegmentCommand::Check { segments } => {
             let file = SegmentsFile::read(&segments)?;
-            match SegmentSet::check(&file.defs(), &catalogue_fields()) {
+            match SegmentSet::check(&file.defs(), &cohort_core::features::catalogue_fields()) {
                 Ok(()) => {
                     println!(
                         "{}: {} segments OK",
@@ -51,18 +51,6 @@ pub(crate) fn run(cmd: SegmentCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// The built-in features, for checking segments without data.
-pub(crate) fn catalogue_fields() -> Vec<FieldInfo> {
-    FEATURES
-        .iter()
-        .map(|f| FieldInfo {
-            name: f.name.to_owned(),
-            ty: f.ty,
-            doc: f.doc.to_owned(),
-        })
-        .collect()
 }
 
 fn parse_as_of(text: Option<&str>, tz: &str) -> Result<AsOf> {
@@ -94,7 +82,8 @@ fn eval(args: &EvalArgs) -> Result<ExitCode> {
     let as_of = parse_as_of(args.as_of.as_deref(), &args.timezone)?;
     let file = SegmentsFile::read(&args.segments)?;
     // Check the segments before reading possibly gigabytes of input.
-    if let Err(errors) = SegmentSet::check(&file.defs(), &catalogue_fields()) {
+    if let Err(errors) = SegmentSet::check(&file.defs(), &cohort_core::features::catalogue_fields())
+    {
         // Custom attributes are only known once the data is read; anything else is final.
         if errors
             .iter()
