@@ -31,7 +31,7 @@ extern "C" {
 #endif
 
 #define COHORT_ABI_MAJOR 1
-#define COHORT_ABI_MINOR 1 /* 1.1: binary pages, optional (see below) */
+#define COHORT_ABI_MINOR 2 /* 1.1: binary pages; 1.2: state, finish, deletions (see below) */
 #define COHORT_PLUGIN_ENTRY_SYMBOL "cohort_plugin_entry"
 
 /* Status of every fallible call; the JSON in `out` depends on it. */
@@ -40,6 +40,7 @@ typedef int32_t CohortStatus;
 #define COHORT_STATUS_ERROR 1    /* out: {"message", "kind", "config_issues"?, "details"?} */
 #define COHORT_STATUS_RETRY 2    /* out: {"message", "retry_after_ms"?} */
 #define COHORT_STATUS_PANICKED 3 /* out: {"message"}; the instance may only be closed */
+#define COHORT_STATUS_NOT_FOUND 4 /* 1.2, state: the key holds nothing; out empty */
 
 /* Log levels for CohortHostVtable.log. */
 #define COHORT_LOG_ERROR 1
@@ -64,6 +65,7 @@ typedef int32_t CohortStatus;
 #define COHORT_STREAM_ORDERS 1
 #define COHORT_STREAM_EVENTS 2
 #define COHORT_BINARY_PAGE_DONE 1
+#define COHORT_BINARY_PAGE_EXTRAS 2 /* 1.2: an extras section {"deleted", "pass"} follows */
 
 /* Borrowed bytes, valid only during the call. `ptr` may be NULL when `len` is 0. */
 typedef struct CohortBytes {
@@ -93,6 +95,10 @@ typedef struct CohortHostVtable {
     /* HTTP through the host: request/response JSON. Free `out` with free_buf. */
     CohortStatus (*http)(void *ctx, CohortBytes request_json, CohortBuf *out);
     void (*free_buf)(void *ctx, CohortBuf buf);
+    /* 1.2 (only when `size` covers it): the instance's durable state; request JSON
+     * {"op":"get"|"put"|"delete","key","value"?}; get answers the value JSON or
+     * COHORT_STATUS_NOT_FOUND. Free `out` with free_buf. */
+    CohortStatus (*state)(void *ctx, CohortBytes request_json, CohortBuf *out);
 } CohortHostVtable;
 
 /* What a plugin exports. */
@@ -113,6 +119,9 @@ typedef struct CohortPluginVtable {
     void (*close)(void *instance);
     /* Frees a buffer the plugin returned. */
     void (*free_buf)(CohortBuf buf);
+    /* 1.2, destination, may be NULL: after a campaign's last batch, push result JSON of outcomes
+     * learnt late. */
+    CohortStatus (*finish)(void *instance, CohortBuf *out);
 } CohortPluginVtable;
 
 /* The one exported symbol. Return NULL to refuse the host. */

@@ -29,7 +29,13 @@ pub const ABI_MAJOR: u32 = 1;
 /// - 1.1: pages may be written in the [binary page format](crate::wire::binary), when the
 ///   manifest declares it (`capabilities.page_formats`) and the host asks for it
 ///   (`PageRequest.format`). No vtable change.
-pub const ABI_MINOR: u32 = 1;
+/// - 1.2: the host vtable gains [`HostVtable::state`] (durable key-value state per instance's
+///   config entry); the plugin vtable gains [`PluginVtable::finish`] (outcomes learnt late);
+///   pages may name deleted records and full passes; batches may carry a replace session.
+pub const ABI_MINOR: u32 = 2;
+
+/// The status [`HostVtable::state`] answers for a key that holds nothing (`out` empty).
+pub const STATUS_NOT_FOUND: Status = 4;
 
 /// The one symbol a plugin exports, NUL-terminated, of type [`EntryFn`].
 pub const ENTRY_SYMBOL: &[u8] = b"cohort_plugin_entry\0";
@@ -195,6 +201,11 @@ pub struct HostVtable {
     pub http: unsafe extern "C" fn(ctx: *mut c_void, request_json: Bytes, out: *mut Buf) -> Status,
     /// Frees a buffer the host allocated.
     pub free_buf: unsafe extern "C" fn(ctx: *mut c_void, buf: Buf),
+    /// ABI 1.2: reads or writes the instance's durable state, a [`StateRequest`]
+    /// (crate::wire::StateRequest) JSON. A read answers [`STATUS_OK`] with the value's JSON in
+    /// `out`, or [`STATUS_NOT_FOUND`]; a write answers [`STATUS_OK`] once the value is stored
+    /// for good. Present only when `size` covers it (hosts of 1.2 and later).
+    pub state: unsafe extern "C" fn(ctx: *mut c_void, request_json: Bytes, out: *mut Buf) -> Status,
 }
 
 /// What a plugin exports: its version header and its entry points.
@@ -233,16 +244,27 @@ pub struct PluginVtable {
     pub close: unsafe extern "C" fn(instance: *mut c_void),
     /// Frees a buffer the plugin allocated.
     pub free_buf: unsafe extern "C" fn(buf: Buf),
+    /// ABI 1.2, destination: called once after the last batch of a campaign's run, answers a
+    /// [`PushResult`](crate::wire::PushResult) JSON of outcomes learnt late (an asynchronous job
+    /// finished, a request's status came back) for keys pushed in this run or earlier ones.
+    /// Null when the plugin has none; present only when `size` covers it.
+    pub finish: Option<unsafe extern "C" fn(instance: *mut c_void, out: *mut Buf) -> Status>,
 }
 
 /// Size of the frozen header (`abi_major`, `abi_minor`, `size`) shared by every version.
 pub const HEADER_SIZE: usize = std::mem::offset_of!(PluginVtable, manifest);
 
 /// Size of the v1.0 plugin vtable: the least a v1 plugin may declare.
-pub const PLUGIN_VTABLE_V1_0_SIZE: usize = std::mem::size_of::<PluginVtable>();
+pub const PLUGIN_VTABLE_V1_0_SIZE: usize = std::mem::offset_of!(PluginVtable, finish);
+
+/// Size of the v1.2 plugin vtable: a plugin declaring less has no `finish`.
+pub const PLUGIN_VTABLE_V1_2_SIZE: usize = std::mem::size_of::<PluginVtable>();
 
 /// Size of the v1.0 host vtable.
-pub const HOST_VTABLE_V1_0_SIZE: usize = std::mem::size_of::<HostVtable>();
+pub const HOST_VTABLE_V1_0_SIZE: usize = std::mem::offset_of!(HostVtable, state);
+
+/// Size of the v1.2 host vtable: a host declaring less offers no `state`.
+pub const HOST_VTABLE_V1_2_SIZE: usize = std::mem::size_of::<HostVtable>();
 
 #[cfg(test)]
 mod tests {

@@ -53,16 +53,22 @@ pub mod prelude {
 #[macro_export]
 macro_rules! export_plugin {
     (source: $t:ty) => {
-        $crate::__export_plugin!($t, $crate::sdk::ffi::next_page_fn::<$t>(), None);
+        $crate::__export_plugin!($t, $crate::sdk::ffi::next_page_fn::<$t>(), None, None);
     };
     (destination: $t:ty) => {
-        $crate::__export_plugin!($t, None, $crate::sdk::ffi::push_fn::<$t>());
+        $crate::__export_plugin!(
+            $t,
+            None,
+            $crate::sdk::ffi::push_fn::<$t>(),
+            $crate::sdk::ffi::finish_fn::<$t>()
+        );
     };
     (source + destination: $t:ty) => {
         $crate::__export_plugin!(
             $t,
             $crate::sdk::ffi::next_page_fn::<$t>(),
-            $crate::sdk::ffi::push_fn::<$t>()
+            $crate::sdk::ffi::push_fn::<$t>(),
+            $crate::sdk::ffi::finish_fn::<$t>()
         );
     };
 }
@@ -70,14 +76,15 @@ macro_rules! export_plugin {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __export_plugin {
-    ($t:ty, $next:expr, $push:expr) => {
+    ($t:ty, $next:expr, $push:expr, $finish:expr) => {
         /// The plugin's entry point (Cohort plugin ABI).
         #[unsafe(no_mangle)]
         pub extern "C" fn cohort_plugin_entry(
             host_major: u32,
             host_minor: u32,
         ) -> *const $crate::abi::PluginVtable {
-            static VTABLE: $crate::abi::PluginVtable = $crate::sdk::ffi::vtable::<$t>($next, $push);
+            static VTABLE: $crate::abi::PluginVtable =
+                $crate::sdk::ffi::vtable::<$t>($next, $push, $finish);
             $crate::sdk::ffi::entered(host_major, host_minor);
             &VTABLE
         }

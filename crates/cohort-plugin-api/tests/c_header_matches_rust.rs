@@ -22,13 +22,14 @@ int main(void) {
     S(CohortHostVtable); F(CohortHostVtable, abi_major); F(CohortHostVtable, abi_minor);
     F(CohortHostVtable, size); F(CohortHostVtable, ctx); F(CohortHostVtable, log);
     F(CohortHostVtable, progress); F(CohortHostVtable, is_cancelled); F(CohortHostVtable, http);
-    F(CohortHostVtable, free_buf);
+    F(CohortHostVtable, free_buf); F(CohortHostVtable, state);
     S(CohortPluginVtable); F(CohortPluginVtable, abi_major); F(CohortPluginVtable, abi_minor);
     F(CohortPluginVtable, size); F(CohortPluginVtable, manifest); F(CohortPluginVtable, open);
     F(CohortPluginVtable, next_page); F(CohortPluginVtable, push); F(CohortPluginVtable, close);
-    F(CohortPluginVtable, free_buf);
+    F(CohortPluginVtable, free_buf); F(CohortPluginVtable, finish);
     C(COHORT_ABI_MAJOR); C(COHORT_ABI_MINOR);
     C(COHORT_STATUS_OK); C(COHORT_STATUS_ERROR); C(COHORT_STATUS_RETRY); C(COHORT_STATUS_PANICKED);
+    C(COHORT_STATUS_NOT_FOUND);
     C(COHORT_LOG_ERROR); C(COHORT_LOG_WARN); C(COHORT_LOG_INFO); C(COHORT_LOG_DEBUG); C(COHORT_LOG_TRACE);
     printf("COHORT_PLUGIN_ENTRY_SYMBOL=%s\n", COHORT_PLUGIN_ENTRY_SYMBOL);
     {
@@ -37,6 +38,7 @@ int main(void) {
                sizeof magic - 1);
     }
     C(COHORT_BINARY_PAGE_VERSION); C(COHORT_BINARY_PAGE_HEADER_LEN); C(COHORT_BINARY_PAGE_DONE);
+    C(COHORT_BINARY_PAGE_EXTRAS);
     C(COHORT_STREAM_CUSTOMERS); C(COHORT_STREAM_ORDERS); C(COHORT_STREAM_EVENTS);
     return 0;
 }
@@ -69,6 +71,7 @@ fn rust_side() -> Vec<String> {
         f!("CohortHostVtable", HostVtable, is_cancelled),
         f!("CohortHostVtable", HostVtable, http),
         f!("CohortHostVtable", HostVtable, free_buf),
+        f!("CohortHostVtable", HostVtable, state),
         format!("CohortPluginVtable={}", size_of::<PluginVtable>()),
         f!("CohortPluginVtable", PluginVtable, abi_major),
         f!("CohortPluginVtable", PluginVtable, abi_minor),
@@ -79,12 +82,14 @@ fn rust_side() -> Vec<String> {
         f!("CohortPluginVtable", PluginVtable, push),
         f!("CohortPluginVtable", PluginVtable, close),
         f!("CohortPluginVtable", PluginVtable, free_buf),
+        f!("CohortPluginVtable", PluginVtable, finish),
         format!("COHORT_ABI_MAJOR={ABI_MAJOR}"),
         format!("COHORT_ABI_MINOR={ABI_MINOR}"),
         format!("COHORT_STATUS_OK={STATUS_OK}"),
         format!("COHORT_STATUS_ERROR={STATUS_ERROR}"),
         format!("COHORT_STATUS_RETRY={STATUS_RETRY}"),
         format!("COHORT_STATUS_PANICKED={STATUS_PANICKED}"),
+        format!("COHORT_STATUS_NOT_FOUND={STATUS_NOT_FOUND}"),
         format!("COHORT_LOG_ERROR={LOG_ERROR}"),
         format!("COHORT_LOG_WARN={LOG_WARN}"),
         format!("COHORT_LOG_INFO={LOG_INFO}"),
@@ -99,6 +104,7 @@ fn rust_side() -> Vec<String> {
         format!("COHORT_BINARY_PAGE_VERSION={}", binary::VERSION),
         format!("COHORT_BINARY_PAGE_HEADER_LEN={}", binary::HEADER_LEN),
         format!("COHORT_BINARY_PAGE_DONE={}", binary::FLAG_DONE),
+        format!("COHORT_BINARY_PAGE_EXTRAS={}", binary::FLAG_EXTRAS),
         format!(
             "COHORT_STREAM_CUSTOMERS={}",
             binary::stream_code(Stream::Customers)

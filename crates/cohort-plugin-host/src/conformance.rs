@@ -645,6 +645,7 @@ fn sample_batch(plugin: &LoadedPlugin) -> Batch {
         campaign: Some("conformance".to_owned()),
         mode,
         audience: Some("conformance".to_owned()),
+        replace: None,
         operations,
     }
 }

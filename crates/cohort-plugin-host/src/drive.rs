@@ -252,4 +252,9 @@ impl AsyncInstance {
     pub async fn push(&self, batch: Batch) -> Result<PushResult, CallError> {
         self.run(move |i| i.push(&batch)).await
     }
+
+    /// Ends a campaign's run at a destination and returns the outcomes it learnt late.
+    pub async fn finish(&self) -> Result<PushResult, CallError> {
+        self.run(|i| i.finish()).await
+    }
 }

@@ -34,7 +34,7 @@ pub use error::{CallError, LoadError};
 pub use http::{HttpPolicy, HttpService, RateLimit};
 pub use plugin::{Instance, LoadedPlugin, RawPage, describe_issues, tally};
 pub use retry::{RetryError, RetryPolicy, retry};
-pub use services::{HostServices, LogSink, ProgressFn, TracingSink};
+pub use services::{HostServices, LogSink, ProgressFn, StateStore, TracingSink};
 pub use tokio_util::sync::CancellationToken;
 
 pub use cohort_plugin_api::{abi, schema, wire};

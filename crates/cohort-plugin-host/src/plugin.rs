@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 /// A loaded library and its vtable.
 struct Library {
-    vtable: *const PluginVtable,
+    /// A copy of the plugin's vtable, holding only what its `size` covers (a member a plugin
+    /// of an older ABI lacks is `None`): the host never reads past a plugin's table.
+    vtable: PluginVtable,
     /// Kept last: dropping it unloads the code the vtable points into.
     _lib: libloading::Library,
 }
@@ -37,8 +39,7 @@ unsafe impl Sync for Library {}
 
 impl Library {
     fn vtable(&self) -> &PluginVtable {
-        // SAFETY: checked non-null at load; points into the library, which self keeps loaded.
-        unsafe { &*self.vtable }
+        &self.vtable
     }
 
     /// Calls a function that fills an out-buffer, copying the bytes and freeing the plugin's
@@ -139,6 +140,26 @@ impl LoadedPlugin {
                 min: abi::PLUGIN_VTABLE_V1_0_SIZE,
             });
         }
+        // SAFETY: `size` covers every v1.0 member (checked above), and `finish` is read only when
+        // it covers that too; the function pointers point into the library, kept loaded by `lib`.
+        let vtable = unsafe {
+            PluginVtable {
+                abi_major: major,
+                abi_minor: minor,
+                size,
+                manifest: std::ptr::addr_of!((*vtable).manifest).read(),
+                open: std::ptr::addr_of!((*vtable).open).read(),
+                next_page: std::ptr::addr_of!((*vtable).next_page).read(),
+                push: std::ptr::addr_of!((*vtable).push).read(),
+                close: std::ptr::addr_of!((*vtable).close).read(),
+                free_buf: std::ptr::addr_of!((*vtable).free_buf).read(),
+                finish: if size >= abi::PLUGIN_VTABLE_V1_2_SIZE {
+                    std::ptr::addr_of!((*vtable).finish).read()
+                } else {
+                    None
+                },
+            }
+        };
         let lib = Arc::new(Library { vtable, _lib: lib });
         let manifest = read_manifest(&lib).map_err(|source| LoadError::Manifest {
             path: path.clone(),
@@ -521,6 +542,28 @@ impl Instance {
             .map_err(|e| CallError::Protocol(format!("unreadable push result: {e}")))?;
         check_outcomes(batch, &result)?;
         Ok(result)
+    }
+
+    /// Tells a destination its campaign's last batch of this run was pushed (ABI 1.2), and
+    /// returns the outcomes it learnt late. A plugin without `finish` (older, or with nothing
+    /// to say) learns nothing late.
+    pub fn finish(&mut self) -> Result<PushResult, CallError> {
+        if self.lib.vtable().finish.is_none() {
+            return Ok(PushResult::default());
+        }
+        let bytes = self.call(
+            |vt, raw, _input, out| {
+                // SAFETY: per the ABI: live instance, writable out.
+                vt.finish.map(|f| unsafe { f(raw, out) })
+            },
+            &[],
+            "finish",
+        )?;
+        if bytes.is_empty() {
+            return Ok(PushResult::default());
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| CallError::Protocol(format!("unreadable late outcomes: {e}")))
     }
 }
 

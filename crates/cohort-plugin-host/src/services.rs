@@ -17,7 +17,7 @@ use cohort_plugin_api::abi::{
     self, Buf, Bytes, HostVtable, STATUS_ERROR, STATUS_OK, STATUS_RETRY, Status,
 };
 use cohort_plugin_api::sdk::Level;
-use cohort_plugin_api::wire::{ErrorBody, ErrorKind, HttpRequest};
+use cohort_plugin_api::wire::{ErrorBody, ErrorKind, HttpRequest, StateRequest};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -51,6 +51,21 @@ impl LogSink for TracingSink {
     }
 }
 
+/// Durable key-value state for one plugin instance (ABI 1.2 `state`): what the caller keeps
+/// for it between runs (a send ledger, the id of an asynchronous job). The host scopes it: an
+/// instance sees only its own keys. Called from the thread calling into the plugin; blocking.
+pub trait StateStore: Send + Sync {
+    /// The value under `key`, if any.
+    fn get(&self, key: &str) -> Result<Option<Value>, String>;
+    /// Stores `value` under `key` (`None` removes it); durable when it returns.
+    fn put(&self, key: &str, value: Option<&Value>) -> Result<(), String>;
+}
+
+/// Keys longer than this are refused: they are names, not data.
+const MAX_STATE_KEY: usize = 512;
+/// Values larger than this, encoded, are refused: state is for ids and ledgers, not payloads.
+const MAX_STATE_VALUE: usize = 1 << 20;
+
 /// Receives progress reports: `(done, total)`.
 pub type ProgressFn = Arc<dyn Fn(u64, Option<u64>) + Send + Sync>;
 
@@ -72,6 +87,8 @@ pub struct HostServices {
     /// `rate_limit`), applied to the shared bucket of its plugin and account instead of the
     /// service's default. See [`crate::http`] for how two instances of one account agree.
     pub rate_limit: Option<RateLimit>,
+    /// Durable state, if offered (a plugin that asks without it gets an error).
+    pub state: Option<Arc<dyn StateStore>>,
 }
 
 impl fmt::Debug for HostServices {
@@ -80,6 +97,7 @@ impl fmt::Debug for HostServices {
             .field("cancel", &self.cancel)
             .field("http", &self.http.is_some())
             .field("rate_limit", &self.rate_limit)
+            .field("state", &self.state.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -93,6 +111,7 @@ impl Default for HostServices {
             http: None,
             secrets: Vec::new(),
             rate_limit: None,
+            state: None,
         }
     }
 }
@@ -113,6 +132,12 @@ impl HostServices {
     /// Services logging to `sink`.
     pub fn with_log(mut self, sink: Arc<dyn LogSink>) -> Self {
         self.log = sink;
+        self
+    }
+
+    /// Services with durable state.
+    pub fn with_state(mut self, state: Arc<dyn StateStore>) -> Self {
+        self.state = Some(state);
         self
     }
 }
@@ -151,6 +176,7 @@ impl HostContext {
                 is_cancelled: host_is_cancelled,
                 http: host_http,
                 free_buf: host_free_buf,
+                state: host_state,
             },
         });
         let ptr: *mut HostContext = &mut *cx;
@@ -293,6 +319,96 @@ fn error_json(message: &str, retry_after_ms: Option<u64>) -> Vec<u8> {
 
 fn error_body(body: &ErrorBody) -> Vec<u8> {
     serde_json::to_vec(body).unwrap_or_default()
+}
+
+unsafe extern "C" fn host_state(ctx: *mut c_void, request: Bytes, out: *mut Buf) -> Status {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: ABI contract: ctx is ours, the request readable during the call.
+        let (Some(cx), request) = (unsafe { context(ctx) }, unsafe { request.as_slice() }) else {
+            return (STATUS_ERROR, error_json("host context missing", None));
+        };
+        state_call(cx, request)
+    }));
+    let (status, bytes) = result.unwrap_or_else(|_| {
+        (
+            STATUS_ERROR,
+            error_json("the host's state service panicked", None),
+        )
+    });
+    // SAFETY: ABI contract: out is writable.
+    if let Some(out) = unsafe { out.as_mut() } {
+        *out = Buf::from_vec(bytes);
+    }
+    status
+}
+
+fn state_call(cx: &HostContext, request: &[u8]) -> (Status, Vec<u8>) {
+    let Some(state) = &cx.services.state else {
+        return (
+            STATUS_ERROR,
+            error_json("this host offers no state service to plugins here", None),
+        );
+    };
+    let request: StateRequest = match serde_json::from_slice(request) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                STATUS_ERROR,
+                error_json(&format!("unreadable state request: {e}"), None),
+            );
+        }
+    };
+    let key = match &request {
+        StateRequest::Get { key }
+        | StateRequest::Put { key, .. }
+        | StateRequest::Delete { key } => key,
+    };
+    if key.is_empty() || key.len() > MAX_STATE_KEY {
+        return (
+            STATUS_ERROR,
+            error_json(
+                &format!(
+                    "a state key is 1 to {MAX_STATE_KEY} bytes, not {}",
+                    key.len()
+                ),
+                None,
+            ),
+        );
+    }
+    // A database that is busy or down passes: the plugin may retry the call.
+    let unavailable = |e: String| {
+        (
+            STATUS_RETRY,
+            error_json(&cx.redactor.redact(&e), Some(1_000)),
+        )
+    };
+    match request {
+        StateRequest::Get { key } => match state.get(&key) {
+            Ok(Some(value)) => (STATUS_OK, serde_json::to_vec(&value).unwrap_or_default()),
+            Ok(None) => (abi::STATUS_NOT_FOUND, Vec::new()),
+            Err(e) => unavailable(e),
+        },
+        StateRequest::Put { key, value } => {
+            let size = serde_json::to_vec(&value).map_or(0, |v| v.len());
+            if size > MAX_STATE_VALUE {
+                return (
+                    STATUS_ERROR,
+                    error_json(
+                        &format!("a state value is at most {MAX_STATE_VALUE} bytes, not {size}"),
+                        None,
+                    ),
+                );
+            }
+            match state.put(&key, Some(&value)) {
+                Ok(()) => (STATUS_OK, Vec::new()),
+                Err(e) => unavailable(e),
+            }
+        }
+        StateRequest::Delete { key } => match state.put(&key, None) {
+            Ok(()) => (STATUS_OK, Vec::new()),
+            Err(e) => unavailable(e),
+        },
+    }
 }
 
 unsafe extern "C" fn host_free_buf(_ctx: *mut c_void, buf: Buf) {

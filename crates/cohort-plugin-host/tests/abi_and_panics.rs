@@ -104,6 +104,7 @@ fn panics_in_open_push_and_close_are_contained_too() {
         workspace: None,
         campaign: None,
         mode: cohort_plugin_api::wire::DestinationMode::Upsert,
+        replace: None,
         audience: None,
         operations: vec![],
     };
@@ -152,6 +153,7 @@ fn asking_a_source_only_plugin_to_push_is_unsupported() {
         workspace: None,
         campaign: None,
         mode: cohort_plugin_api::wire::DestinationMode::Upsert,
+        replace: None,
         audience: None,
         operations: vec![],
     };

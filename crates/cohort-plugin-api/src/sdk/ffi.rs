@@ -18,17 +18,20 @@ use crate::abi::{
     self, Buf, Bytes, HostVtable, PluginVtable, STATUS_ERROR, STATUS_OK, STATUS_PANICKED,
     STATUS_RETRY, Status,
 };
-use crate::wire::{Batch, ConfigIssue, ErrorBody, Kind, PageFormat, PageRequest};
+use crate::wire::{Batch, ConfigIssue, ErrorBody, Kind, PageFormat, PageRequest, PushResult};
 
 /// Source entry point type, as stored in the vtable.
 pub type NextPageFn = unsafe extern "C" fn(*mut c_void, Bytes, *mut Buf) -> Status;
 /// Destination entry point type, as stored in the vtable.
 pub type PushFn = unsafe extern "C" fn(*mut c_void, Bytes, *mut Buf) -> Status;
+/// Destination end-of-run entry point type (ABI 1.2), as stored in the vtable.
+pub type FinishFn = unsafe extern "C" fn(*mut c_void, *mut Buf) -> Status;
 
 /// Builds the vtable for `T` (used by `export_plugin!` in a `static`).
 pub const fn vtable<T: Plugin>(
     next_page: Option<NextPageFn>,
     push: Option<PushFn>,
+    finish: Option<FinishFn>,
 ) -> PluginVtable {
     PluginVtable {
         abi_major: abi::ABI_MAJOR,
@@ -40,6 +43,7 @@ pub const fn vtable<T: Plugin>(
         push,
         close: close::<T>,
         free_buf,
+        finish,
     }
 }
 
@@ -53,8 +57,24 @@ pub const fn push_fn<T: Destination>() -> Option<PushFn> {
     Some(push::<T>)
 }
 
-/// Called by the exported entry symbol: installs the panic hook that captures panic messages.
-pub fn entered(_host_major: u32, _host_minor: u32) {
+/// The destination end-of-run entry point for `T` (ABI 1.2).
+pub const fn finish_fn<T: Destination>() -> Option<FinishFn> {
+    Some(finish::<T>)
+}
+
+/// The ABI minor version of the host that loaded this plugin; `u32::MAX` until a host says
+/// (unit tests that never cross the ABI get every feature).
+static HOST_MINOR: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
+
+/// The ABI minor version of the host, as it said when it loaded the plugin.
+pub(crate) fn host_minor() -> u32 {
+    HOST_MINOR.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Called by the exported entry symbol: records the host's version and installs the panic hook
+/// that captures panic messages.
+pub fn entered(_host_major: u32, host_minor: u32) {
+    HOST_MINOR.store(host_minor, std::sync::atomic::Ordering::Relaxed);
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
         let previous = panic::take_hook();
@@ -334,6 +354,19 @@ unsafe extern "C" fn push<T: Destination>(
             let result = plugin.push(batch)?;
             serde_json::to_vec(&result)
                 .map_err(|e| PluginError::failed(format!("encoding the push result: {e}")))
+        })
+    }
+}
+
+/// # Safety
+/// Called by the host per the ABI (1.2): after a campaign's last batch.
+unsafe extern "C" fn finish<T: Destination>(instance: *mut c_void, out: *mut Buf) -> Status {
+    // SAFETY: forwarded ABI contract.
+    unsafe {
+        with_instance::<T>(instance, out, |plugin| {
+            let outcomes = plugin.finish()?;
+            serde_json::to_vec(&PushResult { outcomes })
+                .map_err(|e| PluginError::failed(format!("encoding late outcomes: {e}")))
         })
     }
 }

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::PluginError;
 use crate::abi::{self, Buf, Bytes, HostVtable};
-use crate::wire::{ErrorBody, ErrorKind, HttpRequest, HttpResponse};
+use crate::wire::{ErrorBody, ErrorKind, HttpRequest, HttpResponse, StateRequest};
 
 /// Log levels, most severe first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -53,7 +53,22 @@ impl Level {
 /// the SDK hands it to. [`Host::detached`] makes one with no host behind it, for unit tests.
 #[derive(Debug, Clone, Copy)]
 pub struct Host {
-    vtable: Option<&'static HostVtable>,
+    vtable: Option<HostFns>,
+}
+
+/// The host's functions, copied out of its vtable when the instance opened: only the fields
+/// the host's `size` covers are read, so a plugin built against a newer ABI never reads past
+/// an older host's table.
+#[derive(Debug, Clone, Copy)]
+struct HostFns {
+    ctx: *mut std::ffi::c_void,
+    log: unsafe extern "C" fn(*mut std::ffi::c_void, i32, Bytes, Bytes),
+    progress: unsafe extern "C" fn(*mut std::ffi::c_void, u64, u64),
+    is_cancelled: unsafe extern "C" fn(*mut std::ffi::c_void) -> i32,
+    http: unsafe extern "C" fn(*mut std::ffi::c_void, Bytes, *mut Buf) -> abi::Status,
+    free_buf: unsafe extern "C" fn(*mut std::ffi::c_void, Buf),
+    /// ABI 1.2; `None` on older hosts.
+    state: Option<unsafe extern "C" fn(*mut std::ffi::c_void, Bytes, *mut Buf) -> abi::Status>,
 }
 
 // SAFETY: the ABI requires the host's services to be callable from any thread that calls into
@@ -69,10 +84,25 @@ impl Host {
     /// `vtable` must be null or point to a valid host vtable that outlives every use of the
     /// returned `Host` (the ABI guarantees it until `close` returns).
     pub(crate) unsafe fn from_raw(vtable: *const HostVtable) -> Host {
-        // SAFETY: per the contract the pointer is valid for the life of the instance; 'static
-        // stands for "until close", after which the plugin value (and this Host) is dropped.
-        let vtable = unsafe { vtable.as_ref() }.filter(|v| v.size >= abi::HOST_VTABLE_V1_0_SIZE);
-        Host { vtable }
+        if vtable.is_null() {
+            return Host { vtable: None };
+        }
+        // SAFETY: per the contract the pointer is valid; the frozen header (with `size`) is in
+        // every version, and each field below is read only when `size` says the host has it.
+        let fns = unsafe {
+            let size = std::ptr::addr_of!((*vtable).size).read();
+            (size >= abi::HOST_VTABLE_V1_0_SIZE).then(|| HostFns {
+                ctx: std::ptr::addr_of!((*vtable).ctx).read(),
+                log: std::ptr::addr_of!((*vtable).log).read(),
+                progress: std::ptr::addr_of!((*vtable).progress).read(),
+                is_cancelled: std::ptr::addr_of!((*vtable).is_cancelled).read(),
+                http: std::ptr::addr_of!((*vtable).http).read(),
+                free_buf: std::ptr::addr_of!((*vtable).free_buf).read(),
+                state: (size >= abi::HOST_VTABLE_V1_2_SIZE)
+                    .then(|| std::ptr::addr_of!((*vtable).state).read()),
+            })
+        };
+        Host { vtable: fns }
     }
 
     /// A host that drops logs, is never cancelled, and refuses HTTP: for unit tests of plugin
@@ -145,6 +175,78 @@ impl Host {
             Err(PluginError::Cancelled)
         } else {
             Ok(())
+        }
+    }
+
+    /// Reads the value stored under `key` in this instance's durable state (ABI 1.2): state
+    /// kept in Cohort's store for the workspace and the config entry (destination or source)
+    /// the instance was opened for, shared by every process. `Ok(None)` when nothing is stored.
+    ///
+    /// An older host has no state service: [`PluginError::Unsupported`].
+    pub fn state_get(&self, key: &str) -> Result<Option<Value>, PluginError> {
+        let request = StateRequest::Get {
+            key: key.to_owned(),
+        };
+        self.state_call(&request)
+            .map(|bytes| bytes.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// Stores `value` under `key` (or, with `None`, removes it), for good once this returns:
+    /// a run killed right after finds it.
+    pub fn state_put(&self, key: &str, value: Option<&Value>) -> Result<(), PluginError> {
+        let request = match value {
+            Some(v) => StateRequest::Put {
+                key: key.to_owned(),
+                value: v.clone(),
+            },
+            None => StateRequest::Delete {
+                key: key.to_owned(),
+            },
+        };
+        self.state_call(&request).map(|_| ())
+    }
+
+    /// One call of the host's state service: `Ok(None)` for a key that holds nothing.
+    fn state_call(&self, request: &StateRequest) -> Result<Option<Vec<u8>>, PluginError> {
+        let Some(vt) = self.vtable else {
+            return Err(PluginError::Unsupported(
+                "state without a host (detached)".to_owned(),
+            ));
+        };
+        let Some(state) = vt.state else {
+            return Err(PluginError::Unsupported(
+                "this host offers no state service (Cohort before ABI 1.2)".to_owned(),
+            ));
+        };
+        let body = serde_json::to_vec(request)
+            .map_err(|e| PluginError::failed(format!("encoding a state request: {e}")))?;
+        let mut out = Buf::EMPTY;
+        // SAFETY: the vtable is valid while the instance is open; `body` outlives the call and
+        // `out` is a valid place for the host to write its buffer.
+        let status = unsafe { state(vt.ctx, Bytes::from_slice(&body), &mut out) };
+        // SAFETY: the host wrote `len` readable bytes (or left the empty buffer).
+        let bytes = unsafe { out.as_slice() }.to_vec();
+        if !out.ptr.is_null() {
+            // SAFETY: `out` was allocated by the host and is freed once, by the host.
+            unsafe { (vt.free_buf)(vt.ctx, out) };
+        }
+        match status {
+            abi::STATUS_OK => Ok(Some(bytes)),
+            abi::STATUS_NOT_FOUND => Ok(None),
+            _ => {
+                let err: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
+                    message: String::from_utf8_lossy(&bytes).into_owned(),
+                    ..ErrorBody::default()
+                });
+                if status == abi::STATUS_RETRY {
+                    Err(PluginError::retry(
+                        err.message,
+                        err.retry_after_ms.map(Duration::from_millis),
+                    ))
+                } else {
+                    Err(PluginError::failed(err.message))
+                }
+            }
         }
     }
 

@@ -67,7 +67,9 @@ use serde_json::Value;
 pub use host::{Host, Level};
 pub use page::{PageEnd, PageWriter};
 
-use crate::wire::{Batch, ConfigIssue, ErrorBody, ErrorKind, Manifest, PushResult, Stream};
+use crate::wire::{
+    Batch, ConfigIssue, ErrorBody, ErrorKind, Manifest, Outcome, PushResult, Stream,
+};
 
 /// What every plugin implements: a description of itself and a way to open an instance.
 pub trait Plugin: Sized + Send + 'static {
@@ -103,6 +105,15 @@ pub trait Destination: Plugin {
     /// Applies a batch, returning exactly one outcome per operation key. An operation whose key
     /// was already applied must not be applied twice.
     fn push(&mut self, batch: Batch) -> Result<PushResult, PluginError>;
+
+    /// Called once after a campaign's last batch of a run (ABI 1.2; also when nothing was
+    /// pushed, if the manifest declares [`Manifest::late_outcomes`]): outcomes learnt since the
+    /// keys were pushed, in this run or an earlier one (an asynchronous import finished, a
+    /// request's status came back). A late `rejected` makes Cohort record the reason and plan
+    /// the change again; `ok` changes nothing. The default learns nothing late.
+    fn finish(&mut self) -> Result<Vec<Outcome>, PluginError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Why a plugin call failed. The variant tells the host what to do next.

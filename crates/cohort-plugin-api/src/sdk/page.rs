@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use super::PluginError;
-use crate::wire::binary::{self, CustomerRef, OrderRef};
+use crate::wire::binary::{self, CustomerRef, Extras, OrderRef};
 use crate::wire::{PageFormat, Reject, Stream, StreamRecord, compact};
 
 /// Buffers handed back by the host, kept for the next pages.
@@ -51,6 +51,16 @@ pub(crate) fn recycle(buf: Vec<u8>) {
     }
 }
 
+/// `Err(Unsupported)` when the host that loaded this plugin predates ABI 1.2.
+fn needs_1_2(what: &str) -> Result<(), PluginError> {
+    if super::ffi::host_minor() < 2 {
+        return Err(PluginError::Unsupported(format!(
+            "{what} need a Cohort host of plugin ABI 1.2 or later; upgrade cohort"
+        )));
+    }
+    Ok(())
+}
+
 /// The end of a page: where the next one starts, and whether the stream is exhausted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PageEnd<C> {
@@ -69,6 +79,7 @@ pub struct PageWriter {
     max_records: usize,
     count: usize,
     rejects: Vec<Reject>,
+    extras: Extras,
 }
 
 impl PageWriter {
@@ -91,6 +102,7 @@ impl PageWriter {
             max_records: max_records.max(1),
             count: 0,
             rejects: Vec::new(),
+            extras: Extras::default(),
         }
     }
 
@@ -204,15 +216,41 @@ impl PageWriter {
         &self.rejects
     }
 
+    /// Reports that the record `id` of this page's stream is gone at the source (an archived
+    /// contact, a completed checkout's abandonment): the host marks it deleted, so it leaves
+    /// every segment and mirror audiences drop it. A record sent again later comes back.
+    ///
+    /// Hosts before ABI 1.2 cannot take deletions: [`PluginError::Unsupported`].
+    pub fn delete(&mut self, id: impl Into<String>) -> Result<(), PluginError> {
+        needs_1_2("deletions")?;
+        self.extras.deleted.push(id.into());
+        Ok(())
+    }
+
+    /// Marks this page as part of a full pass named `name`: the plugin is reading the whole
+    /// stream from its start, and every page of the pass carries the same name (keep it in the
+    /// cursor, so a pass resumed after a crash keeps it). When the pass's last page (`done`)
+    /// reaches the host, every record of the stream that the pass did not send is marked
+    /// deleted.
+    ///
+    /// Hosts before ABI 1.2 cannot take passes: [`PluginError::Unsupported`].
+    pub fn full_pass(&mut self, name: impl Into<String>) -> Result<(), PluginError> {
+        needs_1_2("full passes")?;
+        self.extras.pass = Some(name.into());
+        Ok(())
+    }
+
     /// Completes the page and returns its bytes.
     pub fn finish<C: Serialize>(mut self, end: &PageEnd<C>) -> Result<Vec<u8>, PluginError> {
         if self.format == PageFormat::Binary {
+            let extras = (!self.extras.is_empty()).then_some(&self.extras);
             binary::finish(
                 &mut self.buf,
                 self.count,
                 end.done,
                 &end.next_cursor,
                 &self.rejects,
+                extras,
             )
             .map_err(PluginError::failed)?;
             return Ok(self.buf);
@@ -231,6 +269,16 @@ impl PageWriter {
         out.extend_from_slice(b"],\"rejects\":");
         serde_json::to_writer(&mut out, &self.rejects)
             .map_err(|e| PluginError::failed(format!("encoding rejects: {e}")))?;
+        if !self.extras.deleted.is_empty() {
+            out.extend_from_slice(b",\"deleted\":");
+            serde_json::to_writer(&mut out, &self.extras.deleted)
+                .map_err(|e| PluginError::failed(format!("encoding deletions: {e}")))?;
+        }
+        if let Some(pass) = &self.extras.pass {
+            out.extend_from_slice(b",\"pass\":");
+            serde_json::to_writer(&mut out, pass)
+                .map_err(|e| PluginError::failed(format!("encoding the pass: {e}")))?;
+        }
         out.push(b'}');
         recycle(self.buf);
         Ok(out)

@@ -16,6 +16,7 @@
 //! page    = magic "\0CPG" | version u8 = 1 | stream u8 | flags u8 (bit 0: done) | 0 u8
 //!           | record_count u32 | records_len u32 | records (records_len bytes)
 //!           | cursor_len u32 | cursor JSON | rejects_len u32 | rejects JSON array (or empty)
+//!           [| extras_len u32 | extras JSON object: `deleted`, `pass`]  (flags bit 1, ABI 1.2)
 //! string  = length (LEB128, at most 5 bytes) | UTF-8 bytes
 //! customer= bits u32 | id string | the fields whose bit is set, in bit order
 //! order   = bits u16 | id string | customer_id string | the fields whose bit is set, in bit order
@@ -46,6 +47,9 @@ pub const HEADER_LEN: usize = 16;
 
 /// `flags` bit: the stream is done for now.
 pub const FLAG_DONE: u8 = 1;
+/// `flags` bit (ABI 1.2): an extras section follows the rejects, a JSON object with the page's
+/// `deleted` ids and its `pass`. Written only to hosts of 1.2 and later.
+pub const FLAG_EXTRAS: u8 = 2;
 
 /// Why a binary page could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,12 +112,13 @@ pub(crate) fn finish<C: Serialize>(
     done: bool,
     cursor: &C,
     rejects: &[Reject],
+    extras: Option<&Extras>,
 ) -> Result<(), String> {
     let records_len = buf.len() - HEADER_LEN;
     let too_big = || "the page is larger than 4 GiB; ask for fewer records".to_owned();
     let count = u32::try_from(count).map_err(|_| too_big())?;
     let records_len = u32::try_from(records_len).map_err(|_| too_big())?;
-    buf[6] = if done { FLAG_DONE } else { 0 };
+    buf[6] = if done { FLAG_DONE } else { 0 } | if extras.is_some() { FLAG_EXTRAS } else { 0 };
     buf[8..12].copy_from_slice(&count.to_le_bytes());
     buf[12..16].copy_from_slice(&records_len.to_le_bytes());
     json_section(buf, cursor).map_err(|e| format!("encoding the cursor: {e}"))?;
@@ -122,7 +127,29 @@ pub(crate) fn finish<C: Serialize>(
     } else {
         json_section(buf, &rejects).map_err(|e| format!("encoding rejects: {e}"))?;
     }
+    if let Some(extras) = extras {
+        json_section(buf, extras).map_err(|e| format!("encoding deletions: {e}"))?;
+    }
     Ok(())
+}
+
+/// What a page says besides its records (ABI 1.2): records gone at the source, and the full
+/// pass it belongs to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Extras {
+    /// Ids of records of the page's stream that are gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted: Vec<String>,
+    /// The full pass the page belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<String>,
+}
+
+impl Extras {
+    /// Whether there is nothing to say.
+    pub fn is_empty(&self) -> bool {
+        self.deleted.is_empty() && self.pass.is_none()
+    }
 }
 
 /// Appends `value` as JSON prefixed by its length (u32).
@@ -783,6 +810,8 @@ pub struct Parts<'a> {
     cursor_at: usize,
     rejects: &'a [u8],
     rejects_at: usize,
+    extras: &'a [u8],
+    extras_at: usize,
 }
 
 /// Splits a page into its parts, checking the header and the sections' lengths.
@@ -812,7 +841,7 @@ pub fn parts(page: &[u8]) -> Result<Parts<'_>, BinaryError> {
     let Some(stream) = stream_of(page[5]) else {
         return err(5, format!("unknown stream code {}", page[5]));
     };
-    if page[6] & !FLAG_DONE != 0 || page[7] != 0 {
+    if page[6] & !(FLAG_DONE | FLAG_EXTRAS) != 0 || page[7] != 0 {
         return err(6, format!("unknown flags {:#x} {:#x}", page[6], page[7]));
     }
     let word = |at: usize| {
@@ -836,8 +865,16 @@ pub fn parts(page: &[u8]) -> Result<Parts<'_>, BinaryError> {
     }
     let (cursor_at, cursor) = section(&mut r, "cursor")?;
     let (rejects_at, rejects) = section(&mut r, "rejects")?;
+    let (extras_at, extras) = if page[6] & FLAG_EXTRAS != 0 {
+        section(&mut r, "extras")?
+    } else {
+        (r.i, &[][..])
+    };
     if r.i != page.len() {
-        return err(r.i, format!("{} bytes after the rejects", page.len() - r.i));
+        return err(
+            r.i,
+            format!("{} bytes after the last section", page.len() - r.i),
+        );
     }
     Ok(Parts {
         stream,
@@ -849,6 +886,8 @@ pub fn parts(page: &[u8]) -> Result<Parts<'_>, BinaryError> {
         cursor_at,
         rejects,
         rejects_at,
+        extras,
+        extras_at,
     })
 }
 
@@ -861,6 +900,17 @@ impl Parts<'_> {
         serde_json::from_slice(self.cursor).map_err(|e| BinaryError {
             at: self.cursor_at,
             what: format!("next_cursor is not JSON: {e}"),
+        })
+    }
+
+    /// What the page says besides its records (ABI 1.2): deleted ids and its full pass.
+    pub fn extras(&self) -> Result<Extras, BinaryError> {
+        if self.extras.is_empty() {
+            return Ok(Extras::default());
+        }
+        serde_json::from_slice(self.extras).map_err(|e| BinaryError {
+            at: self.extras_at,
+            what: format!("extras: {e}"),
         })
     }
 
@@ -929,11 +979,14 @@ pub fn read_page<R>(
             ),
         });
     }
+    let extras = parts.extras()?;
     Ok(Page {
         records,
         rejects: parts.rejects()?,
         next_cursor: parts.cursor()?,
         done: parts.done,
+        deleted: extras.deleted,
+        pass: extras.pass,
     })
 }
 

@@ -149,6 +149,10 @@ struct PageIn<R> {
     #[serde(default)]
     next_cursor: Value,
     done: bool,
+    #[serde(default)]
+    deleted: Vec<String>,
+    #[serde(default)]
+    pass: Option<String>,
 }
 
 fn read<'a, S: Deserialize<'a>, R: Serialize + for<'de> Deserialize<'de>>(
@@ -163,6 +167,8 @@ fn read<'a, S: Deserialize<'a>, R: Serialize + for<'de> Deserialize<'de>>(
                 rejects: page.rejects,
                 next_cursor: page.next_cursor,
                 done: page.done,
+                deleted: page.deleted,
+                pass: page.pass,
             });
         }
     }
@@ -289,6 +295,8 @@ mod tests {
             rejects: vec![],
             next_cursor: json!({"n": 50}),
             done: true,
+            deleted: vec![],
+            pass: None,
         };
         for bytes in [
             serde_json::to_vec(&page).unwrap(),

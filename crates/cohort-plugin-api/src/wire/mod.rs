@@ -57,6 +57,10 @@ pub struct Capabilities {
     /// only; the Rust SDK declares [`PageFormat::Binary`] for every source.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub page_formats: Vec<PageFormat>,
+    /// Whether a destination learns some outcomes late (ABI 1.2): the host then calls `finish`
+    /// at the end of every campaign's run, even one with nothing to push.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub late_outcomes: bool,
 }
 
 /// How a page of records is encoded (ABI 1.1).
@@ -159,6 +163,13 @@ impl Manifest {
     /// Declares that the source's cursor resumes incrementally.
     pub fn incremental(mut self) -> Manifest {
         self.capabilities.incremental = true;
+        self
+    }
+
+    /// Declares that the destination learns outcomes late (see
+    /// [`Capabilities::late_outcomes`]).
+    pub fn late_outcomes(mut self) -> Manifest {
+        self.capabilities.late_outcomes = true;
         self
     }
 
@@ -468,6 +479,17 @@ pub struct Page<R> {
     pub next_cursor: Value,
     /// Whether the stream is exhausted for now.
     pub done: bool,
+    /// Ids of records of this stream that are gone at the source (ABI 1.2): an archived CRM
+    /// contact, a cancelled cart. The host marks them deleted; sent again later, a record comes
+    /// back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted: Vec<String>,
+    /// Set on every page of a full pass (ABI 1.2): the plugin is reading the whole stream from
+    /// its start (a changed export read again in full), and names the pass so that a pass
+    /// resumed after a crash keeps its name. When the pass's last page (`done`) arrives, every
+    /// record of the stream the pass did not send is marked deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<String>,
 }
 
 /// A canonical record type and the stream it belongs to.
@@ -620,8 +642,49 @@ pub struct Batch {
     /// The audience (segment, list) the operations are about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
+    /// Set on the batches of a full replace (`cohort run --resync`, ABI 1.2): together they
+    /// hold every member the audience should have (upserts only). A destination that can
+    /// replace an audience wholesale does so; others apply them as upserts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace: Option<Replace>,
     /// The operations, each with its own key.
     pub operations: Vec<Operation>,
+}
+
+/// Where a batch stands in a replace session (see [`Batch::replace`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replace {
+    /// The session, the same for every batch of one replace (a destination may resume it).
+    pub session: String,
+    /// 1 for the session's first batch, then +1.
+    pub seq: u32,
+    /// Whether this is the session's last batch.
+    pub last: bool,
+    /// How many members the session holds in all.
+    pub estimated_total: u64,
+}
+
+/// A request to the host's state service (ABI 1.2, [`HostVtable::state`](crate::abi::HostVtable)).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum StateRequest {
+    /// The value under `key`.
+    Get {
+        /// The key, at most 512 bytes.
+        key: String,
+    },
+    /// Store `value` under `key`.
+    Put {
+        /// The key, at most 512 bytes.
+        key: String,
+        /// Any JSON, at most 1 MiB once encoded.
+        value: Value,
+    },
+    /// Remove `key`.
+    Delete {
+        /// The key.
+        key: String,
+    },
 }
 
 /// The result of one operation.

@@ -229,5 +229,7 @@ pub(crate) fn orders(bytes: &[u8]) -> Option<Page<Order>> {
         rejects,
         next_cursor: cursor,
         done: done?,
+        deleted: Vec::new(),
+        pass: None,
     })
 }

@@ -41,6 +41,7 @@ static VTABLE: PluginVtable = {
     let mut v = cohort_plugin_api::sdk::ffi::vtable::<WrongAbi>(
         cohort_plugin_api::sdk::ffi::next_page_fn::<WrongAbi>(),
         None,
+        None,
     );
     v.abi_major = 2;
     v.abi_minor = 3;
