@@ -27,7 +27,7 @@ use serde_json::Value;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
 
 use crate::error::StoreError;
-use crate::types::{Backend, Stream, Upserted};
+use crate::types::{Backend, Stream, Sweep, Upserted};
 
 /// SQLite's default `SQLITE_MAX_VARIABLE_NUMBER` since 3.32.
 const SQLITE_MAX_PARAMS: usize = 32_766;
@@ -293,7 +293,12 @@ pub(crate) fn events_batch(records: &[Event]) -> Result<Batch, StoreError> {
     Ok(b)
 }
 
-/// Writes `batch` for (workspace, source) and saves the stream's cursor, in one transaction.
+/// Writes `batch` for (workspace, source), applies what the page says about deletions
+/// (`sweep`), and saves the stream's cursor, all in one transaction.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one page's parts, each used once"
+)]
 pub(crate) async fn ingest(
     db: &sea_orm::DatabaseConnection,
     backend: Backend,
@@ -302,9 +307,13 @@ pub(crate) async fn ingest(
     stream: Stream,
     batch: &Batch,
     cursor: &Value,
+    sweep: &Sweep<'_>,
 ) -> Result<Upserted, StoreError> {
     let cursor = serde_json::to_string(cursor)
         .map_err(|e| StoreError::Invalid(format!("cursor cannot be serialised: {e}")))?;
+    // The pass the stream stays in after this page: none once the pass's last page is in.
+    let pass_after = sweep.pass.filter(|_| !sweep.done);
+    let now = Utc::now();
     match backend {
         Backend::Sqlite => {
             // IMMEDIATE takes the write lock up front (waiting out the busy timeout): a
@@ -314,17 +323,42 @@ pub(crate) async fn ingest(
                 .begin_with("BEGIN IMMEDIATE")
                 .await?;
             let source_id = source_id_sqlite(&mut tx, workspace, source).await?;
-            let counts = upsert_sqlite(&mut tx, source_id, batch).await?;
+            let mut counts = upsert_sqlite(&mut tx, source_id, batch).await?;
+            if sweep.pass.is_some() || !sweep.deleted.is_empty() {
+                let pass: Option<Option<String>> = sqlx::query_scalar(
+                    "SELECT pass FROM source_cursors \
+                     WHERE workspace_id = ?1 AND source = ?2 AND stream = ?3",
+                )
+                .bind(workspace)
+                .bind(source)
+                .bind(stream.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let sql = SweepSql::new(Backend::Sqlite, batch.table.name);
+                counts.deleted = sql
+                    .apply_sqlite(
+                        &mut tx,
+                        source_id,
+                        stream,
+                        batch,
+                        sweep,
+                        pass.flatten(),
+                        now,
+                    )
+                    .await?;
+            }
             sqlx::query(
-                "INSERT INTO source_cursors (workspace_id, source, stream, cursor, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (workspace_id, source, stream) \
-                 DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+                "INSERT INTO source_cursors (workspace_id, source, stream, cursor, updated_at, pass) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (workspace_id, source, stream) \
+                 DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at, \
+                 pass = excluded.pass",
             )
             .bind(workspace)
             .bind(source)
             .bind(stream.as_str())
             .bind(&cursor)
-            .bind(Utc::now())
+            .bind(now)
+            .bind(pass_after)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -333,22 +367,252 @@ pub(crate) async fn ingest(
         Backend::Postgres => {
             let mut tx = db.get_postgres_connection_pool().begin().await?;
             let source_id = source_id_pg(&mut tx, workspace, source).await?;
-            let counts = upsert_pg(&mut tx, source_id, batch).await?;
+            let mut counts = upsert_pg(&mut tx, source_id, batch).await?;
+            if sweep.pass.is_some() || !sweep.deleted.is_empty() {
+                let pass: Option<Option<String>> = sqlx::query_scalar(
+                    "SELECT pass FROM source_cursors \
+                     WHERE workspace_id = $1 AND source = $2 AND stream = $3",
+                )
+                .bind(workspace)
+                .bind(source)
+                .bind(stream.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let sql = SweepSql::new(Backend::Postgres, batch.table.name);
+                counts.deleted = sql
+                    .apply_pg(
+                        &mut tx,
+                        source_id,
+                        stream,
+                        batch,
+                        sweep,
+                        pass.flatten(),
+                        now,
+                    )
+                    .await?;
+            }
             sqlx::query(
-                "INSERT INTO source_cursors (workspace_id, source, stream, cursor, updated_at) \
-                 VALUES ($1, $2, $3, $4::jsonb, $5) ON CONFLICT (workspace_id, source, stream) \
-                 DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+                "INSERT INTO source_cursors (workspace_id, source, stream, cursor, updated_at, pass) \
+                 VALUES ($1, $2, $3, $4::jsonb, $5, $6) ON CONFLICT (workspace_id, source, stream) \
+                 DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at, \
+                 pass = excluded.pass",
             )
             .bind(workspace)
             .bind(source)
             .bind(stream.as_str())
             .bind(&cursor)
-            .bind(Utc::now())
+            .bind(now)
+            .bind(pass_after)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
             Ok(counts)
         }
+    }
+}
+
+/// The statements that carry out a page's [`Sweep`] on one record table.
+///
+/// A full pass is tracked in `sweeps`: when a page names a pass the stream is not in yet, the
+/// keys of every live record of the stream are copied in; each page of the pass takes its own
+/// keys out; the pass's last page marks the records whose keys are left as deleted, and
+/// empties the table. Ids a page names as deleted are marked at once.
+struct SweepSql {
+    table: &'static str,
+    backend: Backend,
+}
+
+impl SweepSql {
+    fn new(backend: Backend, table: &'static str) -> SweepSql {
+        SweepSql { table, backend }
+    }
+
+    /// `$n` on PostgreSQL, `?n` on SQLite.
+    fn p(&self, n: usize) -> String {
+        match self.backend {
+            Backend::Postgres => format!("${n}"),
+            Backend::Sqlite => format!("?{n}"),
+        }
+    }
+
+    fn clear(&self) -> String {
+        format!(
+            "DELETE FROM sweeps WHERE source_id = {} AND stream = {}",
+            self.p(1),
+            self.p(2)
+        )
+    }
+
+    fn start(&self) -> String {
+        format!(
+            "INSERT INTO sweeps (source_id, stream, id_len, external_id) \
+             SELECT source_id, {stream}, id_len, external_id FROM {table} \
+             WHERE source_id = {source} AND deleted_at IS NULL",
+            stream = self.p(2),
+            table = self.table,
+            source = self.p(1)
+        )
+    }
+
+    fn finish(&self) -> String {
+        format!(
+            "UPDATE {table} SET deleted_at = {at} WHERE source_id = {source} AND deleted_at IS NULL \
+             AND (id_len, external_id) IN (SELECT id_len, external_id FROM sweeps \
+             WHERE source_id = {source} AND stream = {stream})",
+            table = self.table,
+            at = self.p(3),
+            source = self.p(1),
+            stream = self.p(2)
+        )
+    }
+
+    /// SQLite: the keys as `VALUES` rows after the first `first` parameters.
+    fn values(rows: usize) -> String {
+        let mut v = String::with_capacity(rows * 6 + 8);
+        v.push_str("VALUES ");
+        for r in 0..rows {
+            v.push_str(if r == 0 { "(?,?)" } else { ",(?,?)" });
+        }
+        v
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "one page's parts")]
+    async fn apply_sqlite(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        source_id: i64,
+        stream: Stream,
+        batch: &Batch,
+        sweep: &Sweep<'_>,
+        current_pass: Option<String>,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        let chunk = (SQLITE_MAX_PARAMS - 4) / 2;
+        if let Some(pass) = sweep.pass {
+            if current_pass.as_deref() != Some(pass) {
+                for sql in [self.clear(), self.start()] {
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(source_id)
+                        .bind(stream.as_str())
+                        .execute(&mut **tx)
+                        .await?;
+                }
+            }
+            for keys in batch.keys.chunks(chunk) {
+                let sql = format!(
+                    "DELETE FROM sweeps WHERE source_id = ? AND stream = ? \
+                     AND (id_len, external_id) IN ({})",
+                    Self::values(keys.len())
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(source_id)
+                    .bind(stream.as_str());
+                for key in keys {
+                    q = q.bind(id_len(key)).bind(key.as_str());
+                }
+                q.execute(&mut **tx).await?;
+            }
+        }
+        for ids in sweep.deleted.chunks(chunk) {
+            let sql = format!(
+                "UPDATE {} SET deleted_at = ? WHERE source_id = ? AND deleted_at IS NULL \
+                 AND (id_len, external_id) IN ({})",
+                self.table,
+                Self::values(ids.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(now.timestamp())
+                .bind(source_id);
+            for id in ids {
+                q = q.bind(id_len(id)).bind(id.as_str());
+            }
+            deleted += q.execute(&mut **tx).await?.rows_affected();
+        }
+        if sweep.pass.is_some() && sweep.done {
+            deleted += sqlx::query(sqlx::AssertSqlSafe(self.finish()))
+                .bind(source_id)
+                .bind(stream.as_str())
+                .bind(now.timestamp())
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+            sqlx::query(sqlx::AssertSqlSafe(self.clear()))
+                .bind(source_id)
+                .bind(stream.as_str())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(deleted)
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "one page's parts")]
+    async fn apply_pg(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        source_id: i64,
+        stream: Stream,
+        batch: &Batch,
+        sweep: &Sweep<'_>,
+        current_pass: Option<String>,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        if let Some(pass) = sweep.pass {
+            if current_pass.as_deref() != Some(pass) {
+                for sql in [self.clear(), self.start()] {
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(source_id)
+                        .bind(stream.as_str())
+                        .execute(&mut **tx)
+                        .await?;
+                }
+            }
+            for keys in batch.keys.chunks(PG_CHUNK_ROWS) {
+                let lens: Vec<i32> = keys.iter().map(|k| id_len(k)).collect();
+                sqlx::query(
+                    "DELETE FROM sweeps WHERE source_id = $1 AND stream = $2 \
+                     AND (id_len, external_id) IN (SELECT * FROM UNNEST($3::int4[], $4::text[]))",
+                )
+                .bind(source_id)
+                .bind(stream.as_str())
+                .bind(lens)
+                .bind(keys)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        for ids in sweep.deleted.chunks(PG_CHUNK_ROWS) {
+            let lens: Vec<i32> = ids.iter().map(|k| id_len(k)).collect();
+            let sql = format!(
+                "UPDATE {} SET deleted_at = $1 WHERE source_id = $2 AND deleted_at IS NULL \
+                 AND (id_len, external_id) IN (SELECT * FROM UNNEST($3::int4[], $4::text[]))",
+                self.table
+            );
+            deleted += sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(now.timestamp())
+                .bind(source_id)
+                .bind(lens)
+                .bind(ids)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+        }
+        if sweep.pass.is_some() && sweep.done {
+            deleted += sqlx::query(sqlx::AssertSqlSafe(self.finish()))
+                .bind(source_id)
+                .bind(stream.as_str())
+                .bind(now.timestamp())
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+            sqlx::query(sqlx::AssertSqlSafe(self.clear()))
+                .bind(source_id)
+                .bind(stream.as_str())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(deleted)
     }
 }
 
@@ -407,9 +671,11 @@ fn on_conflict_clause(table: &TableDef, sql: &mut String) {
     for c in table.columns {
         let _ = write!(sql, "{0} = excluded.{0}, ", c.name);
     }
+    // A record marked deleted and sent again comes back, changed or not.
     let _ = write!(
         sql,
-        "hash = excluded.hash, revision = {0}.revision + 1 WHERE {0}.hash <> excluded.hash",
+        "hash = excluded.hash, revision = {0}.revision + 1, deleted_at = NULL \
+         WHERE {0}.hash <> excluded.hash OR {0}.deleted_at IS NOT NULL",
         table.name
     );
 }
@@ -542,6 +808,7 @@ fn split_counts(rows: u64, existing: u64, written: u64) -> Result<Upserted, Stor
             new,
             updated,
             unchanged: existing - updated,
+            deleted: 0,
         }),
         _ => Err(StoreError::Invalid(format!(
             "ingest counted {existing} existing keys of {rows} and wrote {written} rows: \
@@ -617,9 +884,14 @@ async fn upsert_pg(
         .execute(&mut **tx)
         .await?;
 
-    let mut stored: HashMap<String, i64> = HashMap::new();
+    let mut stored: HashMap<String, (i64, bool)> = HashMap::new();
     for keys in batch.keys.chunks(PG_CHUNK_ROWS) {
-        stored.extend(stored_hashes_pg(tx, table, source_id, keys).await?);
+        stored.extend(
+            stored_hashes_pg(tx, table, source_id, keys)
+                .await?
+                .into_iter()
+                .map(|(key, hash, deleted)| (key, (hash, deleted))),
+        );
     }
 
     let mut counts = Upserted::default();
@@ -628,7 +900,8 @@ async fn upsert_pg(
     for (i, key) in batch.keys.iter().enumerate() {
         match stored.get(key) {
             None => new.push(i),
-            Some(&hash) if hash != batch.hashes[i] => changed.push(i),
+            // Marked deleted: written again, which brings it back.
+            Some(&(hash, deleted)) if deleted || hash != batch.hashes[i] => changed.push(i),
             Some(_) => counts.unchanged += 1,
         }
     }
@@ -675,17 +948,17 @@ async fn stored_hashes_pg(
     table: &TableDef,
     source_id: i64,
     keys: &[String],
-) -> Result<Vec<(String, i64)>, StoreError> {
+) -> Result<Vec<(String, i64, bool)>, StoreError> {
     let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
         return Ok(Vec::new());
     };
     let limit = keys.len() * 2;
     let range = format!(
-        "SELECT external_id, hash FROM {} WHERE source_id = $1 \
+        "SELECT external_id, hash, deleted_at IS NOT NULL FROM {} WHERE source_id = $1 \
          AND (id_len, external_id) >= ($2, $3) AND (id_len, external_id) <= ($4, $5) LIMIT $6",
         table.name
     );
-    let rows: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(range))
+    let rows: Vec<(String, i64, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(range))
         .bind(source_id)
         .bind(id_len(first))
         .bind(first)
@@ -698,8 +971,9 @@ async fn stored_hashes_pg(
         return Ok(rows);
     }
     let probe = format!(
-        "SELECT k.id, s.hash FROM UNNEST($2::int4[], $3::text[]) AS k(len, id) CROSS JOIN \
-         LATERAL (SELECT hash FROM {} WHERE source_id = $1 AND id_len = k.len \
+        "SELECT k.id, s.hash, s.deleted FROM UNNEST($2::int4[], $3::text[]) AS k(len, id) \
+         CROSS JOIN LATERAL (SELECT hash, deleted_at IS NOT NULL AS deleted FROM {} \
+         WHERE source_id = $1 AND id_len = k.len \
          AND external_id = k.id LIMIT 1) AS s",
         table.name
     );

@@ -23,6 +23,7 @@ mod ingest;
 mod migration;
 mod read;
 mod runs;
+mod state;
 mod types;
 mod workspace;
 
@@ -39,8 +40,8 @@ use sea_orm_migration::MigratorTrait;
 pub use error::StoreError;
 pub use runs::{Begun, Holder, Owner, RunLease};
 pub use types::{
-    Backend, DestinationState, DestinationStatus, PendingPush, RecordError, RunId, RunRow,
-    RunStatus, SegmentVersion, Stream, SuppressionReason, Upserted, WorkspaceInfo,
+    Backend, DestinationState, DestinationStatus, PendingPush, RecordError, Records, RunId, RunRow,
+    RunStatus, SegmentVersion, Stream, SuppressionReason, Sweep, Upserted, WorkspaceInfo,
 };
 pub use workspace::WorkspaceStore;
 

@@ -46,7 +46,8 @@ async fn for_each_pg_row(
 ) -> Result<u64, StoreError> {
     let sql = format!(
         "SELECT {columns} FROM {table} \
-         WHERE source_id IN (SELECT id FROM sources WHERE workspace_id = $1)"
+         WHERE source_id IN (SELECT id FROM sources WHERE workspace_id = $1) \
+         AND deleted_at IS NULL"
     );
     let stmt =
         Statement::from_sql_and_values(sea_orm::DbBackend::Postgres, sql, [workspace.into()]);
@@ -83,7 +84,8 @@ async fn for_each_sqlite_page<T: DeserializeOwned>(
     let page = |after: bool| {
         format!(
             "SELECT json_group_array(json_array(id_len, external_id, {fields})) FROM \
-             (SELECT * FROM {table} WHERE source_id = ?1{} ORDER BY id_len, external_id \
+             (SELECT * FROM {table} WHERE source_id = ?1 AND deleted_at IS NULL{} \
+             ORDER BY id_len, external_id \
              LIMIT {SQLITE_PAGE_ROWS})",
             if after {
                 " AND (id_len, external_id) > (?2, ?3)"
@@ -316,4 +318,39 @@ pub(crate) async fn for_each_event(
         Ok(())
     })
     .await
+}
+
+/// Ids of customers marked deleted in some source and live in none.
+pub(crate) async fn deleted_customers(
+    db: &DatabaseConnection,
+    backend: Backend,
+    workspace: &str,
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let p = match backend {
+        Backend::Sqlite => "?1",
+        Backend::Postgres => "$1",
+    };
+    let sql = format!(
+        "SELECT external_id FROM customers \
+         WHERE source_id IN (SELECT id FROM sources WHERE workspace_id = {p}) \
+         AND deleted_at IS NOT NULL \
+         EXCEPT SELECT external_id FROM customers \
+         WHERE source_id IN (SELECT id FROM sources WHERE workspace_id = {p}) \
+         AND deleted_at IS NULL"
+    );
+    let ids: Vec<String> = match backend {
+        Backend::Sqlite => {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(workspace)
+                .fetch_all(db.get_sqlite_connection_pool())
+                .await?
+        }
+        Backend::Postgres => {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(workspace)
+                .fetch_all(db.get_postgres_connection_pool())
+                .await?
+        }
+    };
+    Ok(ids.into_iter().collect())
 }

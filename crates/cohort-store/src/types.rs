@@ -38,6 +38,40 @@ pub struct Upserted {
     pub updated: u64,
     /// Keys whose content was identical; the row was not touched.
     pub unchanged: u64,
+    /// Records marked deleted: named gone by the source, or left out of a full pass.
+    pub deleted: u64,
+}
+
+/// A page of records of one stream, for [`crate::WorkspaceStore::ingest`].
+#[derive(Debug, Clone, Copy)]
+pub enum Records<'a> {
+    /// Customers.
+    Customers(&'a [cohort_core::record::Customer]),
+    /// Orders.
+    Orders(&'a [cohort_core::record::Order]),
+    /// Events.
+    Events(&'a [cohort_core::record::Event]),
+}
+
+/// What a page says besides its records (ABI 1.2 pages): records gone at the source, and the
+/// full pass it belongs to. [`Sweep::NONE`] for a page that says neither.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sweep<'a> {
+    /// External ids of the stream's records that are gone.
+    pub deleted: &'a [String],
+    /// The full pass the page belongs to, if any.
+    pub pass: Option<&'a str>,
+    /// Whether this is the stream's last page for now (a pass's last page ends the pass).
+    pub done: bool,
+}
+
+impl Sweep<'_> {
+    /// A page that says nothing about deletions.
+    pub const NONE: Sweep<'static> = Sweep {
+        deleted: &[],
+        pass: None,
+        done: false,
+    };
 }
 
 impl Upserted {
@@ -52,6 +86,7 @@ impl std::ops::AddAssign for Upserted {
         self.new += other.new;
         self.updated += other.updated;
         self.unchanged += other.unchanged;
+        self.deleted += other.deleted;
     }
 }
 

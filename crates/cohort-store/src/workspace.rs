@@ -23,8 +23,8 @@ use crate::entity::{
 };
 use crate::error::StoreError;
 use crate::types::{
-    Backend, DestinationState, DestinationStatus, PendingPush, RecordError, RunId, RunRow,
-    RunStatus, SegmentVersion, Stream, SuppressionReason, Upserted,
+    Backend, DestinationState, DestinationStatus, PendingPush, RecordError, Records, RunId, RunRow,
+    RunStatus, SegmentVersion, Stream, SuppressionReason, Sweep, Upserted,
 };
 use crate::{ingest, read};
 
@@ -69,6 +69,34 @@ impl WorkspaceStore {
 
     // ---- ingest ---------------------------------------------------------------------------
 
+    /// Upserts a page of `records` from `source`, applies what the page says about deletions
+    /// (`sweep`: ids gone at the source, a full pass and whether it ends here), and saves
+    /// `cursor` as the stream's cursor, in one transaction.
+    pub async fn ingest(
+        &self,
+        source: &str,
+        records: Records<'_>,
+        cursor: &Value,
+        sweep: &Sweep<'_>,
+    ) -> Result<Upserted, StoreError> {
+        let (stream, batch) = match records {
+            Records::Customers(r) => (Stream::Customers, ingest::customers_batch(r)?),
+            Records::Orders(r) => (Stream::Orders, ingest::orders_batch(r)?),
+            Records::Events(r) => (Stream::Events, ingest::events_batch(r)?),
+        };
+        ingest::ingest(
+            &self.db,
+            self.backend,
+            &self.id,
+            source,
+            stream,
+            &batch,
+            cursor,
+            sweep,
+        )
+        .await
+    }
+
     /// Upserts customers from `source` by their id, and saves `cursor` as the source's
     /// customers cursor, in one transaction: either both land or neither does.
     ///
@@ -89,6 +117,7 @@ impl WorkspaceStore {
             stream,
             &batch,
             cursor,
+            &Sweep::NONE,
         )
         .await
     }
@@ -111,6 +140,7 @@ impl WorkspaceStore {
             stream,
             &batch,
             cursor,
+            &Sweep::NONE,
         )
         .await
     }
@@ -135,6 +165,7 @@ impl WorkspaceStore {
             stream,
             &batch,
             cursor,
+            &Sweep::NONE,
         )
         .await
     }
@@ -151,6 +182,12 @@ impl WorkspaceStore {
     }
 
     // ---- reads ----------------------------------------------------------------------------
+
+    /// Ids of the workspace's customers that are marked deleted (and not live in another
+    /// source): their orders and events no longer count for anyone.
+    pub async fn deleted_customers(&self) -> Result<HashSet<String>, StoreError> {
+        read::deleted_customers(&self.db, self.backend, &self.id).await
+    }
 
     /// Every customer of the workspace, from every source.
     pub async fn customers(&self) -> Result<Vec<Customer>, StoreError> {

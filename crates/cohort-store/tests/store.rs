@@ -12,8 +12,9 @@ use cohort_core::money::Money;
 use cohort_core::record::{Customer, Event, EventKind, LineItem, Order};
 use cohort_core::time::Timestamp;
 use cohort_store::{
-    Backend, Begun, DestinationState, DestinationStatus, Owner, PendingPush, RecordError, RunLease,
-    RunStatus, Store, StoreError, Stream, SuppressionReason, Upserted, WorkspaceStore,
+    Backend, Begun, DestinationState, DestinationStatus, Owner, PendingPush, RecordError, Records,
+    RunLease, RunStatus, Store, StoreError, Stream, SuppressionReason, Sweep, Upserted,
+    WorkspaceStore,
 };
 use serde_json::json;
 use util::workspace;
@@ -99,7 +100,8 @@ both!(
             Upserted {
                 new: 2,
                 updated: 0,
-                unchanged: 0
+                unchanged: 0,
+                deleted: 0,
             }
         );
 
@@ -115,7 +117,8 @@ both!(
             Upserted {
                 new: 1,
                 updated: 1,
-                unchanged: 1
+                unchanged: 1,
+                deleted: 0,
             }
         );
 
@@ -128,7 +131,8 @@ both!(
             Upserted {
                 new: 0,
                 updated: 0,
-                unchanged: 3
+                unchanged: 3,
+                deleted: 0,
             }
         );
 
@@ -172,7 +176,8 @@ both!(
             Upserted {
                 new: 2,
                 updated: 0,
-                unchanged: 0
+                unchanged: 0,
+                deleted: 0,
             }
         );
         let back = orders_of(&ws).await;
@@ -246,7 +251,8 @@ both!(
             Upserted {
                 new: 0,
                 updated: 0,
-                unchanged: 1
+                unchanged: 1,
+                deleted: 0,
             }
         );
 
@@ -289,7 +295,8 @@ both!(
             Upserted {
                 new: 0,
                 updated: 13,
-                unchanged: 12_332
+                unchanged: 12_332,
+                deleted: 0,
             }
         );
         let mut total = Money::ZERO;
@@ -323,7 +330,8 @@ both!(
             Upserted {
                 new: 1,
                 updated: 1,
-                unchanged: 1
+                unchanged: 1,
+                deleted: 0,
             }
         );
 
@@ -341,7 +349,8 @@ both!(
             Upserted {
                 new: 1,
                 updated: 1,
-                unchanged: 49
+                unchanged: 49,
+                deleted: 0,
             }
         );
 
@@ -969,3 +978,174 @@ async fn a_first_start_killed_halfway_through_migrating_is_finished_by_the_next(
     assert_eq!(store.workspaces().await.unwrap().len(), 1);
     store.close().await;
 }
+
+/// The ids of the workspace's live customers, sorted.
+async fn live(ws: &WorkspaceStore) -> Vec<String> {
+    let mut ids: Vec<String> = ws
+        .customers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id.as_str().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn people(ids: &[&str]) -> Vec<Customer> {
+    ids.iter()
+        .map(|id| customer(id, &format!("{id}@x.com")))
+        .collect()
+}
+
+both!(
+    a_full_pass_deletes_what_it_did_not_send_and_survives_a_crash,
+    |db| {
+        db.store.ensure_workspace(&workspace("a")).await.unwrap();
+        let ws = db.store.workspace("a");
+        let page = |ids: &'static [&'static str]| people(ids);
+        let none = Sweep::NONE;
+        ws.ingest(
+            "shop",
+            Records::Customers(&page(&["1", "2", "3", "4", "5"])),
+            &json!(1),
+            &none,
+        )
+        .await
+        .unwrap();
+        let pass = |done| Sweep {
+            deleted: &[],
+            pass: Some("p1"),
+            done,
+        };
+        // A pass over two pages, its first page sent twice (a crash, then the resumed pass).
+        for _ in 0..2 {
+            let got = ws
+                .ingest(
+                    "shop",
+                    Records::Customers(&page(&["1", "2"])),
+                    &json!(2),
+                    &pass(false),
+                )
+                .await
+                .unwrap();
+            assert_eq!(got.deleted, 0);
+            assert_eq!(
+                live(&ws).await,
+                ["1", "2", "3", "4", "5"],
+                "nothing goes mid-pass"
+            );
+        }
+        let last = ws
+            .ingest(
+                "shop",
+                Records::Customers(&page(&["4"])),
+                &json!(3),
+                &pass(true),
+            )
+            .await
+            .unwrap();
+        assert_eq!(last.deleted, 2);
+        assert_eq!(live(&ws).await, ["1", "2", "4"]);
+        let gone = ws.deleted_customers().await.unwrap();
+        assert_eq!(gone, ["3".to_owned(), "5".to_owned()].into_iter().collect());
+
+        // Sent again, a deleted record comes back, as an update.
+        let back = ws
+            .ingest("shop", Records::Customers(&page(&["3"])), &json!(4), &none)
+            .await
+            .unwrap();
+        assert_eq!((back.new, back.updated, back.unchanged), (0, 1, 0));
+        assert_eq!(live(&ws).await, ["1", "2", "3", "4"]);
+
+        // A source may also name records that are gone.
+        let named = vec!["4".to_owned(), "no-such-id".to_owned()];
+        let gone = ws
+            .ingest(
+                "shop",
+                Records::Customers(&[]),
+                &json!(5),
+                &Sweep {
+                    deleted: &named,
+                    pass: None,
+                    done: true,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(gone.deleted, 1);
+        assert_eq!(live(&ws).await, ["1", "2", "3"]);
+
+        // A pass that is abandoned (a new one starts under another name) deletes nothing of
+        // its own: the new pass starts from the records live then.
+        let other = |name, done| Sweep {
+            deleted: &[],
+            pass: Some(name),
+            done,
+        };
+        ws.ingest(
+            "shop",
+            Records::Customers(&page(&["1"])),
+            &json!(6),
+            &other("p2", false),
+        )
+        .await
+        .unwrap();
+        let ended = ws
+            .ingest(
+                "shop",
+                Records::Customers(&page(&["1", "2", "3"])),
+                &json!(7),
+                &other("p3", true),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ended.deleted, 0);
+        assert_eq!(live(&ws).await, ["1", "2", "3"]);
+        // Another source's records are not swept by this source's passes.
+        ws.ingest("crm", Records::Customers(&page(&["9"])), &json!(1), &none)
+            .await
+            .unwrap();
+        ws.ingest(
+            "shop",
+            Records::Customers(&page(&["1"])),
+            &json!(8),
+            &other("p4", true),
+        )
+        .await
+        .unwrap();
+        assert_eq!(live(&ws).await, ["1", "9"]);
+    }
+);
+
+both!(plugin_state_is_kept_per_workspace_and_scope, |db| {
+    db.store.ensure_workspace(&workspace("a")).await.unwrap();
+    db.store.ensure_workspace(&workspace("b")).await.unwrap();
+    let a = db.store.workspace("a");
+    let b = db.store.workspace("b");
+    a.state_put("destination:smtp", "sent/k1", Some(&json!({"at": 1})))
+        .await
+        .unwrap();
+    a.state_put("destination:smtp", "sent/k1", Some(&json!({"at": 2})))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.state_get("destination:smtp", "sent/k1").await.unwrap(),
+        Some(json!({"at": 2}))
+    );
+    assert_eq!(
+        a.state_get("destination:other", "sent/k1").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        b.state_get("destination:smtp", "sent/k1").await.unwrap(),
+        None
+    );
+    a.state_put("destination:smtp", "sent/k1", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        a.state_get("destination:smtp", "sent/k1").await.unwrap(),
+        None
+    );
+});

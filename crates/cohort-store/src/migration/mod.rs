@@ -8,6 +8,7 @@ use sea_orm_migration::prelude::*;
 mod m0001_initial;
 mod m0002_source_keys;
 mod m0003_run_leases;
+mod m0004_deletions_and_state;
 
 /// Every migration of the store, oldest first.
 #[derive(Debug)]
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_initial::Migration),
             Box::new(m0002_source_keys::Migration),
             Box::new(m0003_run_leases::Migration),
+            Box::new(m0004_deletions_and_state::Migration),
         ]
     }
 
