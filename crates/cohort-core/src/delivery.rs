@@ -402,6 +402,65 @@ impl fmt::Display for Skipped {
     }
 }
 
+impl Acked {
+    /// What to record when the destination refuses, late, a change it had acknowledged (an
+    /// asynchronous import that failed, a request whose status came back with an error), so
+    /// that the next plan makes the change again: an audience member is marked as holding no
+    /// known payload (the upsert is planned again), a removal as a member (it is removed
+    /// again). A message cannot be unsent: `None`, the refusal is only reported.
+    pub fn undone_late(&self) -> Option<Acked> {
+        let status = match self.status {
+            Status::Member | Status::Removed => Status::Member,
+            Status::Sent => return None,
+        };
+        Some(Acked {
+            status,
+            payload_hash: String::new(),
+            pending: None,
+            ..self.clone()
+        })
+    }
+}
+
+/// Plans a full resync (`cohort run --resync`): like [`plan`], and every eligible member the
+/// destination is believed to hold already is pushed again too, under the next key of their
+/// sequence, so that a destination that replaces audiences wholesale receives every member.
+pub fn plan_resync(
+    mode: Mode,
+    key_prefix: &str,
+    wanted: &[Wanted],
+    acked: &[(CustomerId, Acked)],
+    eligibility: impl Fn(&CustomerId) -> Eligibility,
+) -> Plan {
+    if mode == Mode::Send {
+        return plan(mode, key_prefix, wanted, acked, eligibility);
+    }
+    // An eligible member held with the payload wanted now is planned as a change: the same
+    // payload under a new key (the hash marker never matches a real one). Anyone else is
+    // planned as usual.
+    let wanted_now: std::collections::HashSet<&CustomerId> =
+        wanted.iter().map(|w| &w.customer).collect();
+    let forgotten: Vec<(CustomerId, Acked)> = acked
+        .iter()
+        .map(|(id, a)| {
+            let held = a.status == Status::Member
+                && a.pending.is_none()
+                && wanted_now.contains(id)
+                && eligibility(id) == Eligibility::Eligible;
+            let a = if held {
+                Acked {
+                    payload_hash: "~resync".to_owned(),
+                    ..a.clone()
+                }
+            } else {
+                a.clone()
+            };
+            (id.clone(), a)
+        })
+        .collect();
+    plan(mode, key_prefix, wanted, &forgotten, &eligibility)
+}
+
 /// Plans one campaign.
 ///
 /// - `key_prefix` scopes keys (workspace and campaign), so two campaigns never share one.
@@ -1272,5 +1331,75 @@ mod tests {
             };
             prop_assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn a_resync_pushes_every_eligible_member_again_under_new_keys() {
+        let members = wanted(&[(1, "a"), (2, "b")]);
+        let first = plan(Mode::Mirror, "p", &members, &[], everyone_eligible);
+        let mut state = BTreeMap::new();
+        let keys = first.ops.iter().map(|o| o.key.clone()).collect();
+        commit(&mut state, &first, &keys);
+        let resync = plan_resync(Mode::Mirror, "p", &members, &sorted(&state), |c| {
+            if c.as_str() == "2" {
+                Eligibility::NoConsent
+            } else {
+                Eligibility::Eligible
+            }
+        });
+        let ops: Vec<(&str, Action, &str)> = resync
+            .ops
+            .iter()
+            .map(|o| (o.customer.as_str(), o.action, o.key.as_str()))
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                ("1", Action::Upsert, "p/1/2-upsert-a"),
+                ("2", Action::Remove, "p/2/2-remove-b")
+            ]
+        );
+        assert_eq!(
+            resync.ops[0].acked.payload_hash, "a",
+            "the real payload is recorded"
+        );
+    }
+
+    #[test]
+    fn a_late_refusal_makes_the_next_plan_push_the_change_again() {
+        let members = wanted(&[(1, "a")]);
+        let first = plan(Mode::Mirror, "p", &members, &[], everyone_eligible);
+        let mut state = BTreeMap::new();
+        let keys = first.ops.iter().map(|o| o.key.clone()).collect();
+        commit(&mut state, &first, &keys);
+        let undone = state[&id(1)]
+            .undone_late()
+            .expect("an audience change can be undone");
+        state.insert(id(1), undone);
+        let again = plan(
+            Mode::Mirror,
+            "p",
+            &members,
+            &sorted(&state),
+            everyone_eligible,
+        );
+        assert_eq!(again.ops.len(), 1);
+        assert_eq!(again.ops[0].action, Action::Upsert);
+        assert_eq!(again.ops[0].key, "p/1/2-upsert-a");
+        // A refused removal is removed again.
+        let removed = Acked {
+            status: Status::Removed,
+            payload_hash: "a".into(),
+            seq: 2,
+            pending: None,
+        };
+        let back = removed.undone_late().unwrap();
+        let p = plan(Mode::Mirror, "p", &[], &[(id(1), back)], everyone_eligible);
+        assert_eq!(p.ops[0].action, Action::Remove);
+        let sent = Acked {
+            status: Status::Sent,
+            ..removed
+        };
+        assert_eq!(sent.undone_late(), None, "a message cannot be unsent");
     }
 }
