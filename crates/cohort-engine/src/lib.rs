@@ -26,6 +26,7 @@ mod pull;
 mod run;
 mod segments;
 mod select;
+mod state;
 pub mod summary;
 pub mod templates;
 

@@ -12,13 +12,14 @@ use cohort_core::record::NulFree;
 use cohort_core::{Customer, Event, Order};
 use cohort_plugin_host::wire::{Page, Stream, StreamRecord};
 use cohort_plugin_host::{HostServices, HttpService, RetryPolicy, retry};
-use cohort_store::{RecordError, Upserted, WorkspaceStore};
+use cohort_store::{RecordError, Records, Sweep, WorkspaceStore};
 use serde_json::Value;
 
 use crate::error::{Context, Result};
 use crate::instance::Reopening;
 use crate::observer::{Observer, Stage};
 use crate::plugins::{Plugins, prepare};
+use crate::state::PluginState;
 use crate::summary::SourceSummary;
 
 /// Records asked for per page: large enough to amortise a transaction, small enough that a
@@ -42,11 +43,13 @@ pub(crate) async fn pull_source(
 ) -> Result<Vec<SourceSummary>> {
     let plugin = cx.plugins.source(&source.plugin)?;
     let prepared = prepare(plugin, &source.config)?;
+    let state = PluginState::new(cx.ws, format!("source:{}", source.name));
     let services = HostServices {
         secrets: prepared.secrets.clone(),
         ..cx.services.clone()
     }
-    .with_http(cx.http.clone());
+    .with_http(cx.http.clone())
+    .with_state(std::sync::Arc::new(state));
     let instance = Reopening::open(plugin, &prepared.value, services)
         .await
         .with_context(|| format!("opening source `{}`", source.name))?;
@@ -74,7 +77,7 @@ pub(crate) async fn pull_source(
                 summary.pulled, summary.new, summary.bad
             ),
         );
-        if summary.pulled > 0 || summary.bad > 0 {
+        if summary.pulled > 0 || summary.bad > 0 || summary.deleted > 0 {
             out.push(summary);
         }
     }
@@ -86,25 +89,16 @@ trait Storable: StreamRecord + NulFree + Send + 'static {
     /// How the record is named in an error: its id.
     fn label(&self) -> String;
 
-    async fn ingest(
-        ws: &WorkspaceStore,
-        source: &str,
-        records: &[Self],
-        cursor: &Value,
-    ) -> Result<Upserted, cohort_store::StoreError>;
+    /// The page's records as the store takes them.
+    fn records(records: &[Self]) -> Records<'_>;
 }
 
 impl Storable for Customer {
     fn label(&self) -> String {
         format!("customer {}", self.id.as_str())
     }
-    async fn ingest(
-        ws: &WorkspaceStore,
-        source: &str,
-        records: &[Self],
-        cursor: &Value,
-    ) -> Result<Upserted, cohort_store::StoreError> {
-        ws.ingest_customers(source, records, cursor).await
+    fn records(records: &[Self]) -> Records<'_> {
+        Records::Customers(records)
     }
 }
 
@@ -112,13 +106,8 @@ impl Storable for Order {
     fn label(&self) -> String {
         format!("order {}", self.id)
     }
-    async fn ingest(
-        ws: &WorkspaceStore,
-        source: &str,
-        records: &[Self],
-        cursor: &Value,
-    ) -> Result<Upserted, cohort_store::StoreError> {
-        ws.ingest_orders(source, records, cursor).await
+    fn records(records: &[Self]) -> Records<'_> {
+        Records::Orders(records)
     }
 }
 
@@ -134,13 +123,8 @@ impl Storable for Event {
             ),
         }
     }
-    async fn ingest(
-        ws: &WorkspaceStore,
-        source: &str,
-        records: &[Self],
-        cursor: &Value,
-    ) -> Result<Upserted, cohort_store::StoreError> {
-        ws.ingest_events(source, records, cursor).await
+    fn records(records: &[Self]) -> Records<'_> {
+        Records::Events(records)
     }
 }
 
@@ -190,11 +174,25 @@ async fn pull_stream<R: Storable>(
                 ),
             });
         }
-        let upserted = R::ingest(cx.ws, &source.name, &records, &page.next_cursor).await?;
+        let sweep = Sweep {
+            deleted: &page.deleted,
+            pass: page.pass.as_deref(),
+            done: page.done,
+        };
+        let upserted = cx
+            .ws
+            .ingest(
+                &source.name,
+                R::records(&records),
+                &page.next_cursor,
+                &sweep,
+            )
+            .await?;
         summary.pulled += pulled;
         summary.new += upserted.new;
         summary.updated += upserted.updated;
         summary.unchanged += upserted.unchanged;
+        summary.deleted += upserted.deleted;
         cx.observer.progress(summary.pulled, None);
         if page.done {
             return Ok(summary);

@@ -55,6 +55,9 @@ pub struct RunOptions {
     /// When the workspace is busy with another run: wait up to this long for it, or (`None`)
     /// refuse at once.
     pub wait: Option<Duration>,
+    /// Replace each audience wholesale: every eligible member is pushed again, in replace
+    /// sessions where the destination supports them.
+    pub resync: bool,
 }
 
 impl Default for RunOptions {
@@ -63,6 +66,7 @@ impl Default for RunOptions {
             dry_run: false,
             trigger: "manual".to_owned(),
             wait: None,
+            resync: false,
         }
     }
 }
@@ -234,6 +238,7 @@ impl Engine {
             observer: observer.as_ref(),
             services,
             lost: &lost,
+            run_id: lease.run_id,
         };
         let result = self.stages(&run, &mut summary, &mut errors).await;
         heartbeat.abort();
@@ -458,6 +463,8 @@ impl Engine {
             suppressed: &suppressed,
             now: clock.now,
             dry_run: options.dry_run,
+            resync: options.resync,
+            run_id: run.run_id,
             failpoint: &failpoint,
         };
         let pushing = Pushing {
@@ -514,6 +521,7 @@ struct RunContext<'a> {
     observer: &'a dyn Observer,
     services: HostServices,
     lost: &'a AtomicBool,
+    run_id: RunId,
 }
 
 impl RunContext<'_> {

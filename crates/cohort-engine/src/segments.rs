@@ -76,8 +76,14 @@ pub async fn compute(
         Err(e) => problems.note("customers", c.id.as_str(), &e),
     })
     .await?;
+    // The orders and events of a customer deleted at the source count for no one, and are no
+    // one's error either.
+    let gone = ws.deleted_customers().await?;
     let mut products: HashMap<CustomerId, HashMap<String, (u64, Money)>> = HashMap::new();
     ws.for_each_order(|o| {
+        if gone.contains(o.customer_id.as_str()) {
+            return;
+        }
         if let Err(e) = builder.add_order(o.customer_id.as_str(), o.facts()) {
             problems.note("orders", &o.id, &e);
             return;
@@ -99,6 +105,9 @@ pub async fn compute(
     .await?;
     let mut unsubscribed_ids = HashSet::new();
     ws.for_each_event(|e| {
+        if gone.contains(e.customer_id.as_str()) {
+            return;
+        }
         if let Err(err) = builder.add_event(e.customer_id.as_str(), &e.kind, e.occurred_at) {
             problems.note("events", e.id.as_deref().unwrap_or("(no id)"), &err);
         } else if delivery::suppresses(&e, as_of.now) {

@@ -34,6 +34,9 @@ pub struct SourceSummary {
     pub updated: u64,
     pub unchanged: u64,
     pub bad: u64,
+    /// Records marked deleted: named gone by the source, or left out of a full pass.
+    #[serde(default)]
+    pub deleted: u64,
 }
 
 /// One segment.
@@ -96,6 +99,14 @@ impl fmt::Display for RunSummary {
                 ]);
             }
             write!(f, "\n{t}")?;
+            // Below the table, so the table's columns stay what scripts expect.
+            for s in self.sources.iter().filter(|s| s.deleted > 0) {
+                writeln!(
+                    f,
+                    "{} {}: {} gone from the source, marked deleted",
+                    s.source, s.stream, s.deleted
+                )?;
+            }
         }
         if !self.segments.is_empty() {
             let mut t = Table::new(["segment", "members", "added", "removed"]);

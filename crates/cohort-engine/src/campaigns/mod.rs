@@ -51,6 +51,10 @@ pub struct Shared<'a> {
     pub now: Timestamp,
     /// Whether to stop before pushing.
     pub dry_run: bool,
+    /// Whether to replace each audience wholesale (`cohort run --resync`).
+    pub resync: bool,
+    /// The run, naming replace sessions.
+    pub run_id: i64,
     /// The failpoint armed for crash tests.
     pub failpoint: &'a Failpoint,
 }
@@ -107,7 +111,11 @@ pub(crate) async fn run_campaign(
         return Ok(summary);
     }
     planned.commit_local(shared).await?;
-    if ready.is_empty() {
+    let late = pushing
+        .plugins
+        .get(&destination.plugin)
+        .is_ok_and(|p| p.manifest().capabilities.late_outcomes);
+    if ready.is_empty() && !late {
         return Ok(summary);
     }
     push::push_all(

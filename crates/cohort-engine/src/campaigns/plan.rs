@@ -132,9 +132,12 @@ pub(crate) async fn plan(
     let sorted: Vec<(CustomerId, Acked)> =
         acked.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let prefix = format!("{}/{}", shared.workspace.id, campaign.name);
-    let plan = delivery::plan(mode, &prefix, &wanted, &sorted, |id| {
-        shared.eligibility(mode, id)
-    });
+    let eligibility = |id: &CustomerId| shared.eligibility(mode, id);
+    let plan = if shared.resync {
+        delivery::plan_resync(mode, &prefix, &wanted, &sorted, eligibility)
+    } else {
+        delivery::plan(mode, &prefix, &wanted, &sorted, eligibility)
+    };
     Ok(CampaignPlan {
         campaign: campaign.name.clone(),
         mode,

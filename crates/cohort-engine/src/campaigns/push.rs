@@ -11,19 +11,23 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use cohort_config::{Campaign, Destination};
 use cohort_core::delivery::{self, Outcome, Settled};
-use cohort_plugin_host::wire::{Batch, Operation, OutcomeStatus};
+use cohort_plugin_host::wire::{Batch, Operation, OutcomeStatus, Replace};
 use cohort_plugin_host::{
     CancellationToken, HostServices, RateLimit, RetryError, RetryPolicy, retry,
 };
 use cohort_store::{DestinationState, RecordError};
 
-use super::plan::{CampaignPlan, to_state};
+use super::plan::{CampaignPlan, to_acked, to_state};
 use super::render::push_error;
 use super::{Pushing, Shared};
 use crate::error::{Context as _, Result};
 use crate::instance::Reopening;
 use crate::plugins::prepare;
+use crate::state::PluginState;
 use crate::summary::CampaignSummary;
+
+/// A rendered operation, with the index of its entry in the plan.
+type Ready = (usize, Operation);
 
 /// Pushes the rendered operations of `planned` to `destination`, batch by batch.
 #[allow(clippy::too_many_arguments, reason = "the stage's inputs, each used")]
@@ -33,7 +37,7 @@ pub(crate) async fn push_all(
     destination: &Destination,
     campaign: &Campaign,
     planned: &CampaignPlan,
-    ready: Vec<(usize, Operation)>,
+    ready: Vec<Ready>,
     summary: &mut CampaignSummary,
     errors: &mut Vec<RecordError>,
 ) -> Result<()> {
@@ -53,14 +57,21 @@ pub(crate) async fn push_all(
         burst: r.burst,
     }));
     let cancel = services.cancel.clone();
+    let state = PluginState::new(shared.ws, format!("destination:{}", destination.name));
+    let services = services.with_state(std::sync::Arc::new(state));
     let instance = Reopening::open(plugin, &prepared.value, services)
         .await
         .with_context(|| format!("opening destination `{}`", destination.name))?;
     let policy = RetryPolicy::default();
 
+    let mut ready = ready;
+    if shared.resync {
+        // A replace session's upserts go first, together; removals follow, outside it.
+        ready.sort_by_key(|(i, _)| planned.plan.ops[*i].action != delivery::Action::Upsert);
+    }
     let total = ready.len() as u64;
     let mut done_ops = 0;
-    for chunk in ready.chunks(destination.batch_size.max(1)) {
+    for (chunk, replace) in batches(shared, campaign, planned, &ready, destination.batch_size) {
         let intents: Vec<DestinationState> = chunk
             .iter()
             .map(|(i, _)| {
@@ -75,6 +86,7 @@ pub(crate) async fn push_all(
             .await?;
         let batch = Batch {
             mode: campaign.mode,
+            replace,
             audience: Some(campaign.audience.clone()),
             workspace: Some(shared.workspace.id.clone()),
             campaign: Some(campaign.name.clone()),
@@ -142,6 +154,119 @@ pub(crate) async fn push_all(
         shared.ws.commit_destination(&campaign.name, &done).await?;
         done_ops += chunk.len() as u64;
         pushing.observer.progress(done_ops, Some(total));
+    }
+    let late = retry(&policy, &cancel, |_| {
+        instance.call(|i| async move { i.finish().await })
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "finishing campaign `{}` at destination `{}`",
+            campaign.name, destination.name
+        )
+    })?;
+    settle_late(shared, campaign, late.outcomes, summary, errors).await
+}
+
+/// The batches to push: chunks of `batch_size`, each with its place in a replace session on a
+/// resync (the upserts together hold the whole audience; removals follow, outside it).
+fn batches<'r>(
+    shared: &Shared<'_>,
+    campaign: &Campaign,
+    planned: &CampaignPlan,
+    ready: &'r [Ready],
+    batch_size: usize,
+) -> Vec<(&'r [Ready], Option<Replace>)> {
+    let size = batch_size.max(1);
+    let replacing = shared.resync && campaign.mode != delivery::Mode::Send;
+    if !replacing {
+        return ready.chunks(size).map(|c| (c, None)).collect();
+    }
+    // Sorted by `push_all`: upserts first.
+    let upserts = ready
+        .iter()
+        .take_while(|(i, _)| planned.plan.ops[*i].action == delivery::Action::Upsert)
+        .count();
+    let (members, rest) = ready.split_at(upserts);
+    let session = format!(
+        "{}/{}/run-{}",
+        shared.workspace.id, campaign.name, shared.run_id
+    );
+    let count = members.chunks(size).count();
+    let mut out: Vec<_> = members
+        .chunks(size)
+        .enumerate()
+        .map(|(n, chunk)| {
+            let replace = Replace {
+                session: session.clone(),
+                seq: u32::try_from(n + 1).unwrap_or(u32::MAX),
+                last: n + 1 == count,
+                estimated_total: members.len() as u64,
+            };
+            (chunk, Some(replace))
+        })
+        .collect();
+    out.extend(rest.chunks(size).map(|c| (c, None)));
+    out
+}
+
+/// Records what the destination refused after acknowledging it: the error, and (for
+/// audiences) a state from which the next run pushes the change again.
+async fn settle_late(
+    shared: &Shared<'_>,
+    campaign: &Campaign,
+    outcomes: Vec<cohort_plugin_host::wire::Outcome>,
+    summary: &mut CampaignSummary,
+    errors: &mut Vec<RecordError>,
+) -> Result<()> {
+    let refused: Vec<(String, String)> = outcomes
+        .into_iter()
+        .filter_map(|o| match o.status {
+            OutcomeStatus::Ok => None,
+            OutcomeStatus::Rejected { reason } | OutcomeStatus::Retry { reason, .. } => {
+                Some((o.key, reason))
+            }
+        })
+        .collect();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let prefix = format!("{}/{}/", shared.workspace.id, campaign.name);
+    let stored = shared.ws.destination_state(&campaign.name).await?;
+    let mut undone = Vec::new();
+    for (key, reason) in refused {
+        summary.failed += 1;
+        // Keys are PREFIX/CUSTOMER/N-…: the customer is what lies between.
+        let customer = key
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.rsplit_once('/'))
+            .map(|(customer, _)| customer);
+        errors.push(RecordError {
+            stage: "push".to_owned(),
+            location: format!(
+                "campaign {} customer {} key {key}",
+                campaign.name,
+                customer.unwrap_or("?")
+            ),
+            message: format!("refused by the destination after it was accepted: {reason}"),
+        });
+        let Some(state) = customer.and_then(|c| stored.get(c)) else {
+            continue;
+        };
+        // Only if the refused push is still the customer's last one: a later change supersedes.
+        if state.idempotency_key != key || state.pending.is_some() {
+            continue;
+        }
+        let id = cohort_core::CustomerId::new(state.customer_id.clone());
+        if let Some(acked) = to_acked(state).undone_late() {
+            undone.push(to_state(&id, &acked, &key, shared.now));
+        }
+    }
+    if !undone.is_empty() {
+        shared
+            .ws
+            .commit_destination(&campaign.name, &undone)
+            .await?;
     }
     Ok(())
 }

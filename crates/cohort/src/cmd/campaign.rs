@@ -90,6 +90,8 @@ pub(crate) fn run(cmd: CampaignCommand) -> Result<ExitCode> {
             suppressed: &suppressed,
             now: clock.now,
             dry_run: true,
+            resync: false,
+            run_id: 0,
             failpoint: &failpoint,
         };
         let members = member_ids(&computed, campaign);

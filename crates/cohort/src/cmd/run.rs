@@ -75,6 +75,11 @@ pub(crate) struct RunArgs {
     /// Print the runs as JSON on stdout instead of the tables.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Replace each audience (upsert and mirror campaigns) wholesale: push every eligible
+    /// member again, in one replace session where the destination supports it (Meta's
+    /// usersreplace), as upserts elsewhere. For an audience edited by hand at the vendor.
+    #[arg(long)]
+    pub(crate) resync: bool,
 }
 
 pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
@@ -101,6 +106,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             0 => Duration::MAX,
             s => Duration::from_secs(s),
         }),
+        resync: args.resync,
     };
     let observer = Arc::new(Terminal::new(!args.json, workspaces.len()));
     super::runtime()?.block_on(async {

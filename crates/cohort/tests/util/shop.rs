@@ -17,13 +17,25 @@ use super::{Dir, Run};
 pub fn test_plugin(dir: &Dir) {
     static BUILT: OnceLock<std::path::PathBuf> = OnceLock::new();
     let lib = BUILT.get_or_init(|| build_cdylib("cohort-testplugin-panicking", false).unwrap());
+    install(dir, lib, "test_panicking");
+}
+
+/// Puts the test destination that keeps state and refuses late (`test-late`) in
+/// `DIR/plugins`.
+pub fn late_plugin(dir: &Dir) {
+    static BUILT: OnceLock<std::path::PathBuf> = OnceLock::new();
+    let lib = BUILT.get_or_init(|| build_cdylib("cohort-testplugin-late", false).unwrap());
+    install(dir, lib, "test_late");
+}
+
+fn install(dir: &Dir, lib: &Path, name: &str) {
     std::fs::create_dir_all(dir.path("plugins")).unwrap();
-    let name = format!(
-        "{}cohort_plugin_test_panicking{}",
+    let file = format!(
+        "{}cohort_plugin_{name}{}",
         std::env::consts::DLL_PREFIX,
         std::env::consts::DLL_SUFFIX
     );
-    std::fs::copy(lib, dir.path("plugins").join(name)).unwrap();
+    std::fs::copy(lib, dir.path("plugins").join(file)).unwrap();
 }
 
 pub fn plugins() {
