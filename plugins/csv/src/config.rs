@@ -38,6 +38,24 @@ pub struct Config {
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub max_field_bytes: Option<u64>,
+    /// What a record missing from a file read again in full means: `ignore` (the default:
+    /// it stays, as before) or `delete` (the files are full exports: a customer, order or
+    /// event no longer in them is marked deleted, leaves every segment, and mirror audiences
+    /// drop it). With `delete`, a change to any file of a stream, or a file gone, reads all of
+    /// the stream's files again; an empty or unreadable file deletes nothing.
+    #[serde(default)]
+    pub deletions: Deletions,
+}
+
+/// What a record missing from a full export means.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Deletions {
+    /// Nothing: the record stays in the store.
+    #[default]
+    Ignore,
+    /// The record is gone: marked deleted.
+    Delete,
 }
 
 /// The files of one stream.
@@ -80,6 +98,8 @@ pub struct Validated {
     pub streams: BTreeMap<Stream, StreamFiles>,
     /// The bound on one field, in bytes.
     pub max_field_bytes: u64,
+    /// What a record missing from a file read again in full means.
+    pub deletions: Deletions,
 }
 
 impl Config {
@@ -104,6 +124,7 @@ impl Config {
             max_field_bytes: self
                 .max_field_bytes
                 .unwrap_or(cohort_csv::DEFAULT_MAX_FIELD_BYTES),
+            deletions: self.deletions,
         };
         for (stream, cfg) in [
             (Stream::Customers, self.customers),

@@ -24,6 +24,31 @@ use xxhash_rust::xxh3::Xxh3;
 pub struct Cursor {
     /// Files, in the order they are read.
     pub files: Vec<FileState>,
+    /// The full pass under way (`deletions = "delete"`): every file is being read again from
+    /// its start, and the records the pass does not find are gone. Kept in the cursor so that a
+    /// pass resumed after a crash keeps its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<String>,
+    /// Whether a file of the pass was empty or unreadable: then the pass deletes nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pass_broken: bool,
+}
+
+impl Cursor {
+    /// Starts a full pass: every file from its start, under a new name.
+    pub fn start_full_pass(&mut self) {
+        let mut seed = Xxh3::new();
+        for f in &mut self.files {
+            seed.update(f.path.to_string_lossy().as_bytes());
+            *f = FileState::new(f.path.clone());
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        seed.update(&nanos.to_le_bytes());
+        self.pass = Some(format!("{:016x}", seed.digest()));
+        self.pass_broken = false;
+    }
 }
 
 /// How far one file was read.
@@ -155,6 +180,8 @@ pub struct Reconciled {
     pub hashes: Vec<PrefixHash>,
     /// Files read before that are read again from the start, and why.
     pub restarted: Vec<(PathBuf, Restart)>,
+    /// Files the cursor knew that are gone now.
+    pub vanished: Vec<PathBuf>,
 }
 
 impl Cursor {
@@ -180,6 +207,14 @@ impl Cursor {
             out.cursor.files.push(state);
             out.hashes.push(hash);
         }
+        out.vanished = self
+            .files
+            .iter()
+            .filter(|f| !files.contains(&f.path))
+            .map(|f| f.path.clone())
+            .collect();
+        out.cursor.pass = self.pass.clone();
+        out.cursor.pass_broken = self.pass_broken;
         Ok(out)
     }
 }
@@ -215,7 +250,10 @@ mod tests {
         hash.extend_to(path, byte).expect("hash");
         let mut state = FileState::new(path.to_path_buf());
         (state.byte, state.line, state.prefix_hash) = (byte, line, Some(hash.hex()));
-        Cursor { files: vec![state] }
+        Cursor {
+            files: vec![state],
+            ..Cursor::default()
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ use cohort_plugin_api::prelude::*;
 use cohort_plugin_api::wire::binary::{CustomerRef, OrderRef};
 use serde_json::json;
 
-use crate::config::{Config, Validated};
+use crate::config::{Config, Deletions, Validated};
 use crate::cursor::{Cursor, PrefixHash, Restart};
 
 /// Rejects after which a page ends early, so a file of garbage cannot fill memory.
@@ -295,10 +295,22 @@ impl CsvSource {
         }
         let files = &self.config.streams[&stream];
         let paths = files.files().map_err(PluginError::failed)?;
-        let reconciled = cursor
+        let mut reconciled = cursor
             .unwrap_or_default()
             .reconcile(&paths)
             .map_err(|e| PluginError::failed(format!("checking {stream} files: {e}")))?;
+        // Full exports: a file changed other than by appending, or gone, means records may
+        // have gone too; only reading every file again tells which.
+        if self.config.deletions == Deletions::Delete
+            && (!reconciled.vanished.is_empty()
+                || reconciled
+                    .restarted
+                    .iter()
+                    .any(|(_, why)| *why == Restart::Changed))
+        {
+            reconciled.cursor.start_full_pass();
+            reconciled.hashes = vec![PrefixHash::new(); reconciled.cursor.files.len()];
+        }
         for (path, why) in &reconciled.restarted {
             let (level, message) = match why {
                 Restart::Changed => (
@@ -365,8 +377,10 @@ impl Source for CsvSource {
                 None => match self.open_file(stream, &path, state.byte, state.line, page)? {
                     Some(reader) => (reader, SeenIds::new()),
                     None => {
-                        // Reported as a reject; left unread, so every run reports it.
+                        // Reported as a reject; left unread, so every run reports it. Not a
+                        // full export: a pass that met it deletes nothing.
                         rejects += 1;
+                        cursor.pass_broken = true;
                         continue;
                     }
                 },
@@ -382,6 +396,7 @@ impl Source for CsvSource {
                     state.prefix_hash = Some(hashes[i].hex());
                     let done_bytes: u64 = cursor.files.iter().map(|f| f.byte).sum();
                     self.host.progress(done_bytes, Some(total));
+                    self.mark_pass(&mut cursor, page, false)?;
                     self.open = Some(OpenReader {
                         stream,
                         returned: cursor.clone(),
@@ -415,10 +430,47 @@ impl Source for CsvSource {
             self.host.check_cancelled()?;
         }
         self.host.progress(total, Some(total));
+        self.mark_pass(&mut cursor, page, true)?;
         Ok(PageEnd {
             next_cursor: cursor,
             done: true,
         })
+    }
+}
+
+impl CsvSource {
+    /// Marks the page as part of the cursor's full pass, if one is under way. The pass's last
+    /// page ends it (the host then marks what the pass did not find as deleted), unless a file
+    /// of the pass was empty or unreadable: that is not a full export, and nothing is deleted.
+    fn mark_pass(
+        &self,
+        cursor: &mut Cursor,
+        page: &mut PageWriter,
+        last: bool,
+    ) -> Result<(), PluginError> {
+        let Some(name) = cursor.pass.clone() else {
+            return Ok(());
+        };
+        if last {
+            cursor.pass = None;
+            if std::mem::take(&mut cursor.pass_broken) {
+                self.host.warn(
+                    "A file of this full export was empty or unreadable: records missing from it \
+                     were not deleted",
+                );
+                return Ok(());
+            }
+        }
+        match page.full_pass(name) {
+            Ok(()) => Ok(()),
+            Err(PluginError::Unsupported(why)) => {
+                cursor.pass = None;
+                self.host
+                    .warn(&format!("deletions = \"delete\" has no effect here: {why}"));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
