@@ -72,6 +72,7 @@ fn audience_operations_become_json_and_sends_become_eml_files() {
             workspace: None,
             campaign: None,
             mode: DestinationMode::Mirror,
+            replace: None,
             audience: Some("vip".into()),
             operations: vec![
                 op("vip:42:add", Action::Upsert),
@@ -90,6 +91,7 @@ fn audience_operations_become_json_and_sends_become_eml_files() {
         workspace: None,
         campaign: None,
         mode: DestinationMode::Send,
+        replace: None,
         audience: None,
         operations: vec![op("welcome:42", Action::Send)],
     })
@@ -131,6 +133,7 @@ fn pushing_the_same_key_again_writes_no_duplicate_and_keeps_the_first_file() {
             workspace: None,
             campaign: None,
             mode: DestinationMode::Send,
+            replace: None,
             audience: None,
             operations: vec![o],
         })
@@ -166,6 +169,7 @@ fn bad_operations_are_rejected_one_by_one_and_the_rest_are_written() {
             workspace: None,
             campaign: None,
             mode: DestinationMode::Upsert,
+            replace: None,
             audience: Some("vip".into()),
             operations: vec![
                 op("remove-in-upsert-mode", Action::Remove),

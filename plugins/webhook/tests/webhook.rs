@@ -78,6 +78,7 @@ fn batch(mode: DestinationMode, operations: Vec<Operation>) -> Batch {
         campaign: Some("winback".into()),
         mode,
         audience: Some("vip".into()),
+        replace: None,
         operations,
     }
 }

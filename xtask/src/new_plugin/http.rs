@@ -354,8 +354,8 @@ pub struct Contact {
 
 /// The API's contact for an operation, or why it cannot be sent (`Err` rejects it).
 ///
-/// Cohort sends a destination only the campaign's `fields` (`[campaigns.fields] email =
-/// "{{email}}"`), in `payload`; a removal carries the fields last acknowledged.
+/// Cohort sends a destination only the campaign's `fields` (`[campaigns.fields]` with an
+/// `email` field), in `payload`; a removal carries the fields last acknowledged.
 pub fn contact(op: &Operation) -> Result<Contact, String> {
     let email = op.payload["email"]
         .as_str()
@@ -403,6 +403,7 @@ fn contacts_are_sent_with_an_idempotency_key_and_one_without_email_is_rejected()
         workspace: None,
         campaign: None,
         mode: DestinationMode::Upsert,
+        replace: None,
         audience: Some("vip".to_owned()),
         operations: vec![op("a", Some("a@example.com")), op("b", None)],
     };
