@@ -165,6 +165,9 @@ static const CohortPluginVtable VTABLE = {
     manifest,         open_instance,    next_page,
     NULL, /* push: not a destination */
     close_instance,   free_buf,
+#if COHORT_ABI_MINOR >= 2
+    NULL, /* finish: not a destination */
+#endif
 };
 
 const CohortPluginVtable *cohort_plugin_entry(uint32_t host_major, uint32_t host_minor) {

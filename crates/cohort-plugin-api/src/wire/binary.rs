@@ -1297,7 +1297,7 @@ mod tests {
         let mut bad = good.clone();
         bad.push(0);
         assert!(
-            error_of(&bad).contains("1 bytes after the rejects"),
+            error_of(&bad).contains("1 bytes after the last section"),
             "{}",
             error_of(&bad)
         );
