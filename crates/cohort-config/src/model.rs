@@ -139,11 +139,31 @@ pub struct Workspace {
     pub campaigns: Vec<Campaign>,
     /// `[[jobs]]`.
     pub jobs: Vec<Job>,
+    /// `[identity]`: customers of several sources are one person. `None`: each customer
+    /// record is its own person, as before.
+    pub identity: Option<Identity>,
     /// The file it is defined in.
     pub file: PathBuf,
     /// That file's folder, which relative paths are resolved against.
     pub dir: PathBuf,
     /// Where `[workspace]` is.
+    pub at: Location,
+}
+
+/// `[identity]`: how customer records of several sources become one person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Match on the normalised email.
+    pub match_email: bool,
+    /// Match on the normalised phone (E.164).
+    pub match_phone: bool,
+    /// Sources in order of preference: each field of a person comes from the first that has
+    /// a value.
+    pub prefer: Vec<String>,
+    /// The sources whose orders count (`None`: every source's). Marking the shop as the order
+    /// source keeps a purchase the CRM also records from counting twice.
+    pub order_sources: Option<Vec<String>>,
+    /// Where `[identity]` is.
     pub at: Location,
 }
 

@@ -26,6 +26,7 @@ pub(crate) const ALLOWED_KEYS: &[(&str, &[&str])] = &[
             "plugins",
             "server",
             "workspace",
+            "identity",
             "sources",
             "segments",
             "segment",
@@ -48,6 +49,7 @@ pub(crate) const ALLOWED_KEYS: &[(&str, &[&str])] = &[
             "unsubscribe_url",
         ],
     ),
+    ("identity", &["match_on", "prefer", "order_sources"]),
     ("sources", &["name", "plugin", "config"]),
     ("segments", &["name", "description", "where", "min_size"]),
     (
@@ -148,6 +150,14 @@ pub(crate) struct RawServer {
 }
 
 #[derive(Debug, Clone)]
+pub(crate) struct RawIdentity {
+    pub(crate) at: Location,
+    pub(crate) match_on: Option<Val<Vec<Str>>>,
+    pub(crate) prefer: Option<Val<Vec<Str>>>,
+    pub(crate) order_sources: Option<Val<Vec<Str>>>,
+}
+
+#[derive(Debug, Clone)]
 pub(crate) struct RawWorkspace {
     pub(crate) at: Location,
     pub(crate) id: Option<Str>,
@@ -241,6 +251,7 @@ pub(crate) struct RawFile {
     pub(crate) plugins: Option<RawPlugins>,
     pub(crate) server: Option<RawServer>,
     pub(crate) workspace: Option<RawWorkspace>,
+    pub(crate) identity: Option<RawIdentity>,
     pub(crate) sources: Vec<RawSource>,
     pub(crate) segments: Vec<RawSegment>,
     pub(crate) destinations: Vec<RawDestination>,
@@ -301,6 +312,7 @@ pub(crate) fn parse_file(path: &Path, text: &str, diags: &mut Diagnostics) -> Ra
         plugins: None,
         server: None,
         workspace: None,
+        identity: None,
         sources: Vec::new(),
         segments: Vec::new(),
         destinations: Vec::new(),
@@ -336,6 +348,15 @@ pub(crate) fn parse_file(path: &Path, text: &str, diags: &mut Diagnostics) -> Ra
             currency: r.string(t, "currency", s),
             as_of: r.string_or_datetime(t, "as_of", s),
             unsubscribe_url: r.string(t, "unsubscribe_url", s),
+        });
+    }
+    if let Some((t, at)) = r.section(root, "identity") {
+        let s = "identity";
+        file.identity = Some(RawIdentity {
+            at,
+            match_on: r.string_list(t, "match_on", s),
+            prefer: r.string_list(t, "prefer", s),
+            order_sources: r.string_list(t, "order_sources", s),
         });
     }
     for (t, at) in r.list(root, "sources") {

@@ -277,7 +277,6 @@ segments = ["s"]
 destination = "d"
 mode = "mirror"
 [campaigns.fields]
-phone = "{{phone}}"
 "#;
     let errs = errors(text);
     let joined = errs.join("\n");
@@ -294,7 +293,7 @@ phone = "{{phone}}"
         "{joined}"
     );
     assert!(
-        joined.contains("campaign `c`: [campaigns.fields] has no `email`"),
+        joined.contains("campaign `c`: [campaigns.fields] is empty"),
         "{joined}"
     );
     assert_eq!(errs.len(), 4, "{joined}");
@@ -466,4 +465,42 @@ fn check_returns_what_it_could_read_along_with_the_mistakes() {
     assert_eq!(ws.segments.len(), 1, "the nameless segment is left out");
     assert_eq!(ws.jobs[0].name, "j");
     assert!(ws.jobs[0].schedule.is_none());
+}
+
+#[test]
+fn identity_names_its_keys_and_sources_and_is_absent_by_default() {
+    let base = r#"
+[workspace]
+id = "shop"
+[[sources]]
+name = "shop"
+plugin = "csv"
+[[sources]]
+name = "crm"
+plugin = "hubspot"
+"#;
+    let plain = load_one(base).unwrap();
+    assert_eq!(plain.workspaces[0].identity, None);
+
+    let good = load_one(&format!(
+        "{base}[identity]\nmatch_on = [\"email\", \"phone\"]\nprefer = [\"shop\", \"crm\"]\norder_sources = [\"shop\"]\n"
+    ))
+    .unwrap();
+    let identity = good.workspaces[0].identity.as_ref().unwrap();
+    assert!(identity.match_email && identity.match_phone);
+    assert_eq!(identity.prefer, ["shop", "crm"]);
+    assert_eq!(identity.order_sources.as_deref(), Some(&["shop".to_owned()][..]));
+
+    let bad = errors(&format!(
+        "{base}[identity]\nmatch_on = [\"emial\"]\nprefer = [\"shpo\"]\n"
+    ));
+    let joined = bad.join("\n");
+    assert!(
+        joined.contains("identity.match_on: unknown key `emial`") && joined.contains("did you mean `email`?"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("unknown source `shpo`") && joined.contains("did you mean `shop`?"),
+        "{joined}"
+    );
 }

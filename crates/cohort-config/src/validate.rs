@@ -10,11 +10,12 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
 use crate::diag::{Diagnostic, Diagnostics, Location, suggest};
 use crate::model::{
-    Campaign, Config, Destination, Email, Job, Mode, PluginsSection, RateLimit, Segment,
+    Campaign, Config, Destination, Email, Identity, Job, Mode, PluginsSection, RateLimit, Segment,
     ServerSection, Source, StoreSection, Template, Workspace,
 };
 use crate::raw::{
-    RawCampaign, RawDestination, RawEmail, RawFile, RawJob, RawPluginConfig, RawWorkspace, Str,
+    RawCampaign, RawDestination, RawEmail, RawFile, RawIdentity, RawJob, RawPluginConfig,
+    RawWorkspace, Str, Val,
 };
 use crate::schedule::Schedule;
 use crate::secret::{PluginConfig, SecretTemplate};
@@ -238,6 +239,7 @@ impl Validator<'_> {
             destinations: Vec::new(),
             campaigns: Vec::new(),
             jobs: Vec::new(),
+            identity: None,
             file: f.path.clone(),
             dir: f.dir.clone(),
             at: w.at.clone(),
@@ -314,7 +316,57 @@ impl Validator<'_> {
                 ws.jobs.push(job);
             }
         }
+        ws.identity = f
+            .identity
+            .as_ref()
+            .map(|i| self.identity(i, &source_names));
         Some(ws)
+    }
+
+    /// `[identity]`: what to match on, and sources that must exist.
+    fn identity(&mut self, i: &RawIdentity, source_names: &[&str]) -> Identity {
+        let (mut email, mut phone) = (false, false);
+        match &i.match_on {
+            None => email = true,
+            Some(list) => {
+                if list.v.is_empty() {
+                    self.err_help(
+                        &list.at,
+                        "identity.match_on is empty",
+                        Some("list what makes two records one person: [\"email\"], [\"phone\"] or both".to_owned()),
+                    );
+                }
+                for m in &list.v {
+                    match m.v.as_str() {
+                        "email" => email = true,
+                        "phone" => phone = true,
+                        other => self.err_help(
+                            &m.at,
+                            format!("identity.match_on: unknown key `{other}`"),
+                            suggest(other, ["email", "phone"])
+                                .or_else(|| Some("use \"email\" or \"phone\"".to_owned())),
+                        ),
+                    }
+                }
+            }
+        }
+        let names = |this: &mut Self, list: &Option<Val<Vec<Str>>>| {
+            list.as_ref().map(|l| {
+                for s in &l.v {
+                    this.reference(s, source_names, "source");
+                }
+                l.v.iter().map(|s| s.v.clone()).collect::<Vec<_>>()
+            })
+        };
+        let prefer = names(self, &i.prefer).unwrap_or_default();
+        let order_sources = names(self, &i.order_sources);
+        Identity {
+            match_email: email,
+            match_phone: phone,
+            prefer,
+            order_sources,
+            at: i.at.clone(),
+        }
     }
 
     /// A required, well-formed, unique name.
@@ -518,11 +570,13 @@ impl Validator<'_> {
                         },
                     )),
                     Some(list) => {
-                        if !list.v.iter().any(|(k, _)| k.v == "email") {
+                        // Which fields identify a member is the destination's to say (`email`
+                        // for most, `EMAIL`/`PHONE` for Meta); an empty list identifies no one.
+                        if list.v.is_empty() {
                             self.err_help(
                                 &list.at,
-                                format!("campaign `{name}`: [campaigns.fields] has no `email`"),
-                                Some("audiences match customers by email: add `email = \"{{email}}\"`".to_owned()),
+                                format!("campaign `{name}`: [campaigns.fields] is empty"),
+                                Some("map the fields the destination identifies members by, e.g. `email = \"{{email}}\"`".to_owned()),
                             );
                         }
                         for (k, t) in &list.v {
