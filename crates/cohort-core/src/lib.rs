@@ -14,6 +14,7 @@ pub mod bitset;
 pub mod delivery;
 pub mod features;
 pub mod hash;
+pub mod identity;
 pub mod membership;
 pub mod money;
 pub mod record;

@@ -19,6 +19,7 @@
 
 mod entity;
 mod error;
+mod identity;
 mod ingest;
 mod migration;
 mod read;
@@ -38,6 +39,7 @@ use sea_orm::{
 use sea_orm_migration::MigratorTrait;
 
 pub use error::StoreError;
+pub use identity::{IdentityUpdate, RecordKey, StoredIdentity};
 pub use runs::{Begun, Holder, Owner, RunLease};
 pub use types::{
     Backend, DestinationState, DestinationStatus, PendingPush, RecordError, Records, RunId, RunRow,

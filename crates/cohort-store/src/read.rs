@@ -35,17 +35,17 @@ fn corrupt(what: &'static str, key: &str, reason: &dyn std::fmt::Display) -> Sto
 }
 
 /// PostgreSQL: streams `SELECT {columns} FROM {table}` over the workspace's sources, calling
-/// `f` with each row as it arrives. JSON columns are selected as `::text` (`json` keeps the
-/// text as sent).
+/// `f` with each row's source id and the row as it arrives; `columns` start at index 1 (the
+/// source id is 0). JSON columns are selected as `::text` (`json` keeps the text as sent).
 async fn for_each_pg_row(
     db: &DatabaseConnection,
     workspace: &str,
     table: &str,
     columns: &str,
-    mut f: impl FnMut(QueryResult) -> Result<(), StoreError> + Send,
+    mut f: impl FnMut(i64, QueryResult) -> Result<(), StoreError> + Send,
 ) -> Result<u64, StoreError> {
     let sql = format!(
-        "SELECT {columns} FROM {table} \
+        "SELECT source_id, {columns} FROM {table} \
          WHERE source_id IN (SELECT id FROM sources WHERE workspace_id = $1) \
          AND deleted_at IS NULL"
     );
@@ -54,7 +54,8 @@ async fn for_each_pg_row(
     let mut rows = db.stream_raw(stmt).await?;
     let mut n = 0u64;
     while let Some(row) = rows.try_next().await? {
-        f(row)?;
+        let source: i64 = row.try_get_by_index(0)?;
+        f(source, row)?;
         n += 1;
     }
     Ok(n)
@@ -64,7 +65,7 @@ async fn for_each_pg_row(
 const SQLITE_PAGE_ROWS: i64 = 2_000;
 
 /// Walks every record of `table` in the workspace's sources, a page at a time, calling `f`
-/// with each decoded row. `fields` are the SQL expressions packed into each row's JSON array
+/// with each decoded row and its source id. `fields` are the SQL expressions packed into each row's JSON array
 /// after its key; `T` decodes `[id_len, external_id, fields…]`, and `key` returns its
 /// (id_len, external_id) to continue from.
 async fn for_each_sqlite_page<T: DeserializeOwned>(
@@ -73,7 +74,7 @@ async fn for_each_sqlite_page<T: DeserializeOwned>(
     table: &str,
     fields: &str,
     key: fn(&T) -> (i32, &str),
-    mut f: impl FnMut(T) -> Result<(), StoreError> + Send,
+    mut f: impl FnMut(i64, T) -> Result<(), StoreError> + Send,
 ) -> Result<u64, StoreError> {
     let mut tx: Transaction<'static, Sqlite> = db.get_sqlite_connection_pool().begin().await?;
     let sources: Vec<i64> =
@@ -118,7 +119,7 @@ async fn for_each_sqlite_page<T: DeserializeOwned>(
                 (len, id.to_owned())
             });
             for row in rows {
-                f(row)?;
+                f(source, row)?;
                 n += 1;
             }
             if !full {
@@ -177,7 +178,7 @@ pub(crate) async fn for_each_customer(
     db: &DatabaseConnection,
     backend: Backend,
     workspace: &str,
-    mut f: impl FnMut(Customer) + Send,
+    mut f: impl FnMut(i64, Customer) + Send,
 ) -> Result<u64, StoreError> {
     if backend == Backend::Sqlite {
         return for_each_sqlite_page(
@@ -186,8 +187,8 @@ pub(crate) async fn for_each_customer(
             "customers",
             "json(data)",
             |r: &CustomerRow| (r.0, &r.1),
-            |r| {
-                f(r.2);
+            |source, r| {
+                f(source, r.2);
                 Ok(())
             },
         )
@@ -198,12 +199,12 @@ pub(crate) async fn for_each_customer(
         workspace,
         "customers",
         "external_id, data::text",
-        |row| {
-            let key: String = row.try_get_by_index(0)?;
-            let data: String = row.try_get_by_index(1)?;
+        |source, row| {
+            let key: String = row.try_get_by_index(1)?;
+            let data: String = row.try_get_by_index(2)?;
             let customer: Customer =
                 serde_json::from_str(&data).map_err(|e| corrupt("customer", &key, &e))?;
-            f(customer);
+            f(source, customer);
             Ok(())
         },
     )
@@ -232,7 +233,7 @@ pub(crate) async fn for_each_order(
     db: &DatabaseConnection,
     backend: Backend,
     workspace: &str,
-    mut f: impl FnMut(Order) + Send,
+    mut f: impl FnMut(i64, Order) + Send,
 ) -> Result<u64, StoreError> {
     if backend == Backend::Sqlite {
         return for_each_sqlite_page(
@@ -242,8 +243,8 @@ pub(crate) async fn for_each_order(
             "customer_id, created_at, total, refunded, currency, item_count, cancelled_at, \
              json(line_items)",
             |r: &OrderRow| (r.0, &r.1),
-            |row| {
-                f(row.into_order()?);
+            |source, row| {
+                f(source, row.into_order()?);
                 Ok(())
             },
         )
@@ -251,9 +252,9 @@ pub(crate) async fn for_each_order(
     }
     let columns = "external_id, customer_id, created_at, total, refunded, currency, item_count, \
                    cancelled_at, line_items::text";
-    for_each_pg_row(db, workspace, "orders", columns, |row| {
-        let id: String = row.try_get_by_index(0)?;
-        let line_items: Option<String> = row.try_get_by_index(8)?;
+    for_each_pg_row(db, workspace, "orders", columns, |source, row| {
+        let id: String = row.try_get_by_index(1)?;
+        let line_items: Option<String> = row.try_get_by_index(9)?;
         let line_items: Option<Vec<LineItem>> = match line_items {
             Some(text) => Some(serde_json::from_str(&text).map_err(|e| corrupt("order", &id, &e))?),
             None => None,
@@ -261,16 +262,16 @@ pub(crate) async fn for_each_order(
         let row = OrderRow(
             0, // the key's length: only SQLite's pages continue from it
             id,
-            row.try_get_by_index(1)?,
             row.try_get_by_index(2)?,
             row.try_get_by_index(3)?,
             row.try_get_by_index(4)?,
             row.try_get_by_index(5)?,
             row.try_get_by_index(6)?,
             row.try_get_by_index(7)?,
+            row.try_get_by_index(8)?,
             line_items,
         );
-        f(row.into_order()?);
+        f(source, row.into_order()?);
         Ok(())
     })
     .await
@@ -280,7 +281,7 @@ pub(crate) async fn for_each_event(
     db: &DatabaseConnection,
     backend: Backend,
     workspace: &str,
-    mut f: impl FnMut(Event) + Send,
+    mut f: impl FnMut(i64, Event) + Send,
 ) -> Result<u64, StoreError> {
     if backend == Backend::Sqlite {
         return for_each_sqlite_page(
@@ -289,32 +290,32 @@ pub(crate) async fn for_each_event(
             "events",
             "customer_id, kind, occurred_at, json(properties)",
             |r: &EventRow| (r.0, &r.1),
-            |row| {
-                f(row.into_event());
+            |source, row| {
+                f(source, row.into_event());
                 Ok(())
             },
         )
         .await;
     }
     let columns = "external_id, customer_id, kind, occurred_at, properties::text";
-    for_each_pg_row(db, workspace, "events", columns, |row| {
-        let id: String = row.try_get_by_index(0)?;
-        let kind: String = row.try_get_by_index(2)?;
+    for_each_pg_row(db, workspace, "events", columns, |source, row| {
+        let id: String = row.try_get_by_index(1)?;
+        let kind: String = row.try_get_by_index(3)?;
         // serde, not EventKind::parse: the stored name round-trips exactly, unknown kinds too.
         let kind: EventKind = serde_json::from_value(serde_json::Value::String(kind))
             .map_err(|e| corrupt("event", &id, &e))?;
-        let properties: String = row.try_get_by_index(4)?;
+        let properties: String = row.try_get_by_index(5)?;
         let properties: BTreeMap<String, serde_json::Value> =
             serde_json::from_str(&properties).map_err(|e| corrupt("event", &id, &e))?;
         let row = EventRow(
             0, // the key's length: only SQLite's pages continue from it
             id,
-            row.try_get_by_index(1)?,
+            row.try_get_by_index(2)?,
             kind,
-            row.try_get_by_index(3)?,
+            row.try_get_by_index(4)?,
             properties,
         );
-        f(row.into_event());
+        f(source, row.into_event());
         Ok(())
     })
     .await

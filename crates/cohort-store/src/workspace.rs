@@ -19,7 +19,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::entity::{
     destination_state, job_runs, memberships, run_errors, segment_definitions, source_cursors,
-    suppressions,
+    sources, suppressions,
 };
 use crate::error::StoreError;
 use crate::types::{
@@ -49,7 +49,13 @@ impl std::fmt::Debug for WorkspaceStore {
     }
 }
 
-fn chunk_rows(columns: usize) -> usize {
+/// The name of source number `id`; records are read inside the workspace's sources, so every
+/// number is known (an empty name would only show a source removed while reading).
+fn source_name(names: &HashMap<i64, String>, id: i64) -> &str {
+    names.get(&id).map_or("", String::as_str)
+}
+
+pub(crate) fn chunk_rows(columns: usize) -> usize {
     (MAX_PARAMS / columns).max(1)
 }
 
@@ -192,27 +198,76 @@ impl WorkspaceStore {
     /// Every customer of the workspace, from every source.
     pub async fn customers(&self) -> Result<Vec<Customer>, StoreError> {
         let mut out = Vec::new();
-        read::for_each_customer(&self.db, self.backend, &self.id, |c| out.push(c)).await?;
+        self.for_each_customer(|c| out.push(c)).await?;
         Ok(out)
     }
 
     /// Calls `f` with each customer, streamed; returns how many there were.
     pub async fn for_each_customer(
         &self,
-        f: impl FnMut(Customer) + Send,
+        mut f: impl FnMut(Customer) + Send,
     ) -> Result<u64, StoreError> {
-        read::for_each_customer(&self.db, self.backend, &self.id, f).await
+        read::for_each_customer(&self.db, self.backend, &self.id, |_, c| f(c)).await
     }
 
     /// Calls `f` with each order, streamed; returns how many there were.
-    pub async fn for_each_order(&self, f: impl FnMut(Order) + Send) -> Result<u64, StoreError> {
-        read::for_each_order(&self.db, self.backend, &self.id, f).await
+    pub async fn for_each_order(&self, mut f: impl FnMut(Order) + Send) -> Result<u64, StoreError> {
+        read::for_each_order(&self.db, self.backend, &self.id, |_, o| f(o)).await
     }
 
     /// Calls `f` with each event, streamed; returns how many there were. Events stored
     /// without a source id come back with their derived id.
-    pub async fn for_each_event(&self, f: impl FnMut(Event) + Send) -> Result<u64, StoreError> {
-        read::for_each_event(&self.db, self.backend, &self.id, f).await
+    pub async fn for_each_event(&self, mut f: impl FnMut(Event) + Send) -> Result<u64, StoreError> {
+        read::for_each_event(&self.db, self.backend, &self.id, |_, e| f(e)).await
+    }
+
+    /// [`Self::for_each_customer`], with the name of each record's source.
+    pub async fn for_each_customer_by_source(
+        &self,
+        mut f: impl FnMut(&str, Customer) + Send,
+    ) -> Result<u64, StoreError> {
+        let names = self.source_names().await?;
+        read::for_each_customer(&self.db, self.backend, &self.id, |s, c| {
+            f(source_name(&names, s), c);
+        })
+        .await
+    }
+
+    /// [`Self::for_each_order`], with the name of each record's source.
+    pub async fn for_each_order_by_source(
+        &self,
+        mut f: impl FnMut(&str, Order) + Send,
+    ) -> Result<u64, StoreError> {
+        let names = self.source_names().await?;
+        read::for_each_order(&self.db, self.backend, &self.id, |s, o| {
+            f(source_name(&names, s), o);
+        })
+        .await
+    }
+
+    /// [`Self::for_each_event`], with the name of each record's source.
+    pub async fn for_each_event_by_source(
+        &self,
+        mut f: impl FnMut(&str, Event) + Send,
+    ) -> Result<u64, StoreError> {
+        let names = self.source_names().await?;
+        read::for_each_event(&self.db, self.backend, &self.id, |s, e| {
+            f(source_name(&names, s), e);
+        })
+        .await
+    }
+
+    /// The workspace's sources by their number in the record tables.
+    async fn source_names(&self) -> Result<HashMap<i64, String>, StoreError> {
+        let rows: Vec<(i64, String)> = sources::Entity::find()
+            .select_only()
+            .column(sources::Column::Id)
+            .column(sources::Column::Name)
+            .filter(sources::Column::WorkspaceId.eq(&*self.id))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().collect())
     }
 
     // ---- segments -------------------------------------------------------------------------

@@ -12,9 +12,9 @@ use cohort_core::money::Money;
 use cohort_core::record::{Customer, Event, EventKind, LineItem, Order};
 use cohort_core::time::Timestamp;
 use cohort_store::{
-    Backend, Begun, DestinationState, DestinationStatus, Owner, PendingPush, RecordError, Records,
-    RunLease, RunStatus, Store, StoreError, Stream, SuppressionReason, Sweep, Upserted,
-    WorkspaceStore,
+    Backend, Begun, DestinationState, DestinationStatus, IdentityUpdate, Owner, PendingPush,
+    RecordError, Records, RunLease, RunStatus, Store, StoreError, StoredIdentity, Stream,
+    SuppressionReason, Sweep, Upserted, WorkspaceStore,
 };
 use serde_json::json;
 use util::workspace;
@@ -1149,3 +1149,149 @@ both!(plugin_state_is_kept_per_workspace_and_scope, |db| {
         None
     );
 });
+
+both!(records_are_read_with_their_source_names, |db| {
+    db.store.ensure_workspace(&workspace("a")).await.unwrap();
+    let ws = db.store.workspace("a");
+    let none = Sweep::NONE;
+    ws.ingest(
+        "shop",
+        Records::Customers(&people(&["1"])),
+        &json!(1),
+        &none,
+    )
+    .await
+    .unwrap();
+    ws.ingest(
+        "crm",
+        Records::Customers(&people(&["1", "9"])),
+        &json!(1),
+        &none,
+    )
+    .await
+    .unwrap();
+    ws.ingest(
+        "crm",
+        Records::Orders(&[order("o1", "9", 5)]),
+        &json!(1),
+        &none,
+    )
+    .await
+    .unwrap();
+    let ev = [event(Some("e1"), "1", EventKind::EmailOpen, 1_700_000_000)];
+    ws.ingest("shop", Records::Events(&ev), &json!(1), &none)
+        .await
+        .unwrap();
+    let mut customers = Vec::new();
+    ws.for_each_customer_by_source(|s, c| customers.push((s.to_owned(), c.id.to_string())))
+        .await
+        .unwrap();
+    customers.sort();
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
+    };
+    assert_eq!(
+        customers,
+        pairs(&[("crm", "1"), ("crm", "9"), ("shop", "1")])
+    );
+    let mut orders = Vec::new();
+    ws.for_each_order_by_source(|s, o| orders.push((s.to_owned(), o.id)))
+        .await
+        .unwrap();
+    assert_eq!(orders, pairs(&[("crm", "o1")]));
+    let mut events = Vec::new();
+    ws.for_each_event_by_source(|s, e| events.push((s.to_owned(), e.customer_id.to_string())))
+        .await
+        .unwrap();
+    assert_eq!(events, pairs(&[("shop", "1")]));
+});
+
+both!(
+    identity_links_round_trip_and_merges_move_state_to_the_survivor,
+    |db| {
+        db.store.ensure_workspace(&workspace("a")).await.unwrap();
+        let ws = db.store.workspace("a");
+        assert_eq!(ws.identity().await.unwrap(), StoredIdentity::default());
+        let key = |s: &str, id: &str| (s.to_owned(), id.to_owned());
+        ws.save_identity(&IdentityUpdate {
+            set: vec![
+                (key("shop", "1"), "p-1".to_owned()),
+                (key("crm", "9"), "p-2".to_owned()),
+                (key("crm", "10"), "p-3".to_owned()),
+            ],
+            next: 4,
+            ..IdentityUpdate::default()
+        })
+        .await
+        .unwrap();
+        let at = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap();
+        let st = |id: &str, status, hash: &str| DestinationState {
+            customer_id: id.to_owned(),
+            status,
+            payload_hash: hash.to_owned(),
+            idempotency_key: format!("k-{id}"),
+            entries: 1,
+            pending: None,
+            updated_at: at,
+            payload: None,
+        };
+        // `welcome`: only the retired p-2 was sent to. `mirror`: both are members.
+        ws.commit_destination("welcome", &[st("p-2", DestinationStatus::Sent, "")])
+            .await
+            .unwrap();
+        ws.commit_destination(
+            "mirror",
+            &[
+                st("p-1", DestinationStatus::Member, "h1"),
+                st("p-2", DestinationStatus::Member, "h2"),
+            ],
+        )
+        .await
+        .unwrap();
+        ws.apply_membership("vip", &["p-2".to_owned()], &[], at)
+            .await
+            .unwrap();
+        ws.apply_membership("all", &["p-1".to_owned(), "p-2".to_owned()], &[], at)
+            .await
+            .unwrap();
+
+        // p-2 merges into p-1; crm:10 is gone.
+        ws.save_identity(&IdentityUpdate {
+            set: vec![(key("crm", "9"), "p-1".to_owned())],
+            unset: vec![key("crm", "10")],
+            next: 4,
+            merged: vec![("p-2".to_owned(), "p-1".to_owned())],
+        })
+        .await
+        .unwrap();
+        let stored = ws.identity().await.unwrap();
+        assert_eq!(stored.next, Some(4));
+        assert_eq!(
+            stored.links,
+            [
+                (key("shop", "1"), "p-1".to_owned()),
+                (key("crm", "9"), "p-1".to_owned())
+            ]
+            .into_iter()
+            .collect()
+        );
+        let welcome = ws.destination_state("welcome").await.unwrap();
+        assert_eq!(
+            welcome.keys().collect::<Vec<_>>(),
+            ["p-1"],
+            "the survivor was welcomed"
+        );
+        assert_eq!(welcome["p-1"].status, DestinationStatus::Sent);
+        let mirror = ws.destination_state("mirror").await.unwrap();
+        assert_eq!(mirror.len(), 2, "the retired member stays, to leave");
+        assert_eq!(mirror["p-2"].payload_hash, "h2");
+        assert_eq!(
+            mirror["p-1"].payload_hash, "",
+            "the survivor is pushed again"
+        );
+        assert_eq!(ws.members("vip").await.unwrap(), ["p-1"]);
+        assert_eq!(ws.members("all").await.unwrap(), ["p-1"]);
+    }
+);

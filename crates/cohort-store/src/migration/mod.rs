@@ -9,6 +9,7 @@ mod m0001_initial;
 mod m0002_source_keys;
 mod m0003_run_leases;
 mod m0004_deletions_and_state;
+mod m0005_identity;
 
 /// Every migration of the store, oldest first.
 #[derive(Debug)]
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_source_keys::Migration),
             Box::new(m0003_run_leases::Migration),
             Box::new(m0004_deletions_and_state::Migration),
+            Box::new(m0005_identity::Migration),
         ]
     }
 
