@@ -614,7 +614,8 @@ mod tests {
         // A listing by id: records unmarked, the first page names when the pass began.
         let listing = |token: Option<&u32>, started: i64| {
             let n = token.copied().unwrap_or(0);
-            let mut page = VendorPage::new().start_mark(Mark::new(Timestamp::from_secs(started), ""));
+            let mut page =
+                VendorPage::new().start_mark(Mark::new(Timestamp::from_secs(started), ""));
             for id in [n * 2 + 1, n * 2 + 2] {
                 page.push_marked(customer(id, 500 + i64::from(id)), None);
             }
@@ -623,16 +624,21 @@ mod tests {
         let mut pager = Pager::<u32>::new(Host::detached()).incremental();
         let mut page = PageWriter::new(Stream::Customers, 3);
         let end = pager
-            .fill(Stream::Customers, None, &mut page, |t, _| Ok(listing(t, 100)))
+            .fill(Stream::Customers, None, &mut page, |t, _| {
+                Ok(listing(t, 100))
+            })
             .unwrap();
         assert!(!end.done);
         // Resumed by a new run, whose pages say the listing began later: the first start holds.
         let mut fresh = Pager::<u32>::new(Host::detached()).incremental();
         let mut page = PageWriter::new(Stream::Customers, 3);
         let end = fresh
-            .fill(Stream::Customers, Some(end.next_cursor), &mut page, |t, _| {
-                Ok(listing(t, 900))
-            })
+            .fill(
+                Stream::Customers,
+                Some(end.next_cursor),
+                &mut page,
+                |t, _| Ok(listing(t, 900)),
+            )
             .unwrap();
         assert!(end.done);
         assert_eq!(
@@ -665,7 +671,11 @@ mod tests {
         let bytes = page.finish(&end).unwrap();
         let parsed: Page<Customer> = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(parsed.records.len(), 1);
-        assert_eq!(parsed.deleted, ["7", "8"], "4 was handed over by an earlier pass");
+        assert_eq!(
+            parsed.deleted,
+            ["7", "8"],
+            "4 was handed over by an earlier pass"
+        );
         assert_eq!(
             end.next_cursor.since,
             Some(Mark::new(Timestamp::from_secs(300), "7"))
