@@ -143,7 +143,10 @@ impl Api {
             .timeout(Duration::from_secs(30));
         Api {
             host,
-            general: base.clone().account(account.clone()).rate_limit(rate, burst),
+            general: base
+                .clone()
+                .account(account.clone())
+                .rate_limit(rate, burst),
             search: base
                 .account(format!("{account}:search"))
                 .rate_limit(SEARCH_PACE.0, SEARCH_PACE.1),
@@ -374,7 +377,9 @@ impl Api {
             0 | 1 => String::new(),
             n => format!(" after {n} attempts"),
         };
-        let message = self.scrub(&format!("HubSpot answered {what} with {status}{detail}{attempts}"));
+        let message = self.scrub(&format!(
+            "HubSpot answered {what} with {status}{detail}{attempts}"
+        ));
         match status {
             429 if field("policyName") == Some("DAILY") => {
                 self.daily_spent = true;
@@ -433,13 +438,10 @@ impl Api {
                 .json(&json!({"inputs": inputs}))?;
             let answer: Answer = self.send(request, false)?.json()?;
             for a in answer.results {
-                let lowest = a
-                    .to
-                    .iter()
-                    .map(|t| text(&t.to_object_id))
-                    .min_by(|x, y| {
-                        cohort_plugin_api::cohort_core::record::natural_cmp(x, y)
-                    });
+                let lowest =
+                    a.to.iter()
+                        .map(|t| text(&t.to_object_id))
+                        .min_by(|x, y| cohort_plugin_api::cohort_core::record::natural_cmp(x, y));
                 if let Some(contact) = lowest {
                     first.insert(text(&a.from.id), contact);
                 }
@@ -683,16 +685,15 @@ impl Paged for Api {
                     match at {
                         Ok(at) if at.zip(self.archived_since).is_some_and(|(a, s)| a < s) => {}
                         Ok(_) => page.delete(o.id.clone(), None),
-                        Err(why) => page.reject(format!("archived {} {}", object_type(stream), o.id), why),
+                        Err(why) => {
+                            page.reject(format!("archived {} {}", object_type(stream), o.id), why)
+                        }
                     }
                 }
                 Ok(page.next(after.map(|a| Token::Archived { after: Some(a) })))
             }
             Token::Search {
-                from,
-                upper,
-                tie,
-                ..
+                from, upper, tie, ..
             } => {
                 self.read_objects(stream, &body.results, true, &mut page)?;
                 let next_after = after.and_then(|a| a.parse::<u32>().ok());

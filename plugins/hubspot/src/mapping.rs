@@ -179,10 +179,7 @@ pub fn customer(contact: &Object, rules: &Contacts) -> Result<(Customer, Option<
     c.created_at = created.map(timestamp);
     c.updated_at = modified.map(timestamp);
     // Consent is explicit or nothing, and an opt-out wins over any opt-in.
-    c.accepts_email_marketing = rules
-        .consent
-        .as_deref()
-        .is_some_and(|p| contact.is_true(p))
+    c.accepts_email_marketing = rules.consent.as_deref().is_some_and(|p| contact.is_true(p))
         && !contact.is_true("hs_email_optout");
     if let Some(tags) = rules.tags.as_deref().and_then(|p| contact.get(p)) {
         for tag in tags.split(';').map(str::trim).filter(|t| !t.is_empty()) {
@@ -237,11 +234,11 @@ pub fn deal(deal: &Object, contact: Option<&str>) -> Result<Deal, String> {
         return Ok(Deal::NotWon);
     }
     let Some(contact) = contact else {
-        return Err("closed won, but associated with no contact: no customer to count it for".into());
+        return Err(
+            "closed won, but associated with no contact: no customer to count it for".into(),
+        );
     };
-    let amount = deal
-        .get("amount")
-        .ok_or("closed won without an `amount`")?;
+    let amount = deal.get("amount").ok_or("closed won without an `amount`")?;
     let total = Money::parse(amount).map_err(|e| format!("amount: {e}"))?;
     let closed = deal
         .millis("closedate")?
@@ -293,7 +290,10 @@ mod tests {
         assert_eq!(customer.tags, ["running", "yoga"]);
         assert!(customer.accepts_email_marketing);
         assert_eq!(modified, Some(1_709_366_400_123));
-        assert_eq!(customer.updated_at, Some(Timestamp::from_secs(1_709_366_400)));
+        assert_eq!(
+            customer.updated_at,
+            Some(Timestamp::from_secs(1_709_366_400))
+        );
         assert_eq!(
             customer.attributes["lifecyclestage"],
             AttributeValue::Text("customer".into())
@@ -349,13 +349,21 @@ mod tests {
         assert_eq!(order.customer_id.as_str(), "51");
         assert_eq!(order.currency.as_deref(), Some("EUR"));
         assert_eq!(order.created_at, Some(Timestamp::from_secs(1_714_557_600)));
-        let open = object(json!({"id": "9", "properties": {"hs_is_closed_won": "false", "dealstage": "closedwon"}}));
+        let open = object(
+            json!({"id": "9", "properties": {"hs_is_closed_won": "false", "dealstage": "closedwon"}}),
+        );
         assert_eq!(deal(&open, Some("51")).unwrap(), Deal::NotWon);
-        let legacy = object(json!({"id": "9", "properties": {"dealstage": "closedwon", "amount": "1", "closedate": "1714557600000"}}));
+        let legacy = object(
+            json!({"id": "9", "properties": {"dealstage": "closedwon", "amount": "1", "closedate": "1714557600000"}}),
+        );
         assert!(matches!(deal(&legacy, Some("5")).unwrap(), Deal::Won(_)));
         assert!(deal(&legacy, None).unwrap_err().contains("no contact"));
         let fractional = object(json!({"id": "9", "properties": {
             "hs_is_closed_won": "true", "amount": "0.123456", "closedate": "2024-05-01T10:00:00Z"}}));
-        assert!(deal(&fractional, Some("5")).unwrap_err().starts_with("amount: "));
+        assert!(
+            deal(&fractional, Some("5"))
+                .unwrap_err()
+                .starts_with("amount: ")
+        );
     }
 }

@@ -84,7 +84,12 @@ impl Id for Order {
 impl<R: StreamRecord + Id + Clone> Kept<R> {
     /// Pulls the stream to its end from the kept cursor, with host pages of `page_size`,
     /// keeping each page with its cursor as the store does (a failed pull resumes there).
-    fn pull(&mut self, config: &Value, page_size: usize, logs: &Arc<Logs>) -> Result<(), CallError> {
+    fn pull(
+        &mut self,
+        config: &Value,
+        page_size: usize,
+        logs: &Arc<Logs>,
+    ) -> Result<(), CallError> {
         let mut i = source().open(config, services(logs))?;
         pull(&mut i, self.cursor.clone(), page_size, |page: Page<R>| {
             let mut sent = Vec::new();
@@ -97,17 +102,26 @@ impl<R: StreamRecord + Id + Clone> Kept<R> {
                 self.records.remove(&id);
                 self.deleted.insert(id);
             }
-            self.rejects
-                .extend(page.rejects.into_iter().map(|r| format!("{}: {}", r.location, r.reason)));
+            self.rejects.extend(
+                page.rejects
+                    .into_iter()
+                    .map(|r| format!("{}: {}", r.location, r.reason)),
+            );
             if let Some(name) = page.pass {
-                let (current, seen) = self.pass.get_or_insert_with(|| (name.clone(), BTreeSet::new()));
+                let (current, seen) = self
+                    .pass
+                    .get_or_insert_with(|| (name.clone(), BTreeSet::new()));
                 assert_eq!(*current, name, "one name on every page of a pass");
                 seen.extend(sent);
                 if page.done {
                     // The pass is over: what it did not send is gone.
                     let seen = seen.clone();
-                    let gone: Vec<String> =
-                        self.records.keys().filter(|id| !seen.contains(*id)).cloned().collect();
+                    let gone: Vec<String> = self
+                        .records
+                        .keys()
+                        .filter(|id| !seen.contains(*id))
+                        .cloned()
+                        .collect();
                     for id in gone {
                         self.records.remove(&id);
                         self.deleted.insert(id);
@@ -135,14 +149,25 @@ impl<R: StreamRecord + Id + Clone> Kept<R> {
     }
 
     fn ids(&self) -> Vec<u64> {
-        self.records.keys().map(|k| k.parse().unwrap()).collect::<BTreeSet<_>>().into_iter().collect()
+        self.records
+            .keys()
+            .map(|k| k.parse().unwrap())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
     }
 }
 
 fn assert_clean(fake: &Fake) {
     let stats = fake.stats();
-    assert_eq!(stats.invalid, 0, "requests that break HubSpot's rules: {stats:?}");
-    assert_eq!(stats.throttled, 0, "429s caused by the plugin's own pace: {stats:?}");
+    assert_eq!(
+        stats.invalid, 0,
+        "requests that break HubSpot's rules: {stats:?}"
+    );
+    assert_eq!(
+        stats.throttled, 0,
+        "429s caused by the plugin's own pace: {stats:?}"
+    );
     assert_eq!(stats.past_cap, 0, "searches paged past 10,000: {stats:?}");
 }
 
@@ -153,7 +178,9 @@ fn the_source_passes_the_conformance_kit_with_the_example_it_ships() {
     let report = checked.report.to_string();
     for stream in ["customers", "orders"] {
         assert!(
-            report.contains(&format!("pass  {stream}: a cursor resumes where it stopped")),
+            report.contains(&format!(
+                "pass  {stream}: a cursor resumes where it stopped"
+            )),
             "{report}"
         );
     }
@@ -178,8 +205,14 @@ fn a_full_sync_reads_every_contact_and_closed_won_deal() {
     let c10 = &customers.records["10"];
     assert_eq!(c10.email.as_deref(), Some("contact10@example.com"));
     assert_eq!(c10.country.as_deref(), Some("DE"));
-    assert!(c10.accepts_email_marketing, "10 consents and did not opt out");
-    assert!(!customers.records["35"].accepts_email_marketing, "35 consents but opted out");
+    assert!(
+        c10.accepts_email_marketing,
+        "10 consents and did not opt out"
+    );
+    assert!(
+        !customers.records["35"].accepts_email_marketing,
+        "35 consents but opted out"
+    );
     assert!(!customers.records["11"].accepts_email_marketing);
     assert_eq!(customers.records["5"].tags, ["yoga", "running"]);
     assert_eq!(
@@ -194,7 +227,10 @@ fn a_full_sync_reads_every_contact_and_closed_won_deal() {
 
     let mut orders = Kept::<Order>::default();
     orders.pull(&c, 40, &logs).unwrap();
-    assert_eq!(orders.records.keys().collect::<Vec<_>>(), [&won.to_string()]);
+    assert_eq!(
+        orders.records.keys().collect::<Vec<_>>(),
+        [&won.to_string()]
+    );
     let order = &orders.records[&won.to_string()];
     assert_eq!(order.total, Money::parse("1234.56").unwrap());
     assert_eq!(
@@ -206,7 +242,11 @@ fn a_full_sync_reads_every_contact_and_closed_won_deal() {
     assert_eq!(orders.rejects.len(), 1, "{:?}", orders.rejects);
     assert!(orders.rejects[0].starts_with(&format!("deal {orphan}: ")));
     assert_clean(&fake);
-    let searches = fake.requests().iter().filter(|r| r.path.ends_with("/search")).count();
+    let searches = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/search"))
+        .count();
     assert_eq!(searches, 0, "a full sync lists; it does not search");
 }
 
@@ -233,9 +273,14 @@ fn an_incremental_run_reads_what_changed_once_it_settled_and_deletes_what_was_ar
 
     // Just changed: not settled yet, so not read (the index may not show it all).
     customers.pull(&c, 1000, &logs).unwrap();
-    assert_eq!(customers.records[&ids[4].to_string()].first_name.as_deref(), Some("First5"));
+    assert_eq!(
+        customers.records[&ids[4].to_string()].first_name.as_deref(),
+        Some("First5")
+    );
 
-    fake.advance(Duration::from_millis(u64::try_from(SEARCH_SETTLE_MS).unwrap() + 2000));
+    fake.advance(Duration::from_millis(
+        u64::try_from(SEARCH_SETTLE_MS).unwrap() + 2000,
+    ));
     customers.pull(&c, 1000, &logs).unwrap();
     orders.pull(&c, 1000, &logs).unwrap();
     assert_eq!(
@@ -243,17 +288,32 @@ fn an_incremental_run_reads_what_changed_once_it_settled_and_deletes_what_was_ar
         Some("Renamed")
     );
     assert!(!customers.records[&ids[7].to_string()].accepts_email_marketing);
-    assert!(customers.deleted.contains(&ids[9].to_string()), "the archived contact is deleted");
+    assert!(
+        customers.deleted.contains(&ids[9].to_string()),
+        "the archived contact is deleted"
+    );
     assert!(!customers.records.contains_key(&ids[9].to_string()));
-    assert!(orders.records.is_empty(), "a deal no longer won is no order");
-    assert_eq!(customers.passes.len(), 1, "incremental runs are not full passes");
+    assert!(
+        orders.records.is_empty(),
+        "a deal no longer won is no order"
+    );
+    assert_eq!(
+        customers.passes.len(),
+        1,
+        "incremental runs are not full passes"
+    );
     // Only searches and the archived listings: no contact was listed again.
     let after: Vec<_> = fake.requests()[listed..]
         .iter()
         .filter(|r| !r.path.ends_with("/search"))
         .map(|r| format!("{} {}", r.path, r.query("archived").unwrap_or_default()))
         .collect();
-    assert!(after.iter().all(|r| r.ends_with("true") || r.contains("associations") || r.contains("properties")), "{after:?}");
+    assert!(
+        after
+            .iter()
+            .all(|r| r.ends_with("true") || r.contains("associations") || r.contains("properties")),
+        "{after:?}"
+    );
     assert_clean(&fake);
 }
 
@@ -269,7 +329,9 @@ fn more_than_10000_contacts_modified_in_one_window_are_all_read() {
     for i in 0..2600 {
         fake.add_contacts(4, start + i);
     }
-    fake.advance(Duration::from_millis(u64::try_from(SEARCH_SETTLE_MS).unwrap() + 5000));
+    fake.advance(Duration::from_millis(
+        u64::try_from(SEARCH_SETTLE_MS).unwrap() + 5000,
+    ));
     customers.pull(&c, 2000, &logs).unwrap();
     assert_eq!(customers.ids(), fake.live_contacts());
     assert_eq!(customers.records.len(), 10_400);
@@ -287,16 +349,21 @@ fn many_contacts_sharing_one_millisecond_are_walked_by_id_and_none_is_skipped() 
     fake.add_contacts(30, at - 1);
     fake.add_contacts(10_300, at);
     fake.add_contacts(30, at + 1);
-    fake.advance(Duration::from_millis(u64::try_from(SEARCH_SETTLE_MS).unwrap() + 5000));
+    fake.advance(Duration::from_millis(
+        u64::try_from(SEARCH_SETTLE_MS).unwrap() + 5000,
+    ));
     customers.pull(&c, 5000, &logs).unwrap();
     assert_eq!(customers.records.len(), 10_360);
     assert_eq!(customers.ids(), fake.live_contacts());
     let by_id = fake
         .requests()
         .iter()
-        .filter(|r| r.body.contains("\"hs_object_id\",\"direction\""))
+        .filter(|r| r.json()["sorts"][0]["propertyName"] == "hs_object_id")
         .count();
-    assert!(by_id >= 52, "the shared millisecond is walked by id: {by_id} searches");
+    assert!(
+        by_id >= 52,
+        "the shared millisecond is walked by id: {by_id} searches"
+    );
     assert_clean(&fake);
 }
 
@@ -346,7 +413,13 @@ fn injected_429s_and_502s_still_store_everything_and_the_pace_causes_no_429() {
     customers.cursor = Value::Null;
     customers.records.clear();
     fake.add_contacts(1, old(&fake));
-    for fault in [Fault::TooMany, Fault::BadGatewayHtml, Fault::TooMany, Fault::Internal, Fault::BadGatewayHtml] {
+    for fault in [
+        Fault::TooMany,
+        Fault::BadGatewayHtml,
+        Fault::TooMany,
+        Fault::Internal,
+        Fault::BadGatewayHtml,
+    ] {
         fake.inject("/crm/v3/objects/contacts", fault, 1);
     }
     assert_eq!(customers.pull_retrying(&c, 100, &logs), 1);
@@ -399,7 +472,9 @@ fn the_token_never_appears_in_errors_or_logs_even_when_hubspot_echoes_it() {
     assert!(!logs.all().contains(TOKEN), "{}", logs.all());
     // A wrong token is a config error naming the key, never the value.
     let wrong = config(&fake, &json!({"access_token": "pat-na1-wrong"}));
-    let err = Kept::<Customer>::default().pull(&wrong, 100, &logs).unwrap_err();
+    let err = Kept::<Customer>::default()
+        .pull(&wrong, 100, &logs)
+        .unwrap_err();
     assert!(err.is_config(), "{err}");
     assert!(err.to_string().contains("/access_token"), "{err}");
     assert!(!err.to_string().contains("pat-na1-wrong"), "{err}");
@@ -413,7 +488,9 @@ fn properties_hubspot_does_not_have_or_of_the_wrong_type_are_config_errors_at_th
         &fake,
         &json!({"properties": ["company", "compnay"], "consent_property": "email", "tags_property": "score"}),
     );
-    let err = Kept::<Customer>::default().pull(&c, 100, &logs).unwrap_err();
+    let err = Kept::<Customer>::default()
+        .pull(&c, 100, &logs)
+        .unwrap_err();
     let CallError::Config(issues) = err else {
         panic!("{err}");
     };
@@ -439,5 +516,9 @@ fn a_spent_daily_limit_ends_the_pull_as_retryable() {
         .unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert!(err.to_string().contains("daily API limit"), "{err}");
-    assert_eq!(fake.stats().requests, 3, "no request is sent once the headers say it is spent");
+    assert_eq!(
+        fake.stats().requests,
+        3,
+        "no request is sent once the headers say it is spent"
+    );
 }

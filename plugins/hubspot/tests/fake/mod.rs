@@ -427,7 +427,11 @@ fn answer(state: &Mutex<State>, r: &Recorded) -> Reply {
     }
     let search = r.path.ends_with("/search");
     let date = http_date(s.now());
-    if let Some(i) = s.faults.iter().position(|(p, _)| r.path.contains(p.as_str())) {
+    if let Some(i) = s
+        .faults
+        .iter()
+        .position(|(p, _)| r.path.contains(p.as_str()))
+    {
         let (_, fault) = s.faults.remove(i).unwrap();
         s.stats.injected += 1;
         let reply = match fault {
@@ -550,10 +554,16 @@ fn limit_headers(s: &State, reply: Reply) -> Reply {
 /// A record as HubSpot answers it, with the properties asked for (and the defaults).
 fn render(id: u64, props: &BTreeMap<String, String>, rec: &Rec, wanted: &[String]) -> Value {
     let mut out = Map::new();
-    for name in wanted.iter().map(String::as_str).chain(DEFAULTS.iter().copied()) {
+    for name in wanted
+        .iter()
+        .map(String::as_str)
+        .chain(DEFAULTS.iter().copied())
+    {
         out.insert(
             name.to_owned(),
-            props.get(name).map_or(Value::Null, |v| Value::String(v.clone())),
+            props
+                .get(name)
+                .map_or(Value::Null, |v| Value::String(v.clone())),
         );
     }
     let modified = props
@@ -579,8 +589,15 @@ fn list(s: &mut State, object: &str, r: &Recorded) -> Reply {
         return s.invalid(&format!("unknown object type {object}"));
     }
     for (k, _) in &r.query {
-        if !["limit", "after", "properties", "archived", "associations", "propertiesWithHistory"]
-            .contains(&k.as_str())
+        if ![
+            "limit",
+            "after",
+            "properties",
+            "archived",
+            "associations",
+            "propertiesWithHistory",
+        ]
+        .contains(&k.as_str())
         {
             return s.invalid(&format!("unknown query parameter {k}"));
         }
@@ -664,8 +681,12 @@ fn value_of(name: &str, text: &str) -> Option<Cmp> {
 }
 
 fn matches(props: &BTreeMap<String, String>, filter: &Value) -> Result<bool, String> {
-    let name = filter["propertyName"].as_str().ok_or("a filter without propertyName")?;
-    let op = filter["operator"].as_str().ok_or("a filter without operator")?;
+    let name = filter["propertyName"]
+        .as_str()
+        .ok_or("a filter without propertyName")?;
+    let op = filter["operator"]
+        .as_str()
+        .ok_or("a filter without operator")?;
     let have = props.get(name).filter(|v| !v.is_empty());
     if op == "HAS_PROPERTY" {
         return Ok(have.is_some());
@@ -708,7 +729,16 @@ fn search_answer(s: &mut State, object: &str, r: &Recorded) -> Reply {
         return s.invalid("the body is not a JSON object");
     };
     for k in o.keys() {
-        if !["filterGroups", "sorts", "properties", "limit", "after", "query"].contains(&k.as_str()) {
+        if ![
+            "filterGroups",
+            "sorts",
+            "properties",
+            "limit",
+            "after",
+            "query",
+        ]
+        .contains(&k.as_str())
+        {
             return s.invalid(&format!("unknown field {k}"));
         }
     }
@@ -742,7 +772,9 @@ fn search_answer(s: &mut State, object: &str, r: &Recorded) -> Reply {
             Ok(n) => n,
             Err(_) => return s.invalid("after must be a number"),
         },
-        Some(Value::Number(n)) => usize::try_from(n.as_u64().unwrap_or(u64::MAX)).unwrap_or(usize::MAX),
+        Some(Value::Number(n)) => {
+            usize::try_from(n.as_u64().unwrap_or(u64::MAX)).unwrap_or(usize::MAX)
+        }
         Some(_) => return s.invalid("after must be a number"),
     };
     if after >= 10_000 {
@@ -756,7 +788,11 @@ fn search_answer(s: &mut State, object: &str, r: &Recorded) -> Reply {
     }
     let wanted: Vec<String> = body["properties"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     let now = s.now();
     // The index catches up with writes older than the lag.
@@ -803,7 +839,10 @@ fn search_answer(s: &mut State, object: &str, r: &Recorded) -> Reply {
         let (name, descending) = match sort {
             Value::String(n) => (n.trim_start_matches('-').to_owned(), n.starts_with('-')),
             other => (
-                other["propertyName"].as_str().unwrap_or_default().to_owned(),
+                other["propertyName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
                 other["direction"].as_str() == Some("DESCENDING"),
             ),
         };
@@ -856,6 +895,8 @@ fn associations(s: &mut State, r: &Recorded) -> Reply {
         }
     }
     let status = if errors.is_empty() { 200 } else { 207 };
-    Reply::status(status).with_json(&json!({"status": "COMPLETE", "results": results, "errors": errors,
-        "startedAt": iso(s.now()), "completedAt": iso(s.now())}))
+    Reply::status(status).with_json(
+        &json!({"status": "COMPLETE", "results": results, "errors": errors,
+        "startedAt": iso(s.now()), "completedAt": iso(s.now())}),
+    )
 }
