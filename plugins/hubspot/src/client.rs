@@ -686,7 +686,7 @@ impl Paged for Api {
                         Ok(at) if at.zip(self.archived_since).is_some_and(|(a, s)| a < s) => {}
                         Ok(_) => page.delete(o.id.clone(), None),
                         Err(why) => {
-                            page.reject(format!("archived {} {}", object_type(stream), o.id), why)
+                            page.reject(format!("archived {} {}", object_type(stream), o.id), why);
                         }
                     }
                 }

@@ -338,8 +338,8 @@ fn contact_props(id: u64, modified: i64) -> BTreeMap<String, String> {
         ("lifecyclestage", "lead".to_owned()),
         ("createdate", iso(modified - 86_400_000)),
         ("lastmodifieddate", iso(modified)),
-        ("hs_email_optout", (id % 7 == 0).to_string()),
-        ("marketing_opt_in", (id % 5 == 0).to_string()),
+        ("hs_email_optout", id.is_multiple_of(7).to_string()),
+        ("marketing_opt_in", id.is_multiple_of(5).to_string()),
         ("interests", interests.to_owned()),
         ("company", format!("Company {}", id % 13)),
         ("score", (id % 100).to_string()),
@@ -820,10 +820,7 @@ fn search_answer(s: &mut State, object: &str, r: &Recorded) -> Reply {
                         all = false;
                         break;
                     }
-                    Err(e) => {
-                        let e = e.clone();
-                        return s.invalid(&e);
-                    }
+                    Err(e) => return s.invalid(&e),
                 }
             }
             if all {
