@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::paths;
 
-pub(crate) fn run(args: Vec<String>) -> Result<()> {
+pub(crate) fn run(args: &[String]) -> Result<()> {
     let arg = |name: &str, default: &str| -> String {
         args.iter()
             .position(|a| a == name)

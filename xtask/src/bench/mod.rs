@@ -42,7 +42,7 @@ pub(crate) fn run(args: Vec<String>) -> Result<()> {
     match name.as_deref() {
         Some("segments") => segments::run(args.collect()),
         Some("store") => store::run(args.collect()),
-        Some("hubspot") => hubspot::run(args.collect()),
+        Some("hubspot") => hubspot::run(&args.collect::<Vec<_>>()),
         None | Some("list" | "-h" | "--help") => {
             println!("Usage: cargo xtask bench NAME [OPTIONS]   (NAME --help for its options)\n");
             println!("Benchmarks:");
