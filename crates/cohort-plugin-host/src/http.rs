@@ -15,7 +15,9 @@
 //!
 //! **Limits.** A bucket's limit is the policy's default, unless the instance's
 //! [`HostServices::rate_limit`](crate::HostServices::rate_limit) sets one (a destination's
-//! `rate_limit` in the config). A configured limit replaces the default; when two instances
+//! `rate_limit` in the config), or the request asks for one (`HttpRequest::rate_limit`: a plugin
+//! that knows its vendor's limit for the account, a tier in its config; the instance's wins). A
+//! configured limit replaces the default; when two instances
 //! configure different limits for one account, the stricter wins, because the vendor's limit is
 //! per account whoever asks.
 //!
@@ -335,7 +337,10 @@ impl HttpService {
             .map(Duration::from_millis)
             .unwrap_or(policy.timeout);
         let what = format!("{method_name} {shown_url}");
-        let limiter = self.bucket(&bucket_key(cx.plugin, &request, &url), cx.rate_limit);
+        let limiter = self.bucket(
+            &bucket_key(cx.plugin, &request, &url),
+            limit_for(cx.rate_limit, &request),
+        );
         let max_attempts = policy.max_attempts.max(1);
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(policy.base_backoff)
@@ -498,6 +503,18 @@ impl HttpService {
             Err(not_until) => not_until.wait_time_from(DefaultClock::default().now()),
         }
     }
+}
+
+/// The limit a request's bucket is configured with: the instance's (a destination's
+/// `rate_limit`), else the one the plugin asks for (a vendor tier it knows), else none (the
+/// policy's default applies).
+fn limit_for(instance: Option<RateLimit>, request: &HttpRequest) -> Option<RateLimit> {
+    instance.or_else(|| {
+        request.rate_limit.map(|r| RateLimit {
+            per_second: r.per_second,
+            burst: r.burst,
+        })
+    })
 }
 
 /// The rate-limit bucket of a request: the plugin and its account (see the module doc). The
@@ -672,6 +689,47 @@ mod tests {
         assert!(svc.wait_time("a", Some(fast)) > Duration::from_millis(1500));
         // Without a configured limit, an instance shares the account's bucket as it is.
         assert!(svc.wait_time("a", None) > Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn a_limit_the_request_asks_for_applies_unless_the_instance_configured_one() {
+        let asked = HttpRequest {
+            rate_limit: Some(cohort_plugin_api::wire::RateLimit {
+                per_second: 19.0,
+                burst: 9,
+            }),
+            ..HttpRequest::default()
+        };
+        let mine = RateLimit {
+            per_second: 2.0,
+            burst: 1,
+        };
+        assert_eq!(
+            limit_for(None, &asked),
+            Some(RateLimit {
+                per_second: 19.0,
+                burst: 9
+            })
+        );
+        assert_eq!(limit_for(Some(mine), &asked), Some(mine));
+        assert_eq!(limit_for(None, &HttpRequest::default()), None);
+        // Asked for, it replaces the default like a configured limit: 0.5/s after a burst of 1.
+        let svc = service(Some(RateLimit {
+            per_second: 1000.0,
+            burst: 100,
+        }));
+        let slow = limit_for(
+            None,
+            &HttpRequest {
+                rate_limit: Some(cohort_plugin_api::wire::RateLimit {
+                    per_second: 0.5,
+                    burst: 1,
+                }),
+                ..HttpRequest::default()
+            },
+        );
+        assert_eq!(svc.wait_time("a", slow), Duration::ZERO);
+        assert!(svc.wait_time("a", slow) > Duration::from_millis(1500));
     }
 
     #[test]

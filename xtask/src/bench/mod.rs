@@ -3,6 +3,7 @@
 //! They are measurements, not tests: they fail only when the two sides disagree on the answer,
 //! never because a number is slower than hoped.
 
+mod hubspot;
 mod measure;
 mod segments;
 mod store;
@@ -25,6 +26,11 @@ const BENCHES: &[(&str, &str)] = &[
          (default 1M customers, 10M orders; --small for 10k/100k)",
     ),
     (
+        "hubspot",
+        "the hubspot source against the fake HubSpot: 100,000 contacts, full and 1% incremental, \
+         records/s and share of the 10-second budget",
+    ),
+    (
         "abi",
         "records/s through the plugin ABI vs reading CSV directly",
     ),
@@ -36,6 +42,7 @@ pub(crate) fn run(args: Vec<String>) -> Result<()> {
     match name.as_deref() {
         Some("segments") => segments::run(args.collect()),
         Some("store") => store::run(args.collect()),
+        Some("hubspot") => hubspot::run(&args.collect::<Vec<_>>()),
         None | Some("list" | "-h" | "--help") => {
             println!("Usage: cargo xtask bench NAME [OPTIONS]   (NAME --help for its options)\n");
             println!("Benchmarks:");

@@ -27,7 +27,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Host, PluginError};
-use crate::wire::{ConfigIssue, HttpRequest, HttpResponse};
+use crate::wire::{ConfigIssue, HttpRequest, HttpResponse, RateLimit};
 
 /// What replaces a secret in messages.
 const REDACTED: &str = "[REDACTED]";
@@ -109,6 +109,7 @@ pub struct Client {
     /// Values never to show: sent to the host for its logs, and redacted from our messages.
     secrets: Vec<String>,
     account: Option<String>,
+    rate_limit: Option<RateLimit>,
     timeout: Option<Duration>,
     client_errors: ClientErrors,
 }
@@ -137,6 +138,7 @@ impl Client {
             credentials: Vec::new(),
             secrets: Vec::new(),
             account: None,
+            rate_limit: None,
             timeout: None,
             client_errors: ClientErrors::Fatal,
         }
@@ -208,6 +210,14 @@ impl Client {
         self
     }
 
+    /// The vendor's limit for the account, when the plugin knows it (a tier in its config): the
+    /// host paces the account's bucket to `per_second` with bursts of `burst`, instead of its
+    /// default (see [`HttpRequest::rate_limit`]).
+    pub fn rate_limit(mut self, per_second: f64, burst: u32) -> Client {
+        self.rate_limit = Some(RateLimit { per_second, burst });
+        self
+    }
+
     /// Timeout of one attempt, instead of the host's.
     pub fn timeout(mut self, timeout: Duration) -> Client {
         self.timeout = Some(timeout);
@@ -267,6 +277,7 @@ impl Client {
                 account: self.account.clone(),
                 retry: None,
                 secrets: self.secrets.clone(),
+                rate_limit: self.rate_limit,
             },
             credentials: self.credentials.clone(),
             client_errors: self.client_errors,

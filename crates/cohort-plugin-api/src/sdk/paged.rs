@@ -14,6 +14,12 @@
 //! mark, so records sharing the newest timestamp are neither skipped nor handed over twice.
 //! Records without a timestamp cannot be placed and always pass.
 //!
+//! Some passes are not in time order: a full listing read by id, say. Its records are pushed
+//! unmarked, and the page that starts it names the pass's start instead
+//! ([`VendorPage::start_mark`]): the next pass reads from there, so a record changed while the
+//! listing ran is read again rather than skipped. Pages may also name records gone at the
+//! source ([`VendorPage::delete`]): the pager hands them over as the page's deletions.
+//!
 //! The pager checks for cancellation before every vendor request, reports progress after each,
 //! and stops a vendor that answers the same "next" token forever.
 
@@ -146,6 +152,7 @@ impl PartialOrd for Mark {
 enum Item {
     Record(Record, Option<Mark>),
     Reject(Reject),
+    Delete(String, Option<Mark>),
 }
 
 /// One vendor page, as [`Paged::parse`] reads it.
@@ -156,6 +163,9 @@ pub struct VendorPage<T> {
     pub next: Option<T>,
     /// How many records the whole stream holds, when the vendor says (for progress).
     pub total: Option<u64>,
+    /// The watermark of a pass that starts with this page, if it has none yet: see
+    /// [`start_mark`](Self::start_mark).
+    pub start: Option<Mark>,
 }
 
 impl<T> Default for VendorPage<T> {
@@ -164,6 +174,7 @@ impl<T> Default for VendorPage<T> {
             items: Vec::new(),
             next: None,
             total: None,
+            start: None,
         }
     }
 }
@@ -192,6 +203,23 @@ impl<T> VendorPage<T> {
             location: location.into(),
             reason: reason.into(),
         }));
+    }
+
+    /// Reports that the record `id` is gone at the source (an archived contact): the pager
+    /// hands it over as a deletion ([`PageWriter::delete`]). `mark` places the deletion in time
+    /// like a record's, for the watermark; a deletion at or before the pass's `since` is
+    /// dropped, as a record would be.
+    pub fn delete(&mut self, id: impl Into<String>, mark: Option<Mark>) {
+        self.items.push(Item::Delete(id.into(), mark));
+    }
+
+    /// For a pass whose records are not in time order (a full listing, pushed unmarked): the
+    /// time the pass began, as the watermark the next pass reads from. The pager takes it from
+    /// the first page of a pass that has no watermark yet, and keeps it when the pass resumes,
+    /// so a record changed while the listing ran is read again by the next pass.
+    pub fn start_mark(mut self, mark: Mark) -> VendorPage<T> {
+        self.start = Some(mark);
+        self
     }
 
     /// Sets the next page's token.
@@ -330,6 +358,9 @@ impl<T: Serialize + DeserializeOwned + Clone + PartialEq + fmt::Debug> Pager<T> 
                 host.check_cancelled()?;
                 let fetched = fetch(at.token.as_ref(), at.since.as_ref())?;
                 host.progress(fetched.items.len() as u64, fetched.total);
+                if incremental && at.seen.is_none() {
+                    at.seen.clone_from(&fetched.start);
+                }
                 self.buffer = Some(Buffered {
                     stream,
                     token: at.token.clone(),
@@ -354,9 +385,16 @@ impl<T: Serialize + DeserializeOwned + Clone + PartialEq + fmt::Debug> Pager<T> 
                 match &vendor.items[at.offset] {
                     Item::Reject(r) => page.reject(r.location.clone(), r.reason.clone()),
                     Item::Record(record, mark) => {
-                        let old = matches!((mark, &at.since), (Some(m), Some(s)) if m <= s);
-                        if !old {
+                        if !is_old(mark, &at.since) {
                             record.write(page)?;
+                            if incremental && mark.is_some() && *mark > at.seen {
+                                at.seen.clone_from(mark);
+                            }
+                        }
+                    }
+                    Item::Delete(id, mark) => {
+                        if !is_old(mark, &at.since) {
+                            page.delete(id.clone())?;
                             if incremental && mark.is_some() && *mark > at.seen {
                                 at.seen.clone_from(mark);
                             }
@@ -395,6 +433,11 @@ impl<T: Serialize + DeserializeOwned + Clone + PartialEq + fmt::Debug> Pager<T> 
             }
         }
     }
+}
+
+/// Whether an item at `mark` was handed over by an earlier pass (at or before its `since`).
+fn is_old(mark: &Option<Mark>, since: &Option<Mark>) -> bool {
+    matches!((mark, since), (Some(m), Some(s)) if m <= s)
 }
 
 #[cfg(test)]
@@ -564,6 +607,79 @@ mod tests {
         assert_eq!(end.next_cursor.since, None);
         let (ids, _) = drive(&mut fake, &mut pager, Some(end.next_cursor), 10);
         assert_eq!(ids, ["1", "2"]);
+    }
+
+    #[test]
+    fn an_unordered_pass_reads_on_from_its_start_mark_even_when_resumed() {
+        // A listing by id: records unmarked, the first page names when the pass began.
+        let listing = |token: Option<&u32>, started: i64| {
+            let n = token.copied().unwrap_or(0);
+            let mut page =
+                VendorPage::new().start_mark(Mark::new(Timestamp::from_secs(started), ""));
+            for id in [n * 2 + 1, n * 2 + 2] {
+                page.push_marked(customer(id, 500 + i64::from(id)), None);
+            }
+            page.next((n < 1).then_some(n + 1))
+        };
+        let mut pager = Pager::<u32>::new(Host::detached()).incremental();
+        let mut page = PageWriter::new(Stream::Customers, 3);
+        let end = pager
+            .fill(Stream::Customers, None, &mut page, |t, _| {
+                Ok(listing(t, 100))
+            })
+            .unwrap();
+        assert!(!end.done);
+        // Resumed by a new run, whose pages say the listing began later: the first start holds.
+        let mut fresh = Pager::<u32>::new(Host::detached()).incremental();
+        let mut page = PageWriter::new(Stream::Customers, 3);
+        let end = fresh
+            .fill(
+                Stream::Customers,
+                Some(end.next_cursor),
+                &mut page,
+                |t, _| Ok(listing(t, 900)),
+            )
+            .unwrap();
+        assert!(end.done);
+        assert_eq!(
+            end.next_cursor.since,
+            Some(Mark::new(Timestamp::from_secs(100), "")),
+            "the newest record (504) does not move the mark of an unordered pass"
+        );
+    }
+
+    #[test]
+    fn deletions_reach_the_page_and_move_the_watermark_like_records() {
+        let mut pager = Pager::<u32>::new(Host::detached()).incremental();
+        let since = Mark::new(Timestamp::from_secs(100), "5");
+        let mut page = PageWriter::new(Stream::Customers, 10);
+        let end = pager
+            .fill(
+                Stream::Customers,
+                Some(Cursor::start(Some(since))),
+                &mut page,
+                |_, _| {
+                    let mut p = VendorPage::new();
+                    p.delete("4", Some(Mark::new(Timestamp::from_secs(100), "4")));
+                    p.push(customer(6, 100));
+                    p.delete("7", Some(Mark::new(Timestamp::from_secs(300), "7")));
+                    p.delete("8", None);
+                    Ok(p)
+                },
+            )
+            .unwrap();
+        let bytes = page.finish(&end).unwrap();
+        let parsed: Page<Customer> = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(parsed.records.len(), 1);
+        assert_eq!(
+            parsed.deleted,
+            ["7", "8"],
+            "4 was handed over by an earlier pass"
+        );
+        assert_eq!(
+            end.next_cursor.since,
+            Some(Mark::new(Timestamp::from_secs(300), "7"))
+        );
     }
 
     #[test]

@@ -753,6 +753,22 @@ pub struct HttpRequest {
     /// redacts config secrets and sensitive headers.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// The vendor's limit for this request's account, when the plugin knows it (a plan or tier
+    /// named in its config): the host paces the account's bucket to it instead of its default.
+    /// A limit the instance is configured with (a destination's `rate_limit`) wins; of two
+    /// different limits for one account, the stricter applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A token-bucket rate limit a plugin asks for its account ([`HttpRequest::rate_limit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: f64,
+    /// Requests allowed at once after a quiet period.
+    pub burst: u32,
 }
 
 /// The host's answer to an [`HttpRequest`]: whatever the server finally said.
