@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 pub use diag::{Diagnostic, Diagnostics, Location, did_you_mean, dotted_pointer};
 pub use model::{
     Campaign, Config, DATABASE_URL_ENV, DEFAULT_DATABASE_URL, Destination, Email, Identity, Job,
-    Mode,
-    PluginsSection, RateLimit, Segment, ServerSection, Source, StoreSection, Template, Workspace,
+    Mode, PluginsSection, RateLimit, Segment, ServerSection, Source, StoreSection, Template,
+    Workspace,
 };
 pub use schedule::{Schedule, ScheduleError};
 pub use secret::{PluginConfig, Resolved, SecretError, SecretString, SecretTemplate};

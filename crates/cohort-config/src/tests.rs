@@ -489,14 +489,18 @@ plugin = "hubspot"
     let identity = good.workspaces[0].identity.as_ref().unwrap();
     assert!(identity.match_email && identity.match_phone);
     assert_eq!(identity.prefer, ["shop", "crm"]);
-    assert_eq!(identity.order_sources.as_deref(), Some(&["shop".to_owned()][..]));
+    assert_eq!(
+        identity.order_sources.as_deref(),
+        Some(&["shop".to_owned()][..])
+    );
 
     let bad = errors(&format!(
         "{base}[identity]\nmatch_on = [\"emial\"]\nprefer = [\"shpo\"]\n"
     ));
     let joined = bad.join("\n");
     assert!(
-        joined.contains("identity.match_on: unknown key `emial`") && joined.contains("did you mean `email`?"),
+        joined.contains("identity.match_on: unknown key `emial`")
+            && joined.contains("did you mean `email`?"),
         "{joined}"
     );
     assert!(

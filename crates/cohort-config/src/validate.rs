@@ -316,10 +316,7 @@ impl Validator<'_> {
                 ws.jobs.push(job);
             }
         }
-        ws.identity = f
-            .identity
-            .as_ref()
-            .map(|i| self.identity(i, &source_names));
+        ws.identity = f.identity.as_ref().map(|i| self.identity(i, &source_names));
         Some(ws)
     }
 
