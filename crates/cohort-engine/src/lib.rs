@@ -17,6 +17,7 @@ mod campaigns;
 pub mod clock;
 pub mod error;
 mod failpoint;
+pub mod identity;
 mod instance;
 mod logs;
 pub mod observer;

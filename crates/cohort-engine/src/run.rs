@@ -36,7 +36,7 @@ use crate::plugins::Plugins;
 use crate::pull::{self, PullContext};
 use crate::segments;
 use crate::select::JobPlan;
-use crate::summary::RunSummary;
+use crate::summary::{IdentitySummary, RunSummary};
 use crate::{preflight, templates};
 
 /// How long a run holds its workspace without a heartbeat before others may take it over.
@@ -422,6 +422,14 @@ impl Engine {
         let want_products = templates::uses_top_products(&renderer, workspace);
         let computed = segments::compute(ws, workspace, clock, want_products, errors).await?;
         summary.customers = computed.customers.len() as u64;
+        if let Some(people) = &computed.people {
+            // Saved before the memberships: they name persons, and a merge moves the retired
+            // person's memberships and destination state to the survivor first.
+            if !options.dry_run && !people.update.is_empty() {
+                ws.save_identity(&people.update).await?;
+            }
+            summary.identity = Some(IdentitySummary::of(people));
+        }
         let (segment_summaries, warnings) = segments::record_memberships(
             ws,
             workspace,

@@ -7,12 +7,14 @@ use chrono::{DateTime, Utc};
 use cohort_config::Workspace;
 use cohort_core::delivery;
 use cohort_core::features::{BuildError, FeatureBuilder, FeatureTable};
+use cohort_core::identity::{Route, Routes};
 use cohort_core::segment::{SegmentDef, SegmentSet};
 use cohort_core::{AsOf, Customer, CustomerId, Membership, Money};
 use cohort_render::Product;
 use cohort_store::{RecordError, WorkspaceStore};
 
 use crate::error::{EngineError, Result};
+use crate::identity::{self, People};
 use crate::summary::SegmentSummary;
 
 /// At most this many per-record errors of one kind are recorded per run; the count of the
@@ -33,6 +35,10 @@ pub struct Computed {
     /// Addresses of customers who unsubscribed (an `email_unsubscribe` event): suppressed
     /// from now on, whatever their consent flag says.
     pub unsubscribed: Vec<String>,
+    /// With `[identity]`: each person's addresses besides their profile's.
+    pub other_emails: HashMap<CustomerId, Vec<String>>,
+    /// With `[identity]`: the persons and the records that make them up.
+    pub people: Option<People>,
 }
 
 impl Computed {
@@ -49,6 +55,20 @@ impl Computed {
     pub async fn suppressed(&self, ws: &WorkspaceStore) -> Result<HashSet<String>> {
         let mut suppressed = ws.suppressed_emails().await?;
         suppressed.extend(self.unsubscribed.iter().map(|e| e.trim().to_lowercase()));
+        // A person is suppressed when any of their addresses is: their profile's address
+        // joins the list.
+        let mut also = Vec::new();
+        for customer in &self.customers {
+            let (Some(email), Some(others)) =
+                (&customer.email, self.other_emails.get(&customer.id))
+            else {
+                continue;
+            };
+            if others.iter().any(|e| suppressed.contains(e)) {
+                also.push(email.trim().to_lowercase());
+            }
+        }
+        suppressed.extend(also);
         Ok(suppressed)
     }
 
@@ -60,7 +80,8 @@ impl Computed {
 }
 
 /// Builds features from everything the store holds for the workspace, and evaluates its
-/// segments.
+/// segments. With `[identity]`, the customers are the workspace's persons: their records are
+/// resolved first, and every order and event counts for the person of its record.
 pub async fn compute(
     ws: &WorkspaceStore,
     workspace: &Workspace,
@@ -68,28 +89,66 @@ pub async fn compute(
     want_products: bool,
     errors: &mut Vec<RecordError>,
 ) -> Result<Computed> {
+    let people = match &workspace.identity {
+        Some(config) => Some(identity::resolve(ws, config).await?),
+        None => None,
+    };
     let mut builder = FeatureBuilder::new(as_of);
     let mut customers = Vec::new();
     let mut problems = Problems::default();
-    ws.for_each_customer(|c| match builder.add_customer(&c) {
+    let mut add = |c: Customer| match builder.add_customer(&c) {
         Ok(()) => customers.push(c),
         Err(e) => problems.note("customers", c.id.as_str(), &e),
-    })
-    .await?;
+    };
+    match &people {
+        Some(people) => people.profiles.iter().for_each(|p| add(p.customer.clone())),
+        None => {
+            ws.for_each_customer(add).await?;
+        }
+    }
     // The orders and events of a customer deleted at the source count for no one, and are no
     // one's error either.
     let gone = ws.deleted_customers().await?;
-    let mut products: HashMap<CustomerId, HashMap<String, (u64, Money)>> = HashMap::new();
-    ws.for_each_order(|o| {
-        if gone.contains(o.customer_id.as_str()) {
-            return;
+    let routes = people
+        .as_ref()
+        .map(|p| Routes::new(&p.resolution, &p.order_sources));
+    let owner = |source: &str, customer: &CustomerId, order: bool| -> Owner {
+        let Some(routes) = &routes else {
+            return if gone.contains(customer.as_str()) {
+                Owner::Nobody
+            } else {
+                Owner::Customer(customer.clone())
+            };
+        };
+        let route = if order {
+            routes.order(source, customer.as_str())
+        } else {
+            routes.event(source, customer.as_str())
+        };
+        match route {
+            Route::Person(p) => Owner::Customer(p.clone()),
+            Route::NotCounted => Owner::Nobody,
+            Route::Unknown if gone.contains(customer.as_str()) => Owner::Nobody,
+            Route::Unknown => Owner::Unknown,
         }
-        if let Err(e) = builder.add_order(o.customer_id.as_str(), o.facts()) {
+    };
+    let mut products: HashMap<CustomerId, HashMap<String, (u64, Money)>> = HashMap::new();
+    ws.for_each_order_by_source(|source, o| {
+        let customer = match owner(source, &o.customer_id, true) {
+            Owner::Customer(id) => id,
+            Owner::Nobody => return,
+            Owner::Unknown => {
+                let e = BuildError::UnknownCustomer(o.customer_id.as_str().to_owned());
+                problems.note("orders", &o.id, &e);
+                return;
+            }
+        };
+        if let Err(e) = builder.add_order(customer.as_str(), o.facts()) {
             problems.note("orders", &o.id, &e);
             return;
         }
         if want_products && o.cancelled_at.is_none() {
-            let bought = products.entry(o.customer_id.clone()).or_default();
+            let bought = products.entry(customer).or_default();
             for item in &o.line_items {
                 let Some(title) = item.title.clone().or_else(|| item.product_id.clone()) else {
                     continue;
@@ -104,21 +163,38 @@ pub async fn compute(
     })
     .await?;
     let mut unsubscribed_ids = HashSet::new();
-    ws.for_each_event(|e| {
-        if gone.contains(e.customer_id.as_str()) {
-            return;
-        }
-        if let Err(err) = builder.add_event(e.customer_id.as_str(), &e.kind, e.occurred_at) {
-            problems.note("events", e.id.as_deref().unwrap_or("(no id)"), &err);
+    ws.for_each_event_by_source(|source, e| {
+        let event_id = || e.id.clone().unwrap_or_else(|| "(no id)".to_owned());
+        let customer = match owner(source, &e.customer_id, false) {
+            Owner::Customer(id) => id,
+            Owner::Nobody => return,
+            Owner::Unknown => {
+                let err = BuildError::UnknownCustomer(e.customer_id.as_str().to_owned());
+                problems.note("events", &event_id(), &err);
+                return;
+            }
+        };
+        if let Err(err) = builder.add_event(customer.as_str(), &e.kind, e.occurred_at) {
+            problems.note("events", &event_id(), &err);
         } else if delivery::suppresses(&e, as_of.now) {
-            unsubscribed_ids.insert(e.customer_id);
+            unsubscribed_ids.insert(customer);
         }
     })
     .await?;
+    let other_emails = people
+        .as_ref()
+        .map(People::other_emails)
+        .unwrap_or_default();
+    // A person who unsubscribed did so under every address they have.
     let unsubscribed = customers
         .iter()
         .filter(|c| unsubscribed_ids.contains(&c.id))
-        .filter_map(|c| c.email.clone())
+        .flat_map(|c| {
+            c.email
+                .iter()
+                .cloned()
+                .chain(other_emails.get(&c.id).into_iter().flatten().cloned())
+        })
         .collect();
     errors.extend(problems.into_errors());
     let table = builder.finish();
@@ -143,7 +219,20 @@ pub async fn compute(
         memberships,
         products,
         unsubscribed,
+        other_emails,
+        people,
     })
+}
+
+/// Whom an order or event counts for.
+enum Owner {
+    /// This customer (a person, with `[identity]`).
+    Customer(CustomerId),
+    /// No one, and that is no error: its customer was deleted at the source, or its source's
+    /// orders do not count (`order_sources`).
+    Nobody,
+    /// It names a customer no source holds.
+    Unknown,
 }
 
 fn evaluate(workspace: &Workspace, table: &FeatureTable) -> Result<Vec<(String, Membership)>> {

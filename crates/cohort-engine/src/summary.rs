@@ -22,6 +22,34 @@ pub struct RunSummary {
     pub warnings: Vec<String>,
     /// Milliseconds per stage.
     pub timings_ms: Vec<(String, u64)>,
+    /// With `[identity]`: how the records became persons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentitySummary>,
+}
+
+/// How a run's customer records became persons (`[identity]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentitySummary {
+    /// Live customer records, every source.
+    pub records: u64,
+    /// The persons they make.
+    pub persons: u64,
+    /// Persons retired into another this run.
+    pub merged: u64,
+    /// Persons that split this run.
+    pub split: u64,
+}
+
+impl IdentitySummary {
+    /// The counts of `people`.
+    pub fn of(people: &crate::identity::People) -> IdentitySummary {
+        IdentitySummary {
+            records: people.records.len() as u64,
+            persons: people.resolution.members.len() as u64,
+            merged: people.resolution.merged.len() as u64,
+            split: people.resolution.split.len() as u64,
+        }
+    }
 }
 
 /// One stream of one source.
@@ -107,6 +135,13 @@ impl fmt::Display for RunSummary {
                     s.source, s.stream, s.deleted
                 )?;
             }
+        }
+        if let Some(i) = &self.identity {
+            writeln!(
+                f,
+                "\nidentity: {} records are {} persons ({} merged, {} split this run)",
+                i.records, i.persons, i.merged, i.split
+            )?;
         }
         if !self.segments.is_empty() {
             let mut t = Table::new(["segment", "members", "added", "removed"]);

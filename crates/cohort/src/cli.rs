@@ -71,6 +71,14 @@ pub(crate) enum SegmentCommand {
         #[arg(long, short)]
         segments: PathBuf,
     },
+    /// Explain one customer (a person, with `[identity]`) from the stored data: the source
+    /// records that make them up, where each field came from, and why they are in or out of
+    /// each segment.
+    ///
+    /// Example:
+    ///   cohort segment explain --config cohort.toml --customer shop:42
+    #[command(verbatim_doc_comment)]
+    Explain(crate::cmd::explain::ExplainArgs),
     /// List every feature segments can use, with its type and meaning.
     Fields {
         /// Print the list as a Markdown page (docs/features.md is generated this way).

@@ -65,9 +65,15 @@ pub(crate) async fn push_all(
     let policy = RetryPolicy::default();
 
     let mut ready = ready;
+    let upsert = |i: usize| planned.plan.ops[i].action == delivery::Action::Upsert;
     if shared.resync {
         // A replace session's upserts go first, together; removals follow, outside it.
-        ready.sort_by_key(|(i, _)| planned.plan.ops[*i].action != delivery::Action::Upsert);
+        ready.sort_by_key(|(i, _)| !upsert(*i));
+    } else {
+        // Removals first: when two persons merge whose records share an address, the retired
+        // one leaves the audience and the survivor is pushed again, and the survivor's upsert
+        // must come last or the removal would take the shared address away.
+        ready.sort_by_key(|(i, _)| upsert(*i));
     }
     let total = ready.len() as u64;
     let mut done_ops = 0;

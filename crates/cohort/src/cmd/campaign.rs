@@ -97,10 +97,13 @@ pub(crate) fn run(cmd: CampaignCommand) -> Result<ExitCode> {
         let members = member_ids(&computed, campaign);
         let ids: Vec<CustomerId> = match &args.customer {
             Some(id) => {
+                // With `[identity]`, a record (`SOURCE:ID`) stands for its person.
+                let person = computed.people.as_ref().and_then(|p| p.person(id));
+                let id = person.map_or(id.as_str(), CustomerId::as_str);
                 if computed.customer(id).is_none() {
                     bail!("no customer `{id}` in workspace `{}`", workspace.id);
                 }
-                vec![CustomerId::new(id.clone())]
+                vec![CustomerId::new(id)]
             }
             None => members.iter().take(args.limit).cloned().collect(),
         };

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub(crate) mod campaign;
+pub(crate) mod explain;
 pub(crate) mod init;
 pub(crate) mod plugins;
 pub(crate) mod run;

@@ -21,6 +21,7 @@ use crate::segments_file::SegmentsFile;
 pub(crate) fn run(cmd: SegmentCommand) -> Result<ExitCode> {
     match cmd {
         SegmentCommand::Eval(args) => eval(&args),
+        SegmentCommand::Explain(args) => super::explain::run(&args),
         SegmentCommand::Check { segments } => {
             let file = SegmentsFile::read(&segments)?;
             match SegmentSet::check(&file.defs(), &cohort_core::features::catalogue_fields()) {
