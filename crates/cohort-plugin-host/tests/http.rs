@@ -222,10 +222,7 @@ fn secrets_from_config_headers_and_urls_never_reach_the_logs_or_errors() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let server = Server {
-        url,
-        requests: Default::default(),
-    };
+    let server = Server::at(url);
     let logs = Arc::new(Logs::default());
     let err = probe(
         &server,
@@ -306,7 +303,7 @@ fn cancelling_stops_a_retry_wait() {
     let started = Instant::now();
     let result = svc.execute_blocking(
         HttpRequest {
-            url: server.url,
+            url: server.url.clone(),
             ..HttpRequest::default()
         },
         &cx,
@@ -439,7 +436,7 @@ fn cancelling_stops_a_request_in_flight() {
     let started = Instant::now();
     let result = svc.execute_blocking(
         HttpRequest {
-            url: server.url,
+            url: server.url.clone(),
             ..HttpRequest::default()
         },
         &cx,

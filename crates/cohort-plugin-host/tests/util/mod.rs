@@ -118,10 +118,18 @@ impl Reply {
 }
 
 /// A server on 127.0.0.1 answering each connection with the next scripted reply (the last one
-/// repeats), recording each request's head and arrival time. It stops after 10 seconds.
+/// repeats), recording each request's head and arrival time. It stops when dropped (not after
+/// a fixed time: a test may first build its plugin, which takes long on a loaded machine).
 pub struct Server {
     pub url: String,
     pub requests: Arc<Mutex<Vec<(Instant, String)>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Server {
@@ -131,10 +139,11 @@ impl Server {
         let requests: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
         let seen = requests.clone();
         listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
         std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(10);
             let mut n = 0;
-            while Instant::now() < deadline {
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         let reply = script[n.min(script.len() - 1)].clone();
@@ -146,7 +155,20 @@ impl Server {
                 }
             }
         });
-        Server { url, requests }
+        Server {
+            url,
+            requests,
+            stop,
+        }
+    }
+
+    /// A server value for `url` where nothing listens (a refused connection).
+    pub fn at(url: String) -> Server {
+        Server {
+            url,
+            requests: Arc::default(),
+            stop: Arc::default(),
+        }
     }
 
     pub fn count(&self) -> usize {
