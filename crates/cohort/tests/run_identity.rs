@@ -281,3 +281,25 @@ fn turning_identity_on_merges_audience_members_and_the_survivor_is_pushed_last()
         BTreeSet::from([1, 2, 3, 901])
     );
 }
+
+#[test]
+fn a_run_killed_after_persons_are_saved_pushes_what_a_clean_run_pushes_when_run_again() {
+    let clean = setup();
+    run_json(&clean);
+    let dir = setup();
+    let killed = dir
+        .command()
+        .args(["run", "--config", "cohort.toml"])
+        .env("COHORT_FAILPOINT", "after-segments")
+        .output()
+        .unwrap();
+    assert!(!killed.status.success(), "the failpoint aborts the run");
+    assert!(!dir.path("outbox/messages").exists(), "nothing was pushed");
+    let again = run_json(&dir);
+    assert_eq!(again["identity"]["persons"], 4, "{again:#}");
+    assert_eq!(
+        again["identity"]["merged"], 0,
+        "saved by the killed run: {again:#}"
+    );
+    assert_eq!(outbox(dir.tmp.path()), outbox(clean.tmp.path()));
+}

@@ -6,6 +6,7 @@
 
 mod fake;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -190,4 +191,80 @@ fn a_run_killed_mid_pull_and_run_again_leaves_the_store_a_clean_run_leaves() {
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
     assert_eq!(store(dir.path()), clean);
     assert_eq!(fake.stats().throttled, 0);
+}
+
+/// The shop (CSV) and the CRM (HubSpot) know some customers both: with `[identity]` each is one
+/// person, whose tags come from the CRM, orders from the shop only, and consent from both.
+#[test]
+fn the_shop_and_the_crm_make_one_person_of_a_customer_both_know() {
+    plugin("cohort-plugin-csv");
+    let fake = crm(40);
+    let ids = fake.live_contacts();
+    let pick = |f: &dyn Fn(&BTreeMap<String, String>) -> bool| {
+        *ids.iter().find(|id| f(&fake.contact(**id))).unwrap()
+    };
+    let consents = |c: &BTreeMap<String, String>| {
+        c["marketing_opt_in"] == "true" && c["hs_email_optout"] == "false"
+    };
+    let runner_consenting = pick(&|c| c["interests"].contains("running") && consents(c));
+    let runner_withheld = pick(&|c| c["interests"].contains("running") && !consents(c));
+    let cyclist = pick(&|c| c["interests"] == "cycling" && consents(c));
+    let dir = setup(&fake);
+    let config = std::fs::read_to_string(dir.path().join("cohort.toml"))
+        .unwrap()
+        .replace(
+            "[[sources]]",
+            "[identity]\nprefer = [\"shop\", \"crm\"]\norder_sources = [\"shop\"]\n\n\
+             [[sources]]\nname = \"shop\"\nplugin = \"csv\"\n\
+             config = { customers = { paths = [\"customers.csv\"] }, orders = { paths = [\"orders.csv\"] } }\n\n\
+             [[sources]]",
+        )
+        .replace("where = \"tags contains 'running'\"", "where = \"tags contains 'running' and orders_count >= 1\"");
+    std::fs::write(dir.path().join("cohort.toml"), config).unwrap();
+    // The shop writes addresses in capitals, and every shop customer consents there.
+    let mut customers = String::from("id,email,accepts_marketing,created_at\n");
+    let mut orders = String::from("id,customer_id,created_at,total_price,items\n");
+    for (i, id) in [runner_consenting, runner_withheld, cyclist]
+        .iter()
+        .enumerate()
+    {
+        customers.push_str(&format!(
+            "s{i},CONTACT{id}@EXAMPLE.COM,true,2024-01-01 10:00:00\n"
+        ));
+        orders.push_str(&format!("o{i},s{i},2024-04-01 10:00:00,25.00,1\n"));
+    }
+    customers.push_str("s9,new@example.com,true,2024-01-01 10:00:00\n");
+    std::fs::write(dir.path().join("customers.csv"), customers).unwrap();
+    std::fs::write(dir.path().join("orders.csv"), orders).unwrap();
+
+    let out = Command::new(cohort())
+        .args(["run", "--config", "cohort.toml", "--json"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = &doc["runs"][0]["summary"];
+    assert_eq!(summary["identity"]["records"], 44, "{summary:#}");
+    assert_eq!(summary["identity"]["persons"], 41, "{summary:#}");
+    assert_eq!(summary["identity"]["merged"], 3, "{summary:#}");
+    let runners = summary["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "runners")
+        .unwrap();
+    // Tags from the CRM, orders from the shop: only persons make runners who bought.
+    assert_eq!(runners["members"], 2, "{summary:#}");
+    // The CRM withheld the second runner's consent: only the first reaches the audience.
+    let files: Vec<String> = std::fs::read_dir(dir.path().join("outbox/audiences/runners"))
+        .unwrap()
+        .flatten()
+        .map(|f| std::fs::read_to_string(f.path()).unwrap().to_lowercase())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        files[0].contains(&format!("contact{runner_consenting}@example.com")),
+        "{files:?}"
+    );
 }
