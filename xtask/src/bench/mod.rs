@@ -3,6 +3,7 @@
 //! They are measurements, not tests: they fail only when the two sides disagree on the answer,
 //! never because a number is slower than hoped.
 
+mod ads;
 mod hubspot;
 mod measure;
 mod segments;
@@ -31,6 +32,11 @@ const BENCHES: &[(&str, &str)] = &[
          records/s and share of the 10-second budget",
     ),
     (
+        "ads",
+        "meta-ads and google-ads: hashing 1M customers (6 keys), then 1M members to each fake \
+         vendor: members/s, requests and how full they are",
+    ),
+    (
         "abi",
         "records/s through the plugin ABI vs reading CSV directly",
     ),
@@ -43,6 +49,7 @@ pub(crate) fn run(args: Vec<String>) -> Result<()> {
         Some("segments") => segments::run(args.collect()),
         Some("store") => store::run(args.collect()),
         Some("hubspot") => hubspot::run(&args.collect::<Vec<_>>()),
+        Some("ads") => ads::run(&args.collect::<Vec<_>>()),
         None | Some("list" | "-h" | "--help") => {
             println!("Usage: cargo xtask bench NAME [OPTIONS]   (NAME --help for its options)\n");
             println!("Benchmarks:");

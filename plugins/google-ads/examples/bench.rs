@@ -1,0 +1,89 @@
+//! `cargo xtask bench ads` drives this: pushes N members (email, phone, given and family name,
+//! region and postal code) through the built plugin and the host's HTTP service to the fake
+//! Data Manager API (tests/fake), in host batches of 50,000, and prints one JSON line: members,
+//! seconds, members per second, requests, and how full the requests were against Google's
+//! 10,000 members.
+//!
+//! Usage: bench [--members N]
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+#[path = "../tests/fake/mod.rs"]
+mod fake;
+
+use std::time::Instant;
+
+use cohort_plugin_api::CustomerId;
+use cohort_plugin_api::wire::{Action, Batch, DestinationMode, Operation, OutcomeStatus};
+use cohort_plugin_host::{HostServices, HttpService, LoadedPlugin};
+use fake::{ACCOUNT, Fake, STATIC_TOKEN};
+use serde_json::{Value, json};
+
+const LIST: &str = "9000000001";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n: usize = args
+        .iter()
+        .position(|a| a == "--members")
+        .and_then(|i| args.get(i + 1))
+        .map_or(1_000_000, |v| v.parse().unwrap());
+    let fake = Fake::start();
+    fake.list(LIST);
+    let path = cohort_plugin_host::dev::build_cdylib("cohort-plugin-google-ads", true).unwrap();
+    let plugin = LoadedPlugin::load(path).unwrap();
+    let config = json!({"operating_account_id": ACCOUNT, "base_url": fake.url(),
+                        "access_token": STATIC_TOKEN});
+    let services = HostServices::default().with_http(HttpService::shared().unwrap());
+    let mut instance = plugin.open(&config, services).unwrap();
+    let batches: Vec<Batch> = (0..n)
+        .collect::<Vec<_>>()
+        .chunks(50_000)
+        .map(|ids| Batch {
+            workspace: Some("bench".into()),
+            campaign: Some("lapsed".into()),
+            mode: DestinationMode::Mirror,
+            audience: Some(LIST.into()),
+            replace: None,
+            operations: ids.iter().map(|&i| op(i)).collect(),
+        })
+        .collect();
+    let started = Instant::now();
+    let mut ok = 0;
+    for b in &batches {
+        let r = instance.push(b).unwrap();
+        ok += r
+            .outcomes
+            .iter()
+            .filter(|o| o.status == OutcomeStatus::Ok)
+            .count();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(ok, n, "every member acknowledged");
+    assert_eq!(fake.keys(LIST).len(), n, "every member in the list");
+    let sizes: Vec<usize> = fake.stats(|s| s.requests.iter().map(|(_, r)| *r).collect());
+    let full = sizes.iter().filter(|s| **s == 10_000).count();
+    println!(
+        "{}",
+        json!({"vendor": "google", "members": n, "seconds": seconds,
+               "rows_per_second": n as f64 / seconds, "requests": sizes.len(),
+               "full_requests": full, "limit": 10_000,
+               "fill": n as f64 / (sizes.len() as f64 * 10_000.0)})
+    );
+}
+
+fn op(i: usize) -> Operation {
+    let fields: Value = json!({
+        "email": format!("customer.{i}@example.com"),
+        "phone": format!("+1 650 {:03} {:04}", i % 1000, i % 10_000),
+        "given_name": "Ann", "family_name": "Smith", "region_code": "US", "postal_code": "94043",
+    });
+    Operation {
+        key: format!("bench/lapsed/{i}/1-add"),
+        action: Action::Upsert,
+        customer_id: CustomerId::new(i.to_string()),
+        customer: None,
+        payload: fields,
+        previous: Value::Null,
+        message: None,
+    }
+}
