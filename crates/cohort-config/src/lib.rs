@@ -12,6 +12,7 @@
 //! failing. The keys are documented in `docs/config.md`; a test keeps it complete.
 
 mod diag;
+mod duration;
 pub mod mask;
 mod model;
 mod raw;
@@ -23,10 +24,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use diag::{Diagnostic, Diagnostics, Location, did_you_mean, dotted_pointer};
+pub use duration::parse_duration;
 pub use model::{
-    Campaign, Config, DATABASE_URL_ENV, DEFAULT_DATABASE_URL, Destination, Email, Identity, Job,
-    Mode, PluginsSection, RateLimit, Segment, ServerSection, Source, StoreSection, Template,
-    Workspace,
+    Campaign, Config, DATABASE_URL_ENV, DEFAULT_DATABASE_URL, DEFAULT_MISFIRE_GRACE,
+    DEFAULT_RETRY_BACKOFF, DEFAULT_SHUTDOWN_GRACE, DEFAULT_WORKERS, Destination, Email, Identity,
+    Job, Misfire, Mode, PluginsSection, RateLimit, Segment, ServerSection, Source, StoreSection,
+    Template, Workspace,
 };
 pub use schedule::{Schedule, ScheduleError};
 pub use secret::{PluginConfig, Resolved, SecretError, SecretString, SecretTemplate};

@@ -5,6 +5,7 @@
 //! checked by `cohort validate`, which knows the plugins, the features and the renderer.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -107,11 +108,35 @@ pub struct PluginsSection {
     pub dir: Option<PathBuf>,
 }
 
-/// `[server]`: for the daemon; parsed and validated only.
-#[derive(Debug, Clone, Default)]
+/// `[server]`: the daemon (`cohort daemon`) and its HTTP API.
+#[derive(Debug, Clone)]
 pub struct ServerSection {
-    /// `host:port` to listen on.
+    /// `host:port` the HTTP API listens on (`--listen` overrides it).
     pub listen: Option<String>,
+    /// `workers`: how many runs this daemon runs at once, over all workspaces.
+    pub workers: usize,
+    /// `admin_tokens`: bearer tokens that see every workspace (placeholders unresolved).
+    pub admin_tokens: Vec<SecretTemplate>,
+    /// `shutdown_grace`: how long SIGTERM lets running jobs finish before their leases are
+    /// released.
+    pub shutdown_grace: Duration,
+}
+
+/// `server.workers` when none is set.
+pub const DEFAULT_WORKERS: usize = 4;
+
+/// `server.shutdown_grace` when none is set.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+impl Default for ServerSection {
+    fn default() -> ServerSection {
+        ServerSection {
+            listen: None,
+            workers: DEFAULT_WORKERS,
+            admin_tokens: Vec::new(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
 }
 
 /// One client workspace: its data, segments, destinations, campaigns and jobs.
@@ -139,6 +164,9 @@ pub struct Workspace {
     pub campaigns: Vec<Campaign>,
     /// `[[jobs]]`.
     pub jobs: Vec<Job>,
+    /// `api_tokens`: bearer tokens of this workspace's client for the HTTP API (placeholders
+    /// unresolved); they see this workspace only.
+    pub api_tokens: Vec<SecretTemplate>,
     /// `[identity]`: customers of several sources are one person. `None`: each customer
     /// record is its own person, as before.
     pub identity: Option<Identity>,
@@ -319,9 +347,49 @@ pub struct Job {
     pub campaigns: Option<Vec<String>>,
     /// A disabled job is never scheduled.
     pub enabled: bool,
+    /// `misfire`: what a tick found later than `misfire_grace` does.
+    pub misfire: Misfire,
+    /// `misfire_grace`: how late a tick may start and still be on time.
+    pub misfire_grace: Duration,
+    /// `jitter`: the job's starts are delayed by a fixed share of this window, so jobs on one
+    /// schedule do not all start at once.
+    pub jitter: Duration,
+    /// `timeout`: a run still going after this long is cancelled and recorded as timed out.
+    pub timeout: Option<Duration>,
+    /// `retries`: how many times a failed scheduled run is tried again.
+    pub retries: u32,
+    /// `retry_backoff`: the wait before the first retry; each next one waits twice as long.
+    pub retry_backoff: Duration,
     /// Where the job is defined.
     pub at: Location,
 }
+
+/// `misfire`: what the daemon does with a tick it finds later than the job's grace (after
+/// downtime, or when every worker was busy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Misfire {
+    /// `run_once`: run once for everything missed, however many ticks that was.
+    #[default]
+    RunOnce,
+    /// `skip`: drop the late ticks and wait for the next one.
+    Skip,
+}
+
+impl Misfire {
+    /// The config's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Misfire::RunOnce => "run_once",
+            Misfire::Skip => "skip",
+        }
+    }
+}
+
+/// `misfire_grace` when none is set.
+pub const DEFAULT_MISFIRE_GRACE: Duration = Duration::from_secs(60);
+
+/// `retry_backoff` when none is set.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {

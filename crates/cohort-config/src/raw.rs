@@ -37,7 +37,10 @@ pub(crate) const ALLOWED_KEYS: &[(&str, &[&str])] = &[
     ),
     ("store", &["url"]),
     ("plugins", &["dir"]),
-    ("server", &["listen"]),
+    (
+        "server",
+        &["listen", "workers", "admin_tokens", "shutdown_grace"],
+    ),
     (
         "workspace",
         &[
@@ -47,6 +50,7 @@ pub(crate) const ALLOWED_KEYS: &[(&str, &[&str])] = &[
             "currency",
             "as_of",
             "unsubscribe_url",
+            "api_tokens",
         ],
     ),
     ("identity", &["match_on", "prefer", "order_sources"]),
@@ -83,7 +87,19 @@ pub(crate) const ALLOWED_KEYS: &[(&str, &[&str])] = &[
     ),
     (
         "jobs",
-        &["name", "schedule", "sources", "campaigns", "enabled"],
+        &[
+            "name",
+            "schedule",
+            "sources",
+            "campaigns",
+            "enabled",
+            "misfire",
+            "misfire_grace",
+            "jitter",
+            "timeout",
+            "retries",
+            "retry_backoff",
+        ],
     ),
 ];
 
@@ -147,6 +163,9 @@ pub(crate) struct RawPlugins {
 pub(crate) struct RawServer {
     pub(crate) at: Option<Location>,
     pub(crate) listen: Option<Str>,
+    pub(crate) workers: Option<Val<i64>>,
+    pub(crate) admin_tokens: Option<Val<Vec<Str>>>,
+    pub(crate) shutdown_grace: Option<Str>,
 }
 
 #[derive(Debug, Clone)]
@@ -167,6 +186,7 @@ pub(crate) struct RawWorkspace {
     /// A string, or a TOML date/datetime in its written form.
     pub(crate) as_of: Option<Str>,
     pub(crate) unsubscribe_url: Option<Str>,
+    pub(crate) api_tokens: Option<Val<Vec<Str>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -239,6 +259,12 @@ pub(crate) struct RawJob {
     pub(crate) sources: Option<Val<Vec<Str>>>,
     pub(crate) campaigns: Option<Val<Vec<Str>>>,
     pub(crate) enabled: Option<Val<bool>>,
+    pub(crate) misfire: Option<Str>,
+    pub(crate) misfire_grace: Option<Str>,
+    pub(crate) jitter: Option<Str>,
+    pub(crate) timeout: Option<Str>,
+    pub(crate) retries: Option<Val<i64>>,
+    pub(crate) retry_backoff: Option<Str>,
 }
 
 /// One file, read.
@@ -336,6 +362,9 @@ pub(crate) fn parse_file(path: &Path, text: &str, diags: &mut Diagnostics) -> Ra
         file.server = Some(RawServer {
             at: Some(at),
             listen: r.string(t, "listen", "server"),
+            workers: r.integer(t, "workers", "server"),
+            admin_tokens: r.string_list(t, "admin_tokens", "server"),
+            shutdown_grace: r.duration(t, "shutdown_grace", "server"),
         });
     }
     if let Some((t, at)) = r.section(root, "workspace") {
@@ -348,6 +377,7 @@ pub(crate) fn parse_file(path: &Path, text: &str, diags: &mut Diagnostics) -> Ra
             currency: r.string(t, "currency", s),
             as_of: r.string_or_datetime(t, "as_of", s),
             unsubscribe_url: r.string(t, "unsubscribe_url", s),
+            api_tokens: r.string_list(t, "api_tokens", s),
         });
     }
     if let Some((t, at)) = r.section(root, "identity") {
@@ -440,6 +470,12 @@ pub(crate) fn parse_file(path: &Path, text: &str, diags: &mut Diagnostics) -> Ra
             sources: r.string_list(t, "sources", s),
             campaigns: r.string_list(t, "campaigns", s),
             enabled: r.boolean(t, "enabled", s),
+            misfire: r.string(t, "misfire", s),
+            misfire_grace: r.duration(t, "misfire_grace", s),
+            jitter: r.duration(t, "jitter", s),
+            timeout: r.duration(t, "timeout", s),
+            retries: r.integer(t, "retries", s),
+            retry_backoff: r.duration(t, "retry_backoff", s),
             at,
         });
     }
@@ -598,6 +634,32 @@ impl<'a> Reader<'a> {
             at: self.loc(span),
             inner: self.loc(inner_start..inner_start),
             exact: (literal || !inner_written.contains('\\')) && inner_written == value,
+        }
+    }
+
+    /// A duration: a string (`"90s"`, `"5m"`, `"1h30m"`) or a whole number of seconds, both
+    /// read by `crate::duration`.
+    fn duration(&mut self, t: &Table<'_>, key: &str, section: &str) -> Option<Str> {
+        let item = t.get(key)?;
+        match item.get_ref() {
+            DeValue::String(s) => Some(self.str_of(s, item.span())),
+            DeValue::Integer(i) => {
+                let at = self.loc(item.span());
+                Some(Str {
+                    v: format!("{}s", i.as_str()),
+                    inner: at.clone(),
+                    at,
+                    exact: false,
+                })
+            }
+            _ => {
+                self.wrong_type(
+                    item,
+                    &dotted(section, key),
+                    "a duration such as \"30s\", \"5m\" or \"1h\"",
+                );
+                None
+            }
         }
     }
 

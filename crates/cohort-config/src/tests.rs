@@ -508,3 +508,70 @@ plugin = "hubspot"
         "{joined}"
     );
 }
+
+const DAEMON: &str = r#"
+[server]
+workers = 8
+admin_tokens = ["${env:COHORT_ADMIN}"]
+shutdown_grace = "45s"
+
+[workspace]
+id = "shop"
+api_tokens = ["${env:SHOP_TOKEN}"]
+
+[[jobs]]
+name = "nightly"
+schedule = "0 3 * * *"
+misfire = "skip"
+misfire_grace = "5m"
+jitter = 90
+timeout = "1h30m"
+retries = 2
+retry_backoff = "10s"
+"#;
+
+#[test]
+fn daemon_keys_are_read_into_the_server_workspace_and_job() {
+    let c = load_one(DAEMON).unwrap();
+    assert_eq!(c.server.workers, 8);
+    assert_eq!(c.server.admin_tokens.len(), 1);
+    assert_eq!(c.server.shutdown_grace, std::time::Duration::from_secs(45));
+    let w = &c.workspaces[0];
+    assert_eq!(w.api_tokens[0].as_written(), "${env:SHOP_TOKEN}");
+    let j = &w.jobs[0];
+    assert_eq!(j.misfire, Misfire::Skip);
+    assert_eq!(j.misfire_grace, std::time::Duration::from_secs(300));
+    assert_eq!(j.jitter, std::time::Duration::from_secs(90));
+    assert_eq!(j.timeout, Some(std::time::Duration::from_secs(5400)));
+    assert_eq!((j.retries, j.retry_backoff.as_secs()), (2, 10));
+}
+
+#[test]
+fn daemon_defaults_run_once_with_a_minute_of_grace_and_four_workers() {
+    let c = load_one("[workspace]\nid = \"a\"\n[[jobs]]\nname = \"j\"\n").unwrap();
+    assert_eq!(c.server.workers, DEFAULT_WORKERS);
+    let j = &c.workspaces[0].jobs[0];
+    assert_eq!(j.misfire, Misfire::RunOnce);
+    assert_eq!(j.misfire_grace, DEFAULT_MISFIRE_GRACE);
+    assert_eq!((j.timeout, j.retries), (None, 0));
+}
+
+#[test]
+fn daemon_key_mistakes_name_the_key_and_suggest() {
+    let errs = errors(
+        "[server]\nworkers = 0\n[workspace]\nid = \"a\"\n[[jobs]]\nname = \"j\"\nmisfire = \"run-once\"\ntimeout = \"5x\"\nretries = -1\njiter = \"5s\"\n",
+    )
+    .join("\n");
+    assert!(
+        errs.contains("server.workers is 0; use 1 to 1024"),
+        "{errs}"
+    );
+    assert!(
+        errs.contains("misfire `run-once` is not a policy"),
+        "{errs}"
+    );
+    assert!(errs.contains("did you mean `run_once`?"), "{errs}");
+    assert!(errs.contains("timeout `5x`: unknown unit `x`"), "{errs}");
+    assert!(errs.contains("retries is -1"), "{errs}");
+    assert!(errs.contains("did you mean `jitter`?"), "{errs}");
+}

@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
 use crate::diag::{Diagnostic, Diagnostics, Location, suggest};
+use crate::duration::parse_duration;
 use crate::model::{
-    Campaign, Config, Destination, Email, Identity, Job, Mode, PluginsSection, RateLimit, Segment,
-    ServerSection, Source, StoreSection, Template, Workspace,
+    Campaign, Config, DEFAULT_MISFIRE_GRACE, DEFAULT_RETRY_BACKOFF, Destination, Email, Identity,
+    Job, Misfire, Mode, PluginsSection, RateLimit, Segment, ServerSection, Source, StoreSection,
+    Template, Workspace,
 };
 use crate::raw::{
     RawCampaign, RawDestination, RawEmail, RawFile, RawIdentity, RawJob, RawPluginConfig,
@@ -158,6 +160,51 @@ impl Validator<'_> {
                 );
             }
         }
+        if let Some(workers) = f.server.as_ref().and_then(|s| s.workers.as_ref()) {
+            if (1..=1024).contains(&workers.v) {
+                config.server.workers = workers.v as usize;
+            } else {
+                self.err(
+                    &workers.at,
+                    format!("server.workers is {}; use 1 to 1024", workers.v),
+                );
+            }
+        }
+        if let Some(grace) = f.server.as_ref().and_then(|s| s.shutdown_grace.as_ref())
+            && let Some(d) = self.duration(grace, "server.shutdown_grace")
+        {
+            config.server.shutdown_grace = d;
+        }
+        if let Some(tokens) = f.server.as_ref().and_then(|s| s.admin_tokens.as_ref()) {
+            config.server.admin_tokens = self.tokens(tokens, &f.dir, "server.admin_tokens");
+        }
+    }
+
+    /// A list of bearer tokens, each usually a `${env:}` or `${file:}` placeholder.
+    fn tokens(&mut self, list: &Val<Vec<Str>>, dir: &Path, key: &str) -> Vec<SecretTemplate> {
+        let mut out = Vec::new();
+        for t in &list.v {
+            if t.v.trim().is_empty() {
+                self.err(&t.at, format!("{key}: a token is empty"));
+                continue;
+            }
+            match SecretTemplate::parse(&t.v, dir, format!("{key} ({})", t.at)) {
+                Ok(tpl) => out.push(tpl),
+                Err(why) => self.err(&t.at, format!("{key}: {why}")),
+            }
+        }
+        out
+    }
+
+    /// A duration value, or an error at its place.
+    fn duration(&mut self, s: &Str, key: &str) -> Option<std::time::Duration> {
+        match parse_duration(&s.v) {
+            Ok(d) => Some(d),
+            Err(why) => {
+                self.err(&s.at, format!("{key} {why}"));
+                None
+            }
+        }
     }
 
     fn workspace(&mut self, f: &RawFile, w: &RawWorkspace) -> Option<Workspace> {
@@ -234,6 +281,11 @@ impl Validator<'_> {
             currency,
             as_of,
             unsubscribe_url,
+            api_tokens: w
+                .api_tokens
+                .as_ref()
+                .map(|t| self.tokens(t, &f.dir, "workspace.api_tokens"))
+                .unwrap_or_default(),
             sources: Vec::new(),
             segments: Vec::new(),
             destinations: Vec::new(),
@@ -716,12 +768,59 @@ impl Validator<'_> {
             }
             list.v.iter().map(|s| s.v.clone()).collect()
         });
+        let misfire = match j.misfire.as_ref().map(|m| (m, m.v.as_str())) {
+            None | Some((_, "run_once")) => Misfire::RunOnce,
+            Some((_, "skip")) => Misfire::Skip,
+            Some((m, other)) => {
+                let help = suggest(other, ["run_once", "skip"])
+                    .or_else(|| Some("use \"run_once\" or \"skip\"".to_owned()));
+                self.err_help(
+                    &m.at,
+                    format!("job `{name}` misfire `{other}` is not a policy"),
+                    help,
+                );
+                Misfire::RunOnce
+            }
+        };
+        let mut duration = |s: &Option<Str>, key: &str| {
+            s.as_ref()
+                .and_then(|s| self.duration(s, &format!("job `{name}` {key}")))
+        };
+        let misfire_grace = duration(&j.misfire_grace, "misfire_grace");
+        let jitter = duration(&j.jitter, "jitter");
+        let timeout = duration(&j.timeout, "timeout");
+        let retry_backoff = duration(&j.retry_backoff, "retry_backoff");
+        if let (Some(t), Some(s)) = (timeout, &j.timeout)
+            && t.is_zero()
+        {
+            self.err(
+                &s.at,
+                format!("job `{name}` timeout is 0; leave it out for no timeout"),
+            );
+        }
+        let retries = match &j.retries {
+            None => 0,
+            Some(r) if (0..=100).contains(&r.v) => r.v as u32,
+            Some(r) => {
+                self.err(
+                    &r.at,
+                    format!("job `{name}` retries is {}; use 0 to 100", r.v),
+                );
+                0
+            }
+        };
         Some(Job {
             name,
             schedule,
             sources,
             campaigns,
             enabled: j.enabled.as_ref().is_none_or(|e| e.v),
+            misfire,
+            misfire_grace: misfire_grace.unwrap_or(DEFAULT_MISFIRE_GRACE),
+            jitter: jitter.unwrap_or_default(),
+            timeout: timeout.filter(|t| !t.is_zero()),
+            retries,
+            retry_backoff: retry_backoff.unwrap_or(DEFAULT_RETRY_BACKOFF),
             at: j.at.clone(),
         })
     }

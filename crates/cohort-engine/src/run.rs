@@ -22,8 +22,8 @@ use cohort_config::{Config, Diagnostics, Workspace};
 use cohort_core::{AsOf, Timestamp};
 use cohort_plugin_host::{CancellationToken, HostServices, HttpPolicy, HttpService};
 use cohort_store::{
-    Begun, Owner, RecordError, RunId, RunLease, RunStatus, Store, SuppressionReason, WorkspaceInfo,
-    WorkspaceStore,
+    Begun, Claim, Owner, RecordError, RunId, RunLease, RunStatus, Store, SuppressionReason,
+    WorkspaceInfo, WorkspaceStore,
 };
 
 use crate::campaigns::{self, Pushing, Shared};
@@ -58,6 +58,12 @@ pub struct RunOptions {
     /// Replace each audience wholesale: every eligible member is pushed again, in replace
     /// sessions where the destination supports them.
     pub resync: bool,
+    /// The daemon's claim on a queued run row: the run records itself in that row (resuming
+    /// it when a dead daemon left it running), fenced by the claim's token.
+    pub claim: Option<Claim>,
+    /// Cancels the run from outside (the daemon's `timeout`, a shutdown): the plugins see it
+    /// through their cancellation service.
+    pub cancel: Option<CancellationToken>,
 }
 
 impl Default for RunOptions {
@@ -67,6 +73,8 @@ impl Default for RunOptions {
             trigger: "manual".to_owned(),
             wait: None,
             resync: false,
+            claim: None,
+            cancel: None,
         }
     }
 }
@@ -215,7 +223,10 @@ impl Engine {
         let ws = self.workspace(workspace).await?;
         let lease = self.take(&ws, job, options).await?;
         let lost = Arc::new(AtomicBool::new(false));
-        let cancel = CancellationToken::new();
+        let cancel = options
+            .cancel
+            .as_ref()
+            .map_or_else(CancellationToken::new, CancellationToken::child_token);
         let heartbeat = self.heartbeat(&ws, &lease, &lost, &cancel);
         let log = RunLog::new(&workspace.id, observer.clone());
         let mut summary = RunSummary {
@@ -285,16 +296,23 @@ impl Engine {
     ) -> Result<RunLease> {
         let started = Instant::now();
         loop {
-            let begun = ws
-                .begin_run(
-                    &job.name,
-                    &options.trigger,
-                    options.dry_run,
-                    &self.owner,
-                    self.lease,
-                    self.clock.now(),
-                )
-                .await?;
+            let begun = match &options.claim {
+                Some(claim) => {
+                    ws.begin_claimed_run(claim, &self.owner, self.lease, self.clock.now())
+                        .await?
+                }
+                None => {
+                    ws.begin_run(
+                        &job.name,
+                        &options.trigger,
+                        options.dry_run,
+                        &self.owner,
+                        self.lease,
+                        self.clock.now(),
+                    )
+                    .await?
+                }
+            };
             match begun {
                 Begun::Started(lease) => return Ok(lease),
                 Begun::Busy(holder) => match options.wait {
@@ -535,6 +553,12 @@ struct RunContext<'a> {
 impl RunContext<'_> {
     /// `Err` once the run lost its lease: whoever took the workspace over owns it now.
     fn still_ours(&self) -> Result<()> {
+        if self.services.cancel.is_cancelled() && !self.lost.load(Ordering::SeqCst) {
+            return Err(EngineError::retryable(
+                "the run was cancelled (the daemon's timeout or shutdown)",
+                None,
+            ));
+        }
         if self.lost.load(Ordering::SeqCst) {
             return Err(EngineError::retryable(
                 "the run lost its lease on the workspace (it was silent longer than the lease) and stopped",

@@ -250,6 +250,32 @@ pub(crate) mod job_runs {
         pub error: Option<String>,
         pub owner: Option<String>,
         pub heartbeat_at: Option<DateTimeUtc>,
+        pub scheduled_for: Option<DateTimeUtc>,
+        pub attempt: Option<i32>,
+        pub not_before: Option<DateTimeUtc>,
+        pub lease_token: Option<String>,
+        pub lease_expires_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod daemons {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "daemons")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub owner: String,
+        pub token: String,
+        pub started_at: DateTimeUtc,
+        pub heartbeat_at: DateTimeUtc,
+        pub expires_at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -60,6 +60,19 @@ pub enum StoreError {
         "this run lost its lease on the workspace (it was silent longer than the lease, and another run took over); its end was not recorded"
     )]
     LeaseLost,
+    /// A second daemon on a SQLite store: SQLite has one writer and no row locks to share
+    /// work with, so one daemon per database. Stop the other, or move to PostgreSQL.
+    #[error(
+        "another daemon ({owner}, started {since} UTC, last alive {alive} UTC) already runs on this SQLite database; SQLite allows one daemon per database, because it has no row locks (FOR UPDATE SKIP LOCKED) for daemons to share work with. Stop that daemon, or use PostgreSQL ([store] url = \"postgres://USER@HOST/DB\" or COHORT_DATABASE_URL) to run several"
+    )]
+    DaemonRunning {
+        /// The running daemon (`host/pid`).
+        owner: String,
+        /// When it started.
+        since: String,
+        /// When it last proved alive.
+        alive: String,
+    },
     /// The caller passed something the store refuses (a bad schema name, an absurd value).
     #[error("invalid input to the store: {0}")]
     Invalid(String),

@@ -22,6 +22,7 @@ mod error;
 mod identity;
 mod ingest;
 mod migration;
+mod queue;
 mod read;
 mod runs;
 mod state;
@@ -40,6 +41,7 @@ use sea_orm_migration::MigratorTrait;
 
 pub use error::StoreError;
 pub use identity::{IdentityUpdate, RecordKey, StoredIdentity};
+pub use queue::{Claim, DaemonLease, Settle};
 pub use runs::{Begun, Holder, Owner, RunLease};
 pub use types::{
     Backend, DestinationState, DestinationStatus, PendingPush, RecordError, Records, RunId, RunRow,

@@ -86,6 +86,9 @@ pub struct RunLease {
     pub run_id: RunId,
     token: String,
     lease: Duration,
+    /// The daemon's claim on the run row, when a daemon claimed it (`crate::queue`):
+    /// heartbeats and the end are fenced by it too.
+    claim: Option<String>,
 }
 
 impl RunLease {
@@ -139,7 +142,7 @@ pub enum Begun {
 }
 
 /// A token nobody else will draw: this process, the time, and a counter, hashed.
-fn new_token(owner: &Owner, now: DateTime<Utc>) -> String {
+pub(crate) fn new_token(owner: &Owner, now: DateTime<Utc>) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -150,7 +153,7 @@ fn new_token(owner: &Owner, now: DateTime<Utc>) -> String {
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(seed.as_bytes()))
 }
 
-fn expiry(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+pub(crate) fn expiry(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX)
 }
 
@@ -167,6 +170,50 @@ impl WorkspaceStore {
         owner: &Owner,
         lease: Duration,
         now: DateTime<Utc>,
+    ) -> Result<Begun, StoreError> {
+        self.begin(job, trigger, dry_run, owner, lease, now, None)
+            .await
+    }
+
+    /// Like [`WorkspaceStore::begin_run`], for a run row a daemon claimed (`Store::claim`):
+    /// the row becomes the running run instead of a new one, and the lease carries the claim's
+    /// token so that the run's heartbeats and end are fenced by it. A claim of a run whose
+    /// daemon died resumes that run.
+    pub async fn begin_claimed_run(
+        &self,
+        claim: &crate::queue::Claim,
+        owner: &Owner,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Begun, StoreError> {
+        if claim.workspace != *self.id {
+            return Err(StoreError::UnknownRun(claim.run_id));
+        }
+        self.begin(
+            &claim.job,
+            &claim.trigger,
+            false,
+            owner,
+            lease,
+            now,
+            Some(claim),
+        )
+        .await
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the one body of the two begin_* calls"
+    )]
+    async fn begin(
+        &self,
+        job: &str,
+        trigger: &str,
+        dry_run: bool,
+        owner: &Owner,
+        lease: Duration,
+        now: DateTime<Utc>,
+        claim: Option<&crate::queue::Claim>,
     ) -> Result<Begun, StoreError> {
         let token = new_token(owner, now);
         // Two rounds at most: a racer that took the row between our read and our write is read
@@ -207,12 +254,22 @@ impl WorkspaceStore {
                 continue;
             }
             let run_id = self
-                .record_start(job, trigger, dry_run, owner, &token, current.as_ref(), now)
+                .record_start(
+                    job,
+                    trigger,
+                    dry_run,
+                    owner,
+                    &token,
+                    current.as_ref(),
+                    now,
+                    claim,
+                )
                 .await?;
             return Ok(Begun::Started(RunLease {
                 run_id,
                 token,
                 lease,
+                claim: claim.map(|c| c.token().to_owned()),
             }));
         }
         match workspace_locks::Entity::find_by_id(self.id.to_string())
@@ -239,6 +296,7 @@ impl WorkspaceStore {
         token: &str,
         previous: Option<&workspace_locks::Model>,
         now: DateTime<Utc>,
+        claim: Option<&crate::queue::Claim>,
     ) -> Result<RunId, StoreError> {
         let tx = self.db.begin().await?;
         // Holding the lock, every other run of the workspace still marked running is dead.
@@ -259,8 +317,62 @@ impl WorkspaceStore {
             .col_expr(job_runs::Column::Error, Expr::value(why))
             .filter(job_runs::Column::WorkspaceId.eq(&*self.id))
             .filter(job_runs::Column::Status.eq(RunStatus::Running.as_str()))
+            // A daemon's claimed run is not declared dead here: its claim's lease says when
+            // it is, and another daemon then claims and resumes it.
+            .filter(job_runs::Column::LeaseToken.is_null())
             .exec(&tx)
             .await?;
+        let run_id = match claim {
+            Some(claim) => {
+                let started = job_runs::Entity::update_many()
+                    .col_expr(
+                        job_runs::Column::Status,
+                        Expr::value(RunStatus::Running.as_str()),
+                    )
+                    .col_expr(job_runs::Column::StartedAt, Expr::value(now))
+                    .col_expr(job_runs::Column::HeartbeatAt, Expr::value(now))
+                    .col_expr(job_runs::Column::Owner, Expr::value(owner.to_string()))
+                    .col_expr(
+                        job_runs::Column::FinishedAt,
+                        Expr::value(None::<DateTime<Utc>>),
+                    )
+                    .filter(job_runs::Column::WorkspaceId.eq(&*self.id))
+                    .filter(job_runs::Column::Id.eq(claim.run_id))
+                    .filter(job_runs::Column::LeaseToken.eq(claim.token()))
+                    .exec(&tx)
+                    .await?;
+                if started.rows_affected != 1 {
+                    return Err(StoreError::LeaseLost);
+                }
+                claim.run_id
+            }
+            None => {
+                self.insert_run(&tx, job, trigger, dry_run, owner, now)
+                    .await?
+            }
+        };
+        let tied = workspace_locks::Entity::update_many()
+            .col_expr(workspace_locks::Column::RunId, Expr::value(run_id))
+            .filter(workspace_locks::Column::WorkspaceId.eq(&*self.id))
+            .filter(workspace_locks::Column::Token.eq(token))
+            .exec(&tx)
+            .await?;
+        if tied.rows_affected != 1 {
+            return Err(StoreError::LeaseLost);
+        }
+        tx.commit().await?;
+        Ok(run_id)
+    }
+
+    async fn insert_run(
+        &self,
+        tx: &sea_orm::DatabaseTransaction,
+        job: &str,
+        trigger: &str,
+        dry_run: bool,
+        owner: &Owner,
+        now: DateTime<Utc>,
+    ) -> Result<RunId, StoreError> {
         let inserted = job_runs::Entity::insert(job_runs::ActiveModel {
             workspace_id: Set(self.id.to_string()),
             job: Set(job.to_owned()),
@@ -275,20 +387,9 @@ impl WorkspaceStore {
             heartbeat_at: Set(Some(now)),
             ..Default::default()
         })
-        .exec(&tx)
+        .exec(tx)
         .await?;
-        let run_id = inserted.last_insert_id;
-        let tied = workspace_locks::Entity::update_many()
-            .col_expr(workspace_locks::Column::RunId, Expr::value(run_id))
-            .filter(workspace_locks::Column::WorkspaceId.eq(&*self.id))
-            .filter(workspace_locks::Column::Token.eq(token))
-            .exec(&tx)
-            .await?;
-        if tied.rows_affected != 1 {
-            return Err(StoreError::LeaseLost);
-        }
-        tx.commit().await?;
-        Ok(run_id)
+        Ok(inserted.last_insert_id)
     }
 
     async fn holder(&self, lock: &workspace_locks::Model) -> Result<Holder, StoreError> {
@@ -339,15 +440,24 @@ impl WorkspaceStore {
             .await?
             .rows_affected
             == 1;
-        if kept {
-            job_runs::Entity::update_many()
-                .col_expr(job_runs::Column::HeartbeatAt, Expr::value(now))
-                .filter(job_runs::Column::WorkspaceId.eq(&*self.id))
-                .filter(job_runs::Column::Id.eq(lease.run_id))
-                .exec(&self.db)
-                .await?;
+        if !kept {
+            return Ok(false);
         }
-        Ok(kept)
+        let mut beat = job_runs::Entity::update_many()
+            .col_expr(job_runs::Column::HeartbeatAt, Expr::value(now))
+            .filter(job_runs::Column::WorkspaceId.eq(&*self.id))
+            .filter(job_runs::Column::Id.eq(lease.run_id));
+        if let Some(claim) = &lease.claim {
+            beat = beat
+                .col_expr(
+                    job_runs::Column::LeaseExpiresAt,
+                    Expr::value(expiry(now, lease.lease)),
+                )
+                .filter(job_runs::Column::LeaseToken.eq(claim));
+        }
+        let rows = beat.exec(&self.db).await?.rows_affected;
+        // A claimed run whose claim another daemon took over has lost, whatever the lock says.
+        Ok(lease.claim.is_none() || rows == 1)
     }
 
     /// Records the end of the run holding `lease` and gives the workspace back, in one
@@ -370,7 +480,7 @@ impl WorkspaceStore {
         if released.rows_affected != 1 {
             return Err(StoreError::LeaseLost);
         }
-        let done = job_runs::Entity::update_many()
+        let mut done = job_runs::Entity::update_many()
             .col_expr(job_runs::Column::Status, Expr::value(status.as_str()))
             .col_expr(job_runs::Column::FinishedAt, Expr::value(now))
             .col_expr(job_runs::Column::HeartbeatAt, Expr::value(now))
@@ -380,11 +490,17 @@ impl WorkspaceStore {
                 Expr::value(error.map(str::to_owned)),
             )
             .filter(job_runs::Column::WorkspaceId.eq(&*self.id))
-            .filter(job_runs::Column::Id.eq(lease.run_id))
-            .exec(&tx)
-            .await?;
+            .filter(job_runs::Column::Id.eq(lease.run_id));
+        if let Some(claim) = &lease.claim {
+            done = done.filter(job_runs::Column::LeaseToken.eq(claim));
+        }
+        let done = done.exec(&tx).await?;
         if done.rows_affected == 0 {
-            return Err(StoreError::UnknownRun(lease.run_id));
+            // Dropping the transaction rolls back the lock's release too.
+            return Err(match lease.claim {
+                Some(_) => StoreError::LeaseLost,
+                None => StoreError::UnknownRun(lease.run_id),
+            });
         }
         tx.commit().await?;
         Ok(())

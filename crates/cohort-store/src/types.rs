@@ -157,6 +157,10 @@ pub enum RunStatus {
     Failed,
     /// Finished, with some records or pushes failing.
     PartiallyFailed,
+    /// Waiting for a daemon to claim it (a scheduled tick, a manual trigger, a retry).
+    Queued,
+    /// Cancelled by the daemon after the job's `timeout`.
+    TimedOut,
 }
 
 impl RunStatus {
@@ -167,15 +171,20 @@ impl RunStatus {
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::PartiallyFailed => "partially_failed",
+            RunStatus::Queued => "queued",
+            RunStatus::TimedOut => "timed_out",
         }
     }
 
-    pub(crate) fn parse(text: &str) -> Option<Self> {
+    /// Reads a stored (or typed) status name.
+    pub fn parse(text: &str) -> Option<Self> {
         Some(match text {
             "running" => RunStatus::Running,
             "succeeded" => RunStatus::Succeeded,
             "failed" => RunStatus::Failed,
             "partially_failed" => RunStatus::PartiallyFailed,
+            "queued" => RunStatus::Queued,
+            "timed_out" => RunStatus::TimedOut,
             _ => return None,
         })
     }
@@ -206,6 +215,10 @@ pub struct RunRow {
     pub owner: Option<String>,
     /// When its process last proved alive.
     pub heartbeat_at: Option<DateTime<Utc>>,
+    /// The tick it was scheduled for, for a scheduled run.
+    pub scheduled_for: Option<DateTime<Utc>>,
+    /// Which try of its tick this is (1 for the first).
+    pub attempt: u32,
 }
 
 /// One record-level error of a run: a bad row, a rejected push.

@@ -639,5 +639,7 @@ pub(crate) fn run_row(r: job_runs::Model) -> Result<RunRow, StoreError> {
         error: r.error,
         owner: r.owner,
         heartbeat_at: r.heartbeat_at,
+        scheduled_for: r.scheduled_for,
+        attempt: r.attempt.map_or(1, |a| a.max(1) as u32),
     })
 }

@@ -48,6 +48,14 @@ pub(crate) enum Command {
     ///   cohort run --config cohort.toml --workspace demo --job nightly --dry-run
     #[command(verbatim_doc_comment)]
     Run(crate::cmd::run::RunArgs),
+    /// Run every workspace's jobs on their schedules, and serve the HTTP API and metrics.
+    ///
+    /// SIGTERM drains (running jobs finish within `[server] shutdown_grace`), SIGHUP
+    /// reloads the config. Several daemons share the work on one PostgreSQL store.
+    ///
+    /// Example:
+    ///   cohort daemon --config cohort.toml --listen 127.0.0.1:8686 --log-format json
+    Daemon(crate::daemon::DaemonArgs),
     /// Read recorded runs back.
     #[command(subcommand)]
     Runs(crate::cmd::runs::RunsCommand),

@@ -36,7 +36,7 @@ pub(crate) fn init() {
 
 /// Hands out writers that mask secrets from each line before it reaches stderr.
 #[derive(Debug, Clone, Copy)]
-struct Masked;
+pub(crate) struct Masked;
 
 impl<'a> MakeWriter<'a> for Masked {
     type Writer = MaskedLine;
@@ -47,7 +47,7 @@ impl<'a> MakeWriter<'a> for Masked {
 }
 
 /// One event's text, written masked when the event is done.
-struct MaskedLine(Vec<u8>);
+pub(crate) struct MaskedLine(Vec<u8>);
 
 impl Write for MaskedLine {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {

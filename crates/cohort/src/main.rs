@@ -7,6 +7,7 @@
 
 mod cli;
 mod cmd;
+mod daemon;
 mod load;
 mod logging;
 mod progress;
@@ -23,8 +24,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     quiet_on_closed_pipe();
-    logging::init();
     let cli = cli::Cli::parse();
+    // The daemon installs its own subscriber (`--log-format`).
+    if !matches!(cli.command, cli::Command::Daemon(_)) {
+        logging::init();
+    }
     match cmd::run(cli) {
         Ok(code) => code,
         Err(err) => {

@@ -10,6 +10,7 @@ mod m0002_source_keys;
 mod m0003_run_leases;
 mod m0004_deletions_and_state;
 mod m0005_identity;
+mod m0006_durable_ticks;
 
 /// Every migration of the store, oldest first.
 #[derive(Debug)]
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_run_leases::Migration),
             Box::new(m0004_deletions_and_state::Migration),
             Box::new(m0005_identity::Migration),
+            Box::new(m0006_durable_ticks::Migration),
         ]
     }
 

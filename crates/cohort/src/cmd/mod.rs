@@ -22,6 +22,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Validate(args) => validate::run(&args),
         Command::Init(args) => init::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Daemon(args) => crate::daemon::run(&args),
         Command::Runs(cmd) => runs::run(&cmd),
         Command::Campaign(cmd) => campaign::run(cmd),
     }

@@ -33,7 +33,9 @@ impl Outcome {
         match status {
             RunStatus::Succeeded => Outcome::Succeeded,
             RunStatus::PartiallyFailed => Outcome::Partial,
-            RunStatus::Failed | RunStatus::Running => Outcome::Failed,
+            RunStatus::Failed | RunStatus::Running | RunStatus::Queued | RunStatus::TimedOut => {
+                Outcome::Failed
+            }
         }
     }
 
@@ -107,6 +109,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             s => Duration::from_secs(s),
         }),
         resync: args.resync,
+        ..RunOptions::default()
     };
     let observer = Arc::new(Terminal::new(!args.json, workspaces.len()));
     super::runtime()?.block_on(async {
@@ -164,14 +167,16 @@ fn print_finished(workspace: &str, finished: &Finished, config: &std::path::Path
             finished.id,
             config.display()
         ),
-        RunStatus::Failed | RunStatus::Running => eprintln!(
-            "error: run {} of workspace `{workspace}` failed: {}",
-            finished.id,
-            finished
-                .error
-                .as_ref()
-                .map_or("unknown error", |e| e.message())
-        ),
+        RunStatus::Failed | RunStatus::Running | RunStatus::Queued | RunStatus::TimedOut => {
+            eprintln!(
+                "error: run {} of workspace `{workspace}` failed: {}",
+                finished.id,
+                finished
+                    .error
+                    .as_ref()
+                    .map_or("unknown error", |e| e.message())
+            );
+        }
     }
 }
 
