@@ -3,6 +3,7 @@
 //! They are measurements, not tests: they fail only when the two sides disagree on the answer,
 //! never because a number is slower than hoped.
 
+mod email;
 mod hubspot;
 mod measure;
 mod segments;
@@ -31,6 +32,11 @@ const BENCHES: &[(&str, &str)] = &[
          records/s and share of the 10-second budget",
     ),
     (
+        "email",
+        "the email destinations against local servers: 50,000 messages through the smtp \
+         plugin to a real SMTP server, messages/s",
+    ),
+    (
         "abi",
         "records/s through the plugin ABI vs reading CSV directly",
     ),
@@ -43,6 +49,7 @@ pub(crate) fn run(args: Vec<String>) -> Result<()> {
         Some("segments") => segments::run(args.collect()),
         Some("store") => store::run(args.collect()),
         Some("hubspot") => hubspot::run(&args.collect::<Vec<_>>()),
+        Some("email") => email::run(&args.collect::<Vec<_>>()),
         None | Some("list" | "-h" | "--help") => {
             println!("Usage: cargo xtask bench NAME [OPTIONS]   (NAME --help for its options)\n");
             println!("Benchmarks:");
