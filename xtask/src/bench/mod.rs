@@ -4,6 +4,7 @@
 //! never because a number is slower than hoped.
 
 mod ads;
+mod email;
 mod hubspot;
 mod measure;
 mod segments;
@@ -37,6 +38,11 @@ const BENCHES: &[(&str, &str)] = &[
          vendor: members/s, requests and how full they are",
     ),
     (
+        "email",
+        "the email destinations against local servers: 50,000 messages through the smtp \
+         plugin to a real SMTP server, messages/s",
+    ),
+    (
         "abi",
         "records/s through the plugin ABI vs reading CSV directly",
     ),
@@ -50,6 +56,7 @@ pub(crate) fn run(args: Vec<String>) -> Result<()> {
         Some("store") => store::run(args.collect()),
         Some("hubspot") => hubspot::run(&args.collect::<Vec<_>>()),
         Some("ads") => ads::run(&args.collect::<Vec<_>>()),
+        Some("email") => email::run(&args.collect::<Vec<_>>()),
         None | Some("list" | "-h" | "--help") => {
             println!("Usage: cargo xtask bench NAME [OPTIONS]   (NAME --help for its options)\n");
             println!("Benchmarks:");
