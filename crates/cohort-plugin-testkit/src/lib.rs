@@ -8,6 +8,8 @@
 //! - [`check_example`]: the conformance kit run on the example a plugin ships in its manifest,
 //!   exactly as `cohort plugins check PATH` runs it.
 //! - [`Logs`]: collects what plugins log, to assert on it (that a secret never appears, say).
+//! - [`OpenApi`]: checks a request against a vendor's OpenAPI file, so a fake refuses what the
+//!   vendor would.
 //! - [`plugin`]: builds a plugin package's `cdylib` and returns its path.
 //!
 //! It is a dev-dependency of plugin crates and a dependency of the `cohort` binary (for `plugins
@@ -15,6 +17,7 @@
 #![warn(missing_docs)]
 
 mod example;
+pub mod openapi;
 mod server;
 
 use std::path::PathBuf;
@@ -25,6 +28,7 @@ use cohort_plugin_host::LogSink;
 use serde_json::Value;
 
 pub use example::{Checked, Prepared, check_example};
+pub use openapi::OpenApi;
 pub use server::{FakeServer, Recorded, Reply};
 
 /// Builds `package`'s `cdylib` (debug) and returns its path.

@@ -256,7 +256,10 @@ impl FakeServer {
         format!("{}{path}", self.url)
     }
 
-    /// Answers `METHOD path` (any query) with whatever `handler` makes of the request.
+    /// Answers `METHOD path` (any query) with whatever `handler` makes of the request. A path
+    /// ending in `*` takes every path that starts with what precedes it (a vendor's
+    /// `/lists/{id}/members/{hash}`); an exact route is not preferred over it, so register
+    /// either, not both, for one path.
     pub fn on(
         &self,
         method: &str,
@@ -437,12 +440,21 @@ fn route(state: &State, request: &Recorded) -> Option<Handler> {
     let candidates = || {
         routes
             .iter()
-            .filter(|r| r.method == request.method && r.path == request.path)
+            .filter(|r| r.method == request.method && path_matches(&r.path, &request.path))
     };
     candidates()
         .find(|r| r.query.as_ref() == Some(&sorted))
         .or_else(|| candidates().find(|r| r.query.is_none()))
         .map(|r| r.handler.clone())
+}
+
+/// Whether a route's path takes a request's: the same path, or, for a route ending in `*`,
+/// any path that starts with what precedes it (`/lists/*` takes `/lists/L1/members/ab12`).
+fn path_matches(route: &str, path: &str) -> bool {
+    match route.strip_suffix('*') {
+        Some(prefix) => path.starts_with(prefix),
+        None => route == path,
+    }
 }
 
 fn show_query(query: &[(String, String)]) -> String {

@@ -1,0 +1,117 @@
+//! `mailchimp`: a destination that keeps a Mailchimp audience (list) in step with a segment.
+//!
+//! Built on the SDK's connector toolkit like webhook: [`config`] checks the config (the data
+//! centre comes from the key), [`mapping`] turns operations into members (by subscriber hash,
+//! merge fields from the campaign's `fields`) and Mailchimp's problem documents into reasons,
+//! [`client`] talks to the API, and the SDK's `Batcher` answers one outcome per operation.
+//!
+//! - `upsert` and `mirror`: members are added or updated and tagged with the campaign's
+//!   `audience`; in mirror mode a leaver loses the tag (the member stays: leaving a segment is
+//!   not unsubscribing).
+//! - Consent: Cohort pushes only customers who may be emailed and removes the others; new
+//!   members are added `subscribed` (or `pending`), existing ones keep their status, so an
+//!   unsubscribe at Mailchimp is never undone.
+//! - Small batches go member by member; above `batch_threshold`, through `POST /batches` jobs.
+//!
+//! It must not send email (Mailchimp's campaigns do) nor delete members.
+
+pub mod client;
+pub mod config;
+pub mod mapping;
+
+use cohort_plugin_api::prelude::*;
+use serde_json::json;
+
+use crate::client::Api;
+use crate::config::{Config, Validated};
+
+/// The mailchimp destination.
+#[derive(Debug)]
+pub struct Mailchimp {
+    api: Api,
+    config: Validated,
+    host: Host,
+}
+
+impl Plugin for Mailchimp {
+    type Config = Config;
+
+    fn manifest() -> Manifest {
+        // The conformance kit pushes conformance-1@ and conformance-2@example.com.
+        let mut example = Example::config(json!({
+            "api_key": "0123456789abcdef-us6",
+            "list_id": "a1b2c3d4e5",
+            "base_url": "{base_url}/3.0",
+        }));
+        for hash in [
+            "71a59637218a5a53d48c9a213245711f",
+            "7f0a2e7b289233bc7fe2ff134028a5fe",
+        ] {
+            example = example
+                .exchange(
+                    Exchange::new("PUT", format!("/3.0/lists/a1b2c3d4e5/members/{hash}"))
+                        .json(&json!({"id": hash, "status": "subscribed"})),
+                )
+                .exchange(
+                    Exchange::post(format!("/3.0/lists/a1b2c3d4e5/members/{hash}/tags"))
+                        .status(204),
+                );
+        }
+        Manifest::destination("mailchimp", env!("CARGO_PKG_VERSION"))
+            .description(
+                "Mailchimp: keeps an audience in step with a segment (members, merge fields, \
+                 a tag per campaign audience)",
+            )
+            .modes([DestinationMode::Upsert, DestinationMode::Mirror])
+            .config_schema_of::<Config>()
+            .example(example)
+    }
+
+    fn open(config: Config, host: Host) -> Result<Self, PluginError> {
+        let config = config.validate()?;
+        Ok(Mailchimp {
+            api: Api::new(host, &config),
+            config,
+            host,
+        })
+    }
+}
+
+impl Destination for Mailchimp {
+    fn push(&mut self, batch: Batch) -> Result<PushResult, PluginError> {
+        let Mailchimp { api, config, host } = self;
+        // The tag that marks the segment's members: the campaign's audience (its name when it
+        // names none).
+        let tag = batch
+            .audience
+            .as_deref()
+            .or(batch.campaign.as_deref())
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        let prepare = |op: &Operation| {
+            let change = mapping::change(config, op)?;
+            if tag.is_none() && op.action == Action::Remove {
+                return Err("the campaign names no audience, so there is no tag to remove".into());
+            }
+            Ok(change)
+        };
+        if batch.operations.len() <= config.batch_threshold {
+            // Member by member: one request for the member, one for its tag.
+            return Batcher::new(*host)
+                .max_records(1)
+                .push(&batch.operations, prepare, |chunk| {
+                    api.apply(&chunk.items[0], tag)
+                });
+        }
+        Batcher::new(*host)
+            .max_records(config.batch_size)
+            .max_bytes(8 << 20)
+            .push(&batch.operations, prepare, |chunk| {
+                let keys: Vec<&str> = chunk.operations.iter().map(|o| o.key.as_str()).collect();
+                let changes: Vec<_> = chunk.items.iter().collect();
+                api.apply_batch(&chunk.key, &keys, &changes, tag)
+            })
+    }
+}
+
+cohort_plugin_api::export_plugin!(destination: Mailchimp);
