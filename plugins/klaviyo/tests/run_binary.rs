@@ -1,0 +1,168 @@
+//! The real `cohort` binary with the built csv and klaviyo plugins, against the fake Klaviyo:
+//! a mirror campaign whose segment members join the list, then a leaver and a customer who
+//! withdrew consent are taken off it, and a run with nothing new sends nothing.
+#![allow(clippy::unwrap_used)]
+
+mod fake;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use cohort_plugin_testkit::plugin;
+use fake::{API_KEY, Fake, LIST};
+
+/// Builds `cohort` beside the plugins (where it finds them) and returns its path.
+fn cohort() -> PathBuf {
+    let dir = plugin("cohort-plugin-klaviyo").parent().unwrap().to_owned();
+    plugin("cohort-plugin-csv");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let ok = Command::new(cargo)
+        .args(["build", "--quiet", "-p", "cohort", "--bin", "cohort"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "building cohort failed");
+    dir.join("cohort")
+}
+
+const HEADER: &str = "id,email,first_name,last_name,country,tags,accepts_marketing,created_at\n";
+
+fn customers(dir: &Path, rows: &[&str]) {
+    let mut text = HEADER.to_owned();
+    for r in rows {
+        text.push_str(r);
+        text.push('\n');
+    }
+    std::fs::write(dir.join("customers.csv"), text).unwrap();
+}
+
+fn setup(fake: &Fake) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"
+[workspace]
+id = "shop"
+timezone = "UTC"
+unsubscribe_url = "https://shop.example/u/{{{{customer_id}}}}"
+
+[[sources]]
+name = "files"
+plugin = "csv"
+config = {{ customers = {{ paths = ["customers.csv"] }} }}
+
+[[segments]]
+name = "vips"
+where = "tags contains 'vip'"
+
+[[destinations]]
+name = "kl"
+plugin = "klaviyo"
+config = {{ api_key = "{API_KEY}", list_id = "{LIST}", base_url = "{url}", revision = "2026-07-15" }}
+
+[[campaigns]]
+name = "vip_sync"
+segments = ["vips"]
+destination = "kl"
+mode = "mirror"
+audience = "vip"
+[campaigns.fields]
+email = "{{{{lower email}}}}"
+first_name = "{{{{default first_name \"\"}}}}"
+country = "{{{{default country \"\"}}}}"
+"#,
+        url = fake.url(),
+    );
+    std::fs::write(dir.path().join("cohort.toml"), config).unwrap();
+    dir
+}
+
+fn run(dir: &Path) -> Output {
+    Command::new(cohort())
+        .args(["run", "--config", "cohort.toml"])
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn a_mirror_campaign_keeps_exactly_the_eligible_segment_members_on_the_list() {
+    let fake = Fake::start();
+    let dir = setup(&fake);
+    customers(
+        dir.path(),
+        &[
+            "1,ann@example.com,Ann,A,DE,vip,true,2024-01-01 10:00:00",
+            "2,bob@example.com,Bob,B,FR,vip,true,2024-01-01 10:00:00",
+            "3,cem@example.com,Cem,C,TR,vip,false,2024-01-01 10:00:00",
+            "4,dora@example.com,Dora,D,AT,,true,2024-01-01 10:00:00",
+            "5,eli@example.com,Eli,E,DE,vip,true,2024-01-01 10:00:00",
+        ],
+    );
+    let first = run(dir.path());
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert_eq!(
+        fake.members(),
+        ["ann@example.com", "bob@example.com", "eli@example.com"],
+        "segment members with consent only: {}",
+        text(&first)
+    );
+    assert!(
+        fake.profile("cem@example.com").is_none(),
+        "no consent, never added"
+    );
+    assert_eq!(
+        fake.profile("ann@example.com").unwrap().attributes["first_name"],
+        "Ann"
+    );
+    assert_eq!(
+        fake.profile("ann@example.com").unwrap().attributes["properties"]["country"],
+        "DE"
+    );
+
+    // Bob leaves the segment, Eli withdraws consent, Dora joins.
+    customers(
+        dir.path(),
+        &[
+            "1,ann@example.com,Ann,A,DE,vip,true,2024-01-01 10:00:00",
+            "2,bob@example.com,Bob,B,FR,,true,2024-01-01 10:00:00",
+            "3,cem@example.com,Cem,C,TR,vip,false,2024-01-01 10:00:00",
+            "4,dora@example.com,Dora,D,AT,vip,true,2024-01-01 10:00:00",
+            "5,eli@example.com,Eli,E,DE,vip,false,2024-01-01 10:00:00",
+        ],
+    );
+    let second = run(dir.path());
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert_eq!(
+        fake.members(),
+        ["ann@example.com", "dora@example.com"],
+        "{}",
+        text(&second)
+    );
+    assert!(
+        fake.profile("bob@example.com").is_some(),
+        "a leaver's profile stays, only the list membership goes"
+    );
+
+    let before = fake.stats().requests;
+    let third = run(dir.path());
+    assert_eq!(third.status.code(), Some(0), "{}", text(&third));
+    assert_eq!(
+        fake.stats().requests,
+        before,
+        "nothing changed, nothing pushed"
+    );
+    assert_eq!(
+        fake.stats().invalid,
+        0,
+        "{:?}",
+        fake.stats().invalid_reasons
+    );
+}
