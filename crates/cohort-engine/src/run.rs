@@ -227,7 +227,9 @@ impl Engine {
             .cancel
             .as_ref()
             .map_or_else(CancellationToken::new, CancellationToken::child_token);
-        let heartbeat = self.heartbeat(&ws, &lease, &lost, &cancel);
+        // Aborted when the run ends, and also when its future is dropped (a caller's timeout,
+        // a panic caught by the daemon): a run that is gone must not keep its lease alive.
+        let heartbeat = AbortOnDrop(self.heartbeat(&ws, &lease, &lost, &cancel));
         let log = RunLog::new(&workspace.id, observer.clone());
         let mut summary = RunSummary {
             workspace: workspace.id.clone(),
@@ -252,7 +254,7 @@ impl Engine {
             run_id: lease.run_id,
         };
         let result = self.stages(&run, &mut summary, &mut errors).await;
-        heartbeat.abort();
+        drop(heartbeat);
         summary.warnings.extend(log.take_warnings());
         for e in &mut errors {
             e.location = cohort_config::mask::redact(&e.location).into_owned();
@@ -566,6 +568,15 @@ impl RunContext<'_> {
             ));
         }
         Ok(())
+    }
+}
+
+/// A background task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

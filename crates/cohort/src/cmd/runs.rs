@@ -18,6 +18,10 @@ pub(crate) enum RunsCommand {
         /// How many runs per workspace.
         #[arg(long, default_value_t = 20)]
         limit: u64,
+        /// Print `{"runs": [...]}` as the HTTP API's `GET .../runs` does (each run with its
+        /// `workspace`).
+        #[arg(long)]
+        json: bool,
     },
     /// One run: its counts, its error, and every per-record error.
     Show {
@@ -25,6 +29,9 @@ pub(crate) enum RunsCommand {
         id: i64,
         #[command(flatten)]
         scope: Scope,
+        /// Print the run as the HTTP API's `GET .../runs/{id}` does.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -47,6 +54,19 @@ pub(crate) fn run(cmd: &RunsCommand) -> Result<ExitCode> {
     super::runtime()?.block_on(async {
         let store = cohort_engine::open_store(&config).await?;
         match cmd {
+            RunsCommand::List {
+                limit, json: true, ..
+            } => {
+                let mut runs = Vec::new();
+                for w in &workspaces {
+                    for run in store.workspace(&w.id).runs(*limit).await? {
+                        let mut v = cohort_server::run_json(&run);
+                        v["workspace"] = serde_json::Value::String(w.id.clone());
+                        runs.push(v);
+                    }
+                }
+                println!("{}", serde_json::json!({ "runs": runs }));
+            }
             RunsCommand::List { limit, .. } => {
                 println!(
                     "{:>6}  {:<12} {:<12} {:<17} {:<20} {:>9}  summary",
@@ -71,6 +91,13 @@ pub(crate) fn run(cmd: &RunsCommand) -> Result<ExitCode> {
                         "no run {id} in this config's workspaces (`cohort runs list` shows them)"
                     );
                 };
+                if matches!(cmd, RunsCommand::Show { json: true, .. }) {
+                    let mut v = cohort_server::run_detail_json(&run, &errors);
+                    v["workspace"] = serde_json::Value::String(workspace);
+                    println!("{v}");
+                    store.close().await;
+                    return Ok(ExitCode::SUCCESS);
+                }
                 println!(
                     "run {} · workspace {workspace} · job {} · {}{}",
                     run.id,
