@@ -117,6 +117,7 @@ impl Tokens {
             .oauth
             .post("")
             .retry(true)
+            .client_errors(ClientErrors::RejectRecords)
             .body("application/x-www-form-urlencoded", form)
             .send()
             .map_err(|e| match e {

@@ -302,9 +302,8 @@ impl GoogleAds {
     fn get(&mut self, key: &str) -> Option<Value> {
         if self.local.is_none() {
             match self.host.state_get(key) {
-                Err(PluginError::Unsupported(_)) => self.local = Some(HashMap::new()),
                 Ok(v) => return v,
-                Err(_) => return None,
+                Err(e) => self.no_state(&e),
             }
         }
         self.local.as_ref().and_then(|m| m.get(key).cloned())
@@ -313,16 +312,8 @@ impl GoogleAds {
     fn put(&mut self, key: &str, value: Option<Value>) {
         if self.local.is_none() {
             match self.host.state_put(key, value.as_ref()) {
-                Err(PluginError::Unsupported(_)) => self.local = Some(HashMap::new()),
                 Ok(()) => return,
-                Err(e) => {
-                    self.host.log_with(
-                        Level::Warn,
-                        "Could not keep a request's status in the state",
-                        &json!({"key": key, "error": e.to_string()}),
-                    );
-                    return;
-                }
+                Err(e) => self.no_state(&e),
             }
         }
         if let Some(local) = &mut self.local {
@@ -330,6 +321,19 @@ impl GoogleAds {
                 Some(v) => local.insert(key.to_owned(), v),
                 None => local.remove(key),
             };
+        }
+    }
+
+    /// Keeps the state in memory from now on (a host without a state service, or one that
+    /// fails): requests still processing at the end of this instance are not followed up.
+    fn no_state(&mut self, why: &PluginError) {
+        self.local = Some(HashMap::new());
+        if !matches!(why, PluginError::Unsupported(_)) {
+            self.host.log_with(
+                Level::Warn,
+                "No state store: request statuses are followed only while this run lasts",
+                &json!({"error": why.to_string()}),
+            );
         }
     }
 

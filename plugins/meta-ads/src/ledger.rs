@@ -32,12 +32,12 @@ impl Ledger {
         }
         match self.host.state_get(key) {
             Ok(found) => found.is_some(),
-            Err(PluginError::Unsupported(_)) => {
-                self.enabled = false;
+            // No state here (an older host, the conformance kit), or none that answers: the
+            // request is sent again, which is harmless (see the module doc).
+            Err(e) => {
+                self.off(&e);
                 false
             }
-            // A state that cannot be read sends again: harmless, see the module doc.
-            Err(_) => false,
         }
     }
 
@@ -46,14 +46,20 @@ impl Ledger {
         if !self.enabled {
             return;
         }
-        match self.host.state_put(key, Some(&json!({"rows": rows}))) {
-            Ok(()) => {}
-            Err(PluginError::Unsupported(_)) => self.enabled = false,
-            Err(e) => self.host.log_with(
+        if let Err(e) = self.host.state_put(key, Some(&json!({"rows": rows}))) {
+            self.off(&e);
+        }
+    }
+
+    /// Turns the ledger off for this instance, saying why once.
+    fn off(&mut self, why: &PluginError) {
+        self.enabled = false;
+        if !matches!(why, PluginError::Unsupported(_)) {
+            self.host.log_with(
                 Level::Warn,
-                "Could not record a request Meta took; a run killed now would send it again",
-                &json!({"key": key, "error": e.to_string()}),
-            ),
+                "No request ledger: a run killed mid-push may send some requests again",
+                &json!({"error": why.to_string()}),
+            );
         }
     }
 }

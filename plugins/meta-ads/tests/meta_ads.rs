@@ -38,7 +38,7 @@ fn http() -> HttpService {
     .unwrap()
 }
 
-fn open_with(fake: &Fake, logs: &Arc<Logs>, extra: Value) -> Result<Instance, CallError> {
+fn open_with(fake: &Fake, logs: &Arc<Logs>, extra: &Value) -> Result<Instance, CallError> {
     let mut config =
         json!({"access_token": TOKEN, "base_url": fake.url(), "app_secret": APP_SECRET});
     for (k, v) in extra.as_object().unwrap() {
@@ -51,7 +51,7 @@ fn open_with(fake: &Fake, logs: &Arc<Logs>, extra: Value) -> Result<Instance, Ca
 }
 
 fn open(fake: &Fake, logs: &Arc<Logs>) -> Instance {
-    open_with(fake, logs, json!({})).unwrap()
+    open_with(fake, logs, &json!({})).unwrap()
 }
 
 fn upsert(n: usize, fields: Value) -> Operation {
@@ -184,7 +184,7 @@ fn a_refused_token_is_a_config_error_that_never_shows_the_token() {
     let mut i = open_with(
         &fake,
         &logs,
-        json!({"access_token": "EAAB-wrong-TOPSECRET"}),
+        &json!({"access_token": "EAAB-wrong-TOPSECRET"}),
     )
     .unwrap();
     let err = i

@@ -160,7 +160,7 @@ impl Fake {
     }
 }
 
-fn rpc_error(code: u16, status: &str, message: &str, details: Value) -> Reply {
+fn rpc_error(code: u16, status: &str, message: &str, details: &Value) -> Reply {
     Reply::status(code).with_json(&json!({"error": {
         "code": code, "message": message, "status": status, "details": details
     }}))
@@ -178,7 +178,7 @@ fn unauthenticated() -> Reply {
         401,
         "UNAUTHENTICATED",
         "Request had invalid authentication credentials. Expected OAuth 2 access token.",
-        json!([]),
+        &json!([]),
     )
 }
 
@@ -187,13 +187,13 @@ fn is_hash(v: &Value) -> bool {
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
 }
 
-fn violation(s: &mut State, field: &str, what: String) -> Reply {
+fn violation(s: &mut State, field: &str, what: &str) -> Reply {
     s.stats.violations.push(format!("{field}: {what}"));
     rpc_error(
         400,
         "INVALID_ARGUMENT",
         "Request contains an invalid argument.",
-        json!([{"@type": "type.googleapis.com/google.rpc.BadRequest",
+        &json!([{"@type": "type.googleapis.com/google.rpc.BadRequest",
                 "fieldViolations": [{"field": field, "description": what}]}]),
     )
 }
@@ -207,16 +207,18 @@ fn members(state: &Mutex<State>, verb: &str, r: &Recorded) -> Reply {
                 429,
                 "RESOURCE_EXHAUSTED",
                 "Quota exceeded for quota metric 'Requests' of service 'datamanager.googleapis.com'.",
-                json!([{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                &json!([{"@type": "type.googleapis.com/google.rpc.RetryInfo",
                         "retryDelay": format!("{}s", ms as f64 / 1000.0)}]),
             ),
             Fault::Unavailable => rpc_error(
                 503,
                 "UNAVAILABLE",
                 "The service is currently unavailable.",
-                json!([]),
+                &json!([]),
             ),
-            Fault::Internal => rpc_error(500, "INTERNAL", "Internal error encountered.", json!([])),
+            Fault::Internal => {
+                rpc_error(500, "INTERNAL", "Internal error encountered.", &json!([]))
+            }
         };
     }
     if !authorized(&s, r) {
@@ -230,7 +232,7 @@ fn members(state: &Mutex<State>, verb: &str, r: &Recorded) -> Reply {
         return violation(
             &mut s,
             "destinations[0].operating_account",
-            "not one GOOGLE_ADS destination".into(),
+            "not one GOOGLE_ADS destination",
         );
     }
     if d["operatingAccount"]["accountId"] != ACCOUNT {
@@ -238,7 +240,7 @@ fn members(state: &Mutex<State>, verb: &str, r: &Recorded) -> Reply {
             403,
             "PERMISSION_DENIED",
             "The caller does not have permission",
-            json!([]),
+            &json!([]),
         );
     }
     let list = d["productDestinationId"]
@@ -249,15 +251,11 @@ fn members(state: &Mutex<State>, verb: &str, r: &Recorded) -> Reply {
         return violation(
             &mut s,
             "destinations[0].product_destination_id",
-            format!("unknown user list {list}"),
+            &format!("unknown user list {list}"),
         );
     }
     if body["encoding"] != "HEX" {
-        return violation(
-            &mut s,
-            "encoding",
-            "HEX required for hashed user data".into(),
-        );
+        return violation(&mut s, "encoding", "HEX required for hashed user data");
     }
     if verb == "ingest" && body["termsOfService"]["customerMatchTermsOfServiceStatus"] != "ACCEPTED"
     {
@@ -265,18 +263,18 @@ fn members(state: &Mutex<State>, verb: &str, r: &Recorded) -> Reply {
             400,
             "INVALID_ARGUMENT",
             "TERMS_AND_CONDITIONS_NOT_SIGNED",
-            json!([
+            &json!([
             {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "TERMS_AND_CONDITIONS_NOT_SIGNED"}]),
         );
     }
     let Some(list_members) = body["audienceMembers"].as_array() else {
-        return violation(&mut s, "audience_members", "missing".into());
+        return violation(&mut s, "audience_members", "missing");
     };
     if list_members.is_empty() || list_members.len() > 10_000 {
         return violation(
             &mut s,
             "audience_members",
-            format!("{} members (TOO_MANY_AUDIENCE_MEMBERS)", list_members.len()),
+            &format!("{} members (TOO_MANY_AUDIENCE_MEMBERS)", list_members.len()),
         );
     }
     let mut keyed = Vec::new();
@@ -290,7 +288,7 @@ fn members(state: &Mutex<State>, verb: &str, r: &Recorded) -> Reply {
             return violation(
                 &mut s,
                 &format!("audience_members[{n}]"),
-                "1 to 10 identifiers".into(),
+                "1 to 10 identifiers",
             );
         }
         if verb == "ingest"
@@ -300,14 +298,14 @@ fn members(state: &Mutex<State>, verb: &str, r: &Recorded) -> Reply {
             return violation(
                 &mut s,
                 &format!("audience_members[{n}].consent"),
-                "consent not granted".into(),
+                "consent not granted",
             );
         }
         if verb == "remove" && !m["consent"].is_null() {
             return violation(
                 &mut s,
                 &format!("audience_members[{n}].consent"),
-                "no consent on removal".into(),
+                "no consent on removal",
             );
         }
         let mut key = None;
@@ -315,11 +313,11 @@ fn members(state: &Mutex<State>, verb: &str, r: &Recorded) -> Reply {
             let field = format!("audience_members[{n}].user_data.user_identifiers[{k}]");
             let obj = id.as_object().cloned().unwrap_or_default();
             if obj.len() != 1 {
-                return violation(&mut s, &field, "exactly one identifier".into());
+                return violation(&mut s, &field, "exactly one identifier");
             }
             if let Some(h) = obj.get("emailAddress").or(obj.get("phoneNumber")) {
                 if !is_hash(h) {
-                    return violation(&mut s, &field, format!("INVALID_SHA256_FORMAT {h}"));
+                    return violation(&mut s, &field, &format!("INVALID_SHA256_FORMAT {h}"));
                 }
                 if s.refuse.contains(h.as_str().unwrap()) {
                     refused.push(json!({"field": field, "description": "The SHA256 encoded value is malformed.", "reason": "INVALID_SHA256_FORMAT"}));
@@ -333,10 +331,10 @@ fn members(state: &Mutex<State>, verb: &str, r: &Recorded) -> Reply {
                         .is_some_and(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
                     && a["postalCode"].as_str().is_some_and(|p| !p.is_empty());
                 if !ok {
-                    return violation(&mut s, &field, format!("bad address {a}"));
+                    return violation(&mut s, &field, &format!("bad address {a}"));
                 }
             } else {
-                return violation(&mut s, &field, format!("unknown identifier {id}"));
+                return violation(&mut s, &field, &format!("unknown identifier {id}"));
             }
         }
         keyed.push((key.unwrap_or_default(), m.clone()));
@@ -346,7 +344,7 @@ fn members(state: &Mutex<State>, verb: &str, r: &Recorded) -> Reply {
             400,
             "INVALID_ARGUMENT",
             "Request contains an invalid argument.",
-            json!([
+            &json!([
             {"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": refused}]),
         );
     }
@@ -384,7 +382,7 @@ fn status(state: &Mutex<State>, r: &Recorded) -> Reply {
     s.stats.status_reads += 1;
     let id = r.query("requestId").unwrap_or_default().to_owned();
     let Some((reads, end)) = s.requests.get_mut(&id) else {
-        return rpc_error(404, "NOT_FOUND", "Request not found", json!([]));
+        return rpc_error(404, "NOT_FOUND", "Request not found", &json!([]));
     };
     if *reads > 0 {
         *reads -= 1;

@@ -201,14 +201,14 @@ fn handle(state: &Mutex<State>, audience: &str, edge: &str, proof: bool, r: &Rec
         .header("content-type")
         .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
     {
-        return violation(&mut s, "the body is not form-encoded".to_owned());
+        return violation(&mut s, "the body is not form-encoded");
     }
     let form = parse_form(&r.body);
     let Some(payload) = form
         .get("payload")
         .and_then(|p| serde_json::from_str::<Value>(p).ok())
     else {
-        return violation(&mut s, "no payload parameter, or not JSON".to_owned());
+        return violation(&mut s, "no payload parameter, or not JSON");
     };
     let schema: Vec<String> = payload["schema"]
         .as_array()
@@ -219,19 +219,19 @@ fn handle(state: &Mutex<State>, audience: &str, edge: &str, proof: bool, r: &Rec
         })
         .unwrap_or_default();
     if schema.is_empty() || schema.iter().any(|k| !KEYS.contains(&k.as_str())) {
-        return violation(&mut s, format!("bad schema {}", payload["schema"]));
+        return violation(&mut s, &format!("bad schema {}", payload["schema"]));
     }
     let Some(data) = payload["data"].as_array() else {
-        return violation(&mut s, "no data".to_owned());
+        return violation(&mut s, "no data");
     };
     if data.len() > 10_000 {
-        return violation(&mut s, format!("{} rows in one request", data.len()));
+        return violation(&mut s, &format!("{} rows in one request", data.len()));
     }
     let mut rows = Vec::new();
     let mut invalid = BTreeMap::new();
     for (n, row) in data.iter().enumerate() {
         let Some(cells) = row.as_array().filter(|c| c.len() == schema.len()) else {
-            return violation(&mut s, format!("row {n} does not match the schema"));
+            return violation(&mut s, &format!("row {n} does not match the schema"));
         };
         let mut member = Member::new();
         for (key, cell) in schema.iter().zip(cells) {
@@ -247,7 +247,7 @@ fn handle(state: &Mutex<State>, audience: &str, edge: &str, proof: bool, r: &Rec
             if !ok {
                 return violation(
                     &mut s,
-                    format!("row {n}: {key} = {cell} is not a SHA-256 hex"),
+                    &format!("row {n}: {key} = {cell} is not a SHA-256 hex"),
                 );
             }
             if let Some(h) = cell.as_str().filter(|h| s.poison.contains(*h)) {
@@ -292,7 +292,7 @@ fn handle(state: &Mutex<State>, audience: &str, edge: &str, proof: bool, r: &Rec
                 session["last_batch_flag"].as_bool(),
                 session["estimated_num_total"].as_u64(),
             ) else {
-                return violation(&mut s, format!("bad session {session}"));
+                return violation(&mut s, &format!("bad session {session}"));
             };
             s.stats.replaces += 1;
             let entry = s
@@ -301,7 +301,7 @@ fn handle(state: &Mutex<State>, audience: &str, edge: &str, proof: bool, r: &Rec
                 .or_insert_with(|| (audience.to_owned(), 0, Vec::new()));
             if u64::from(entry.1) + 1 != seq {
                 let want = entry.1 + 1;
-                return violation(&mut s, format!("batch_seq {seq} after {}", want - 1));
+                return violation(&mut s, &format!("batch_seq {seq} after {}", want - 1));
             }
             entry.1 += 1;
             entry.2.extend(rows);
@@ -325,8 +325,8 @@ fn handle(state: &Mutex<State>, audience: &str, edge: &str, proof: bool, r: &Rec
     }))
 }
 
-fn violation(s: &mut State, what: String) -> Reply {
-    s.stats.violations.push(what.clone());
+fn violation(s: &mut State, what: &str) -> Reply {
+    s.stats.violations.push(what.to_owned());
     graph_error(400, 100, &format!("(#100) Invalid parameter: {what}"))
 }
 
