@@ -1,0 +1,157 @@
+//! The real `cohort` binary with the built csv and sendgrid plugins against the fake SendGrid:
+//! a dry run sends nothing, a run sends each consenting buyer one message and records the one
+//! address SendGrid refuses with its reason, and a second run sends nothing.
+#![allow(clippy::unwrap_used)]
+
+mod fake;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use cohort_plugin_testkit::plugin;
+use fake::{Fake, KEY};
+
+/// Builds `cohort` beside the plugins (where it finds them) and returns its path.
+fn cohort() -> PathBuf {
+    let dir = plugin("cohort-plugin-sendgrid")
+        .parent()
+        .unwrap()
+        .to_owned();
+    plugin("cohort-plugin-csv");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let ok = Command::new(cargo)
+        .args(["build", "--quiet", "-p", "cohort", "--bin", "cohort"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "building cohort failed");
+    dir.join("cohort")
+}
+
+/// Six buyers; the fourth has no consent, the fifth an address SendGrid refuses.
+fn setup(fake: &Fake) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut customers = String::from("id,email,first_name,accepts_marketing,created_at\n");
+    let mut orders = String::from("id,customer_id,created_at,total_price,items\n");
+    for i in 1..=6 {
+        let email = if i == 5 {
+            "c5@invalid.example".to_owned()
+        } else {
+            format!("c{i}@example.com")
+        };
+        writeln!(customers, "{i},{email},Ann,{},2024-01-01 10:00:00", i != 4).unwrap();
+        writeln!(orders, "{i},{i},2024-03-01 12:00:00,20.00,1").unwrap();
+    }
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/customers.csv"), customers).unwrap();
+    std::fs::write(dir.path().join("data/orders.csv"), orders).unwrap();
+    let config = format!(
+        r#"
+[workspace]
+id = "shop"
+timezone = "UTC"
+as_of = "2024-04-01"
+unsubscribe_url = "https://shop.example/u/{{{{customer_id}}}}"
+
+[[sources]]
+name = "files"
+plugin = "csv"
+config = {{ base_dir = "data", customers = {{ paths = ["customers.csv"] }}, orders = {{ paths = ["orders.csv"] }} }}
+
+[[segments]]
+name = "buyers"
+where = "orders_count >= 1"
+
+[[destinations]]
+name = "sendgrid"
+plugin = "sendgrid"
+config = {{ api_key = "{KEY}", base_url = "{url}" }}
+
+[[campaigns]]
+name = "thanks"
+segments = ["buyers"]
+destination = "sendgrid"
+mode = "send"
+[campaigns.email]
+from = "Shop <hi@shop.example>"
+subject = "Thanks, {{{{first_name}}}}"
+html = "<p>Thank you.</p>"
+"#,
+        url = fake.url(),
+    );
+    std::fs::write(dir.path().join("cohort.toml"), config).unwrap();
+    dir
+}
+
+fn run(dir: &Path, extra: &[&str]) -> Output {
+    Command::new(cohort())
+        .args(["run", "--config", "cohort.toml"])
+        .args(extra)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn a_run_sends_each_consenting_buyer_once_and_records_what_sendgrid_refused() {
+    let fake = Fake::start();
+    let dir = setup(&fake);
+    let dry = run(dir.path(), &["--dry-run"]);
+    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry));
+    assert_eq!(fake.server.count(), 0, "a dry run reached SendGrid");
+
+    let first = run(dir.path(), &[]);
+    let copies = fake.copies();
+    assert_eq!(
+        copies.keys().collect::<Vec<_>>(),
+        [
+            "c1@example.com",
+            "c2@example.com",
+            "c3@example.com",
+            "c6@example.com"
+        ],
+        "{}",
+        text(&first)
+    );
+    assert!(copies.values().all(|&n| n == 1));
+    assert!(text(&first).contains("1 record errors"), "{}", text(&first));
+    let show = Command::new(cohort())
+        .args(["runs", "show", "2", "--config", "cohort.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        text(&show).contains("Does not contain a valid address"),
+        "the refusal is recorded with SendGrid's reason: {}",
+        text(&show)
+    );
+    assert!(!text(&first).contains(KEY), "the key leaked");
+    assert_eq!(fake.violations(), Vec::<String>::new());
+
+    let requests = fake.server.count();
+    let second = run(dir.path(), &[]);
+    assert!(
+        matches!(second.status.code(), Some(0 | 3)),
+        "{}",
+        text(&second)
+    );
+    assert_eq!(fake.accepted().len(), 4, "a second run sent again");
+    // Only the refused address is tried again (Cohort plans a rejected record again).
+    for r in &fake.server.requests_to("/v3/mail/send")[requests..] {
+        assert_eq!(
+            r.json()["personalizations"][0]["to"][0]["email"],
+            "c5@invalid.example",
+            "{}",
+            text(&second)
+        );
+    }
+}
