@@ -67,7 +67,13 @@ fn starttls_with_a_test_ca_and_auth_delivers_what_a_receiving_server_checks() {
 
     let got = server.messages();
     assert_eq!(got.len(), 2);
-    let (ann, bob) = (&got[0], &got[1]);
+    // Messages may arrive in either order (several connections): find each by its recipient.
+    let to = |who: &str| {
+        got.iter()
+            .find(|m| m.rcpt_tos.iter().any(|r| r == who))
+            .unwrap_or_else(|| panic!("no message to {who}"))
+    };
+    let (ann, bob) = (to("ann@example.com"), to("bob@example.com"));
     assert_eq!(ann.mail_from, "shop@shop.example");
     assert_eq!(
         ann.rcpt_tos,
