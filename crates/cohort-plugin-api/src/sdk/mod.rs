@@ -54,6 +54,7 @@ pub mod batch;
 pub mod ffi;
 mod host;
 pub mod http;
+pub mod ledger;
 mod page;
 pub mod paged;
 
