@@ -18,7 +18,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             .unwrap_or_else(|| default.to_owned())
     };
     let n = arg("--members", "1000000");
-    let hashing = driver("cohort-adkeys", &["--customers", &n])?;
+    let hashing = driver("cohort-adkeys", "adkeys_bench", &["--customers", &n])?;
     println!("| hashing | customers | keys each | seconds | customers/s | target |");
     println!("| --- | ---: | ---: | ---: | ---: | --- |");
     for v in &hashing {
@@ -39,8 +39,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     println!();
     println!("| push | members | seconds | members/s | requests | full (10,000) | fill |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for package in ["cohort-plugin-meta-ads", "cohort-plugin-google-ads"] {
-        for v in driver(package, &["--members", &n])? {
+    for (package, example) in [
+        ("cohort-plugin-meta-ads", "meta_ads_bench"),
+        ("cohort-plugin-google-ads", "google_ads_bench"),
+    ] {
+        for v in driver(package, example, &["--members", &n])? {
             println!(
                 "| {} | {} | {:.1} | {:.0} | {} | {} | {:.1}% |",
                 v["vendor"].as_str().unwrap_or_default(),
@@ -57,7 +60,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 }
 
 /// Runs a package's `bench` example in release and reads its JSON lines.
-fn driver(package: &str, args: &[&str]) -> Result<Vec<serde_json::Value>> {
+fn driver(package: &str, example: &str, args: &[&str]) -> Result<Vec<serde_json::Value>> {
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(paths::repo_root())
         .args([
@@ -67,7 +70,7 @@ fn driver(package: &str, args: &[&str]) -> Result<Vec<serde_json::Value>> {
             "-p",
             package,
             "--example",
-            "bench",
+            example,
             "--",
         ])
         .args(args)

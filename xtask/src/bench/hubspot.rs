@@ -24,7 +24,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(paths::repo_root())
         .args(["run", "--quiet", "--release", "-p", "cohort-plugin-hubspot"])
-        .args(["--example", "bench", "--"])
+        .args(["--example", "hubspot_bench", "--"])
         .args(["--contacts", &contacts, "--tier", &tier])
         .output()
         .context("running the hubspot bench driver")?;

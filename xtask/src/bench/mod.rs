@@ -4,6 +4,7 @@
 //! never because a number is slower than hoped.
 
 mod ads;
+mod daemon;
 mod email;
 mod hubspot;
 mod measure;
@@ -43,6 +44,11 @@ const BENCHES: &[(&str, &str)] = &[
          plugin to a real SMTP server, messages/s",
     ),
     (
+        "daemon",
+        "cohort daemon on PostgreSQL: 1,000 workspaces on one-minute schedules, one daemon \
+         then two, for 10 minutes each: tick-to-start latency, missed ticks, runs/min, RSS",
+    ),
+    (
         "abi",
         "records/s through the plugin ABI vs reading CSV directly",
     ),
@@ -57,6 +63,7 @@ pub(crate) fn run(args: Vec<String>) -> Result<()> {
         Some("hubspot") => hubspot::run(&args.collect::<Vec<_>>()),
         Some("ads") => ads::run(&args.collect::<Vec<_>>()),
         Some("email") => email::run(&args.collect::<Vec<_>>()),
+        Some("daemon") => daemon::run(&args.collect::<Vec<_>>()),
         None | Some("list" | "-h" | "--help") => {
             println!("Usage: cargo xtask bench NAME [OPTIONS]   (NAME --help for its options)\n");
             println!("Benchmarks:");

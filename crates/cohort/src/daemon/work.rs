@@ -105,11 +105,13 @@ async fn run_claimed(daemon: &Arc<Daemon>, claim: Claim) {
         ("workspace", claim.workspace.as_str()),
         ("job", claim.job.as_str()),
     ];
-    if let Some(tick) = claim.scheduled_for
-        && claim.attempt == 1
-        && !claim.resumed
-    {
-        let lag = (Utc::now() - tick).num_milliseconds().max(0) as f64 / 1000.0;
+    // Tick lag is the scheduler's own latency: only a tick's first start counts (a retry or a
+    // resumed run starts late on purpose).
+    let lag = claim
+        .scheduled_for
+        .filter(|_| claim.attempt == 1 && !claim.resumed)
+        .map(|tick| (Utc::now() - tick).num_milliseconds().max(0) as f64 / 1000.0);
+    if let Some(lag) = lag {
         daemon
             .metrics
             .observe("cohort_tick_lag_seconds", &labels, lag);
@@ -118,6 +120,8 @@ async fn run_claimed(daemon: &Arc<Daemon>, claim: Claim) {
         trigger = %claim.trigger,
         attempt = claim.attempt,
         resumed = claim.resumed,
+        scheduled_for = claim.scheduled_for.map(|t| t.to_rfc3339()),
+        tick_lag_seconds = lag,
         "Run starting"
     );
     let cancel = CancellationToken::new();
