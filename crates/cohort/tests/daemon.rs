@@ -10,6 +10,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use util::Dir;
 use util::pg::PgSchema;
@@ -608,4 +609,104 @@ fn a_daemon_killed_mid_run_loses_its_lease_and_another_finishes_the_run_exactly_
     let clean = util::shop::setup(30);
     util::shop::run(&clean, &[]).ok();
     assert_eq!(outbox(dir.tmp.path()), outbox(clean.tmp.path()));
+}
+
+/// The scheduled runs whose tick fell strictly between `after` and `before`.
+fn ticks_between(d: &Daemon, after: DateTime<Utc>, before: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    runs(d, "limit=1000")
+        .iter()
+        .filter_map(|r| r["scheduled_for"].as_str())
+        .map(|t| DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc))
+        .filter(|t| *t > after && *t < before)
+        .collect()
+}
+
+/// What a restart after downtime did.
+struct Downtime {
+    /// The ticks that ran from the downtime.
+    ran: Vec<DateTime<Utc>>,
+    /// The missed ticks the restarted daemon counted (its "Ticks missed" log line).
+    missed: u64,
+    down: DateTime<Utc>,
+    up: DateTime<Utc>,
+}
+
+/// Runs the shop on a 2-second schedule with `misfire`, stops the daemon for 9 s (four ticks or
+/// more fall due with no daemon up), and starts another.
+fn downtime(misfire: &str) -> Downtime {
+    // Eight customers: the shop's events name customer 7.
+    let dir = shop_dir(8, "*/2 * * * * *");
+    let conf = std::fs::read_to_string(dir.path("conf/shop.toml")).unwrap();
+    dir.write("conf/shop.toml", &format!("{conf}{misfire}\n"));
+    let mut first = Daemon::start(&dir, "before", &[]);
+    first.wait_ready();
+    eventually(
+        &first,
+        "a first run succeeds",
+        Duration::from_secs(60),
+        || !runs(&first, "status=succeeded").is_empty(),
+    );
+    first.signal("TERM");
+    assert_eq!(first.wait(Duration::from_secs(60)), Some(0));
+    let down = Utc::now();
+    std::thread::sleep(Duration::from_secs(9));
+    let up = Utc::now();
+    let second = Daemon::start(&dir, "after", &[]);
+    second.wait_ready();
+    // The restarted daemon settles what fell due at once, then goes on with the next ticks.
+    let later = up + chrono::Duration::seconds(3);
+    eventually(
+        &second,
+        "a tick after the restart runs",
+        Duration::from_secs(60),
+        || !ticks_between(&second, later, later + chrono::Duration::days(1)).is_empty(),
+    );
+    let log = second.log();
+    let missed = log
+        .lines()
+        .filter(|l| l.contains("Ticks missed"))
+        .filter_map(|l| l.split("missed=").nth(1))
+        .filter_map(|n| n.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Downtime {
+        ran: ticks_between(&second, down, up),
+        missed,
+        down,
+        up,
+    }
+}
+
+#[test]
+fn after_downtime_run_once_runs_the_missed_ticks_once_not_once_each() {
+    let d = downtime("misfire = \"run_once\"");
+    assert!(
+        d.missed >= 3,
+        "four or more ticks fell due between {} and {}; all but one are counted missed: {}",
+        d.down,
+        d.up,
+        d.missed
+    );
+    assert!(
+        d.ran.len() <= 1,
+        "run_once runs the missed ticks once, not once each: {:?}",
+        d.ran
+    );
+}
+
+#[test]
+fn after_downtime_skip_drops_the_ticks_missed_beyond_the_grace() {
+    let d = downtime("misfire = \"skip\"\nmisfire_grace = \"1s\"");
+    assert!(d.missed >= 3, "missed ticks are counted: {}", d.missed);
+    // A tick within a second of the restart is still on time; everything older is dropped.
+    let late: Vec<_> = d
+        .ran
+        .iter()
+        .filter(|t| **t < d.up - chrono::Duration::seconds(2))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "ticks missed between {} and {} ran despite misfire = skip: {late:?}",
+        d.down,
+        d.up
+    );
 }

@@ -17,7 +17,6 @@
 pub mod auth;
 pub mod client;
 pub mod config;
-pub mod ledger;
 pub mod mapping;
 
 use std::collections::{BTreeSet, HashMap};
@@ -28,8 +27,8 @@ use serde_json::{Value, json};
 
 use crate::client::{DataManager, MAX_MEMBERS, Status, Verb};
 use crate::config::Config;
-use crate::ledger::Ledger;
 use crate::mapping::{GRANTED, Member};
+use cohort_plugin_api::sdk::ledger::RequestLedger;
 
 /// State key of the list of requests whose processing is not known yet.
 const PENDING: &str = "pending";
@@ -40,7 +39,7 @@ pub struct GoogleAds {
     api: DataManager,
     host: Host,
     batcher: Batcher,
-    ledger: Ledger,
+    ledger: RequestLedger,
     warned: BTreeSet<String>,
     /// The state, kept in memory on a host without a state service.
     local: Option<HashMap<String, Value>>,
@@ -81,7 +80,7 @@ impl Plugin for GoogleAds {
             batcher: Batcher::new(host)
                 .max_records(MAX_MEMBERS)
                 .max_bytes(64 << 20),
-            ledger: Ledger::new(host),
+            ledger: RequestLedger::new(host),
             warned: BTreeSet::new(),
             local: None,
         })
@@ -244,7 +243,7 @@ impl GoogleAds {
                     .ok_or_else(|| "plugin bug: a member went missing".to_owned())
             },
             |chunk| {
-                let ledger_key = format!("sent/{list}/{}/{}", verb.name(), chunk.key);
+                let ledger_key = format!("{list}/{}/{}", verb.name(), chunk.key);
                 if ledger.holds(&ledger_key) {
                     return Ok(Acks::All);
                 }

@@ -11,7 +11,6 @@
 
 pub mod client;
 pub mod config;
-pub mod ledger;
 pub mod mapping;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -22,8 +21,8 @@ use serde_json::{Value, json};
 
 use crate::client::{Edge, Graph, MAX_ROWS, Received, Session};
 use crate::config::Config;
-use crate::ledger::Ledger;
 use crate::mapping::{Row, Schema};
+use cohort_plugin_api::sdk::ledger::RequestLedger;
 
 /// The meta-ads destination.
 #[derive(Debug)]
@@ -31,7 +30,7 @@ pub struct MetaAds {
     graph: Graph,
     host: Host,
     batcher: Batcher,
-    ledger: Ledger,
+    ledger: RequestLedger,
     /// The last `batch_seq` sent in each replace session.
     sessions: HashMap<String, u32>,
     /// Field names already warned about.
@@ -71,7 +70,7 @@ impl Plugin for MetaAds {
             host,
             // Meta's limit is in rows; the bytes only guard against a runaway payload.
             batcher: Batcher::new(host).max_records(MAX_ROWS).max_bytes(64 << 20),
-            ledger: Ledger::new(host),
+            ledger: RequestLedger::new(host),
             sessions: HashMap::new(),
             warned: BTreeSet::new(),
             report: Received::default(),
@@ -252,14 +251,14 @@ impl MetaAds {
                             estimated_num_total: r.estimated_total,
                         }
                     });
-                    let ledger_key = format!("sent/{audience}/{}/{}", edge.name(), chunk.key);
+                    let ledger_key = format!("{audience}/{}/{}", edge.name(), chunk.key);
                     if session.is_none() && ledger.holds(&ledger_key) {
                         return Ok(Acks::All);
                     }
                     let refs: Vec<&Row> = chunk.items.iter().collect();
                     let received = graph.send(edge, audience, &schema, &refs, session.as_ref())?;
                     if session.is_none() {
-                        ledger.record(&ledger_key, chunk.items.len());
+                        ledger.record(&ledger_key, &json!({"rows": chunk.items.len()}));
                     }
                     report.num_received += received.num_received;
                     report.num_invalid_entries += received.num_invalid_entries;
