@@ -56,6 +56,11 @@ pub struct Config {
     #[serde(default = "default_job_timeout")]
     #[schemars(range(min = 1, max = 3600))]
     pub job_timeout: u64,
+    /// Read the account's global unsubscribes into Cohort's suppression list before each run
+    /// (the key then needs the Suppressions read scope). Turn off only when something else
+    /// already brings them into Cohort.
+    #[serde(default = "default_true")]
+    pub read_unsubscribes: bool,
 }
 
 fn default_base_url() -> String {
@@ -68,6 +73,10 @@ fn default_requests_per_second() -> u32 {
 
 fn default_timeout() -> u64 {
     30
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_poll_interval() -> u64 {
@@ -101,6 +110,8 @@ pub struct Validated {
     pub poll_interval: Duration,
     /// Longest wait for an import job in one push.
     pub job_timeout: Duration,
+    /// Whether to read the global unsubscribes.
+    pub read_unsubscribes: bool,
 }
 
 impl Config {
@@ -161,6 +172,7 @@ impl Config {
             list_id,
             poll_interval: Duration::from_secs(self.poll_interval),
             job_timeout: Duration::from_secs(self.job_timeout),
+            read_unsubscribes: self.read_unsubscribes,
         })
     }
 }

@@ -22,6 +22,7 @@ pub mod contact;
 pub mod ledger;
 pub mod mapping;
 pub mod marketing;
+pub mod unsubscribes;
 
 use std::collections::BTreeMap;
 
@@ -65,6 +66,7 @@ impl Plugin for Sendgrid {
                 DestinationMode::Upsert,
                 DestinationMode::Mirror,
             ])
+            .suppressions()
             .config_schema_of::<Config>()
             .example(
                 Example::config(json!({
@@ -77,7 +79,10 @@ impl Plugin for Sendgrid {
                     Exchange::post("/v3/mail/send")
                         .status(202)
                         .header("X-Message-Id", "example-message-id"),
-                ),
+                )
+                .exchange(Exchange::get("/v3/suppression/unsubscribes").json(&json!([
+                    {"email": "unsubscribed@example.com", "created": 1_764_930_000}
+                ]))),
             )
     }
 
@@ -104,6 +109,17 @@ impl Destination for Sendgrid {
             DestinationMode::Send => self.send(&batch),
             DestinationMode::Upsert | DestinationMode::Mirror => self.sync(&batch),
         }
+    }
+
+    /// The account's global unsubscribes ([`unsubscribes`]), unless `read_unsubscribes` is off.
+    fn suppressions(&mut self, cursor: serde_json::Value) -> Result<SuppressionsPage, PluginError> {
+        if !self.config.read_unsubscribes {
+            return Ok(SuppressionsPage {
+                next_cursor: cursor,
+                ..SuppressionsPage::default()
+            });
+        }
+        unsubscribes::read(&self.api, &cursor)
     }
 }
 

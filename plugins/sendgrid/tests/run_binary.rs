@@ -279,3 +279,65 @@ fn a_mirror_campaign_keeps_the_list_to_exactly_the_eligible_segment_members() {
     assert!(!text(&third).contains(KEY), "the key leaked");
     assert_eq!(fake.violations(), Vec::<String>::new());
 }
+
+#[test]
+fn an_address_unsubscribed_at_sendgrid_is_suppressed_at_the_next_run_and_leaves_the_list() {
+    let fake = Fake::start();
+    let dir = setup_mirror(&fake);
+    customers(
+        dir.path(),
+        &[
+            "1,ann@example.com,Ann,vip,true,2024-01-01 10:00:00",
+            "2,bob@example.com,Bob,vip,true,2024-01-01 10:00:00",
+        ],
+    );
+    let first = run(dir.path(), &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert_eq!(fake.member_emails(), ["ann@example.com", "bob@example.com"]);
+
+    // Bob clicks SendGrid's unsubscribe link.
+    fake.unsubscribe("Bob@Example.com", 1_764_930_000);
+    let dry = run(dir.path(), &["--dry-run", "--json"]);
+    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry));
+    let report: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(
+        report["runs"][0]["summary"]["vendor_suppressions"],
+        serde_json::json!([{"destination": "sg", "read": 1, "new": 1}]),
+        "a dry run reads and reports: {}",
+        text(&dry)
+    );
+    assert_eq!(
+        fake.member_emails(),
+        ["ann@example.com", "bob@example.com"],
+        "a dry run changes nothing"
+    );
+
+    let second = run(dir.path(), &[]);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert!(
+        text(&second).contains(
+            "sg: 1 unsubscribes read back from the vendor (1 new to the suppression list)"
+        ),
+        "the dry run stored nothing, so the real run reads it again: {}",
+        text(&second)
+    );
+    assert_eq!(
+        fake.member_emails(),
+        ["ann@example.com"],
+        "suppressed before anything was pushed, then taken off the list: {}",
+        text(&second)
+    );
+    assert_eq!(fake.contacts().len(), 2, "the contact stays");
+
+    // The cursor moved on: the same unsubscribe is asked for from its own second only.
+    let third = run(dir.path(), &[]);
+    assert_eq!(third.status.code(), Some(0), "{}", text(&third));
+    let reads = fake.server.requests_to("/v3/suppression/unsubscribes");
+    assert_eq!(
+        reads.last().unwrap().query("start_time"),
+        Some("1764930000"),
+        "{reads:?}"
+    );
+    assert_eq!(fake.member_emails(), ["ann@example.com"]);
+    assert_eq!(fake.violations(), Vec::<String>::new());
+}

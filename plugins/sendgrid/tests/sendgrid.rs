@@ -521,3 +521,42 @@ fn a_list_mode_without_list_id_is_a_config_error_naming_it() {
     assert!(err.contains("/list_id") && err.contains("mirror"), "{err}");
     assert_eq!(fake.server.count(), 0);
 }
+
+#[test]
+fn global_unsubscribes_are_read_back_from_the_cursor_on() {
+    let fake = Fake::start();
+    fake.unsubscribe("gone@example.com", 1_700_000_000);
+    fake.unsubscribe("later@example.com", 1_700_000_100);
+    let mut i = open(&fake, &Arc::default(), &Arc::default()).unwrap();
+    let first = i.suppressions(&Value::Null).unwrap();
+    let emails = |p: &cohort_plugin_api::wire::SuppressionsPage| {
+        p.suppressions
+            .iter()
+            .map(|s| s.email.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(emails(&first), ["later@example.com", "gone@example.com"]);
+    assert!(first.done);
+    assert!(
+        first
+            .suppressions
+            .iter()
+            .all(|s| s.reason == cohort_plugin_api::wire::SuppressionReason::Unsubscribed)
+    );
+    assert_eq!(first.next_cursor, json!({"since": 1_700_000_100}));
+    fake.unsubscribe("newest@example.com", 1_700_000_200);
+    let second = i.suppressions(&first.next_cursor).unwrap();
+    assert_eq!(
+        emails(&second),
+        ["newest@example.com", "later@example.com"],
+        "from the cursor's second on, inclusive"
+    );
+    assert_eq!(second.next_cursor, json!({"since": 1_700_000_200}));
+    let reads = fake.server.requests_to("/v3/suppression/unsubscribes");
+    assert_eq!(reads[0].query("start_time"), None);
+    assert_eq!(reads[1].query("start_time"), Some("1700000100"));
+    assert_eq!(
+        reads[1].header("authorization").unwrap(),
+        format!("Bearer {KEY}")
+    );
+}
