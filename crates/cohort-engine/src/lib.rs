@@ -30,6 +30,7 @@ mod select;
 mod state;
 pub mod summary;
 pub mod templates;
+mod vendor_suppressions;
 
 pub use campaigns::{Preview, Shared, member_ids, preview};
 pub use clock::{Clock, FixedClock, SystemClock};

@@ -37,7 +37,7 @@ use crate::pull::{self, PullContext};
 use crate::segments;
 use crate::select::JobPlan;
 use crate::summary::{IdentitySummary, RunSummary};
-use crate::{preflight, templates};
+use crate::{preflight, templates, vendor_suppressions};
 
 /// How long a run holds its workspace without a heartbeat before others may take it over.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
@@ -482,7 +482,27 @@ impl Engine {
                 .await?;
             }
         }
-        let suppressed = computed.suppressed(ws).await?;
+        let pushing = Pushing {
+            plugins: &self.plugins,
+            http: &self.http,
+            services: run.services.clone(),
+            observer,
+        };
+        // Before anything is planned: whoever unsubscribed at a destination is suppressed
+        // here too (stored, unless this is a dry run, which only counts them).
+        let vendor = vendor_suppressions::read_back(
+            ws,
+            workspace,
+            &job.campaigns,
+            &pushing,
+            options.dry_run,
+            errors,
+        )
+        .await?;
+        summary.vendor_suppressions = vendor.summaries;
+        run.still_ours()?;
+        let mut suppressed = computed.suppressed(ws).await?;
+        suppressed.extend(vendor.emails);
         let shared = Shared {
             ws,
             workspace,
@@ -494,12 +514,6 @@ impl Engine {
             resync: options.resync,
             run_id: run.run_id,
             failpoint: &failpoint,
-        };
-        let pushing = Pushing {
-            plugins: &self.plugins,
-            http: &self.http,
-            services: run.services.clone(),
-            observer,
         };
         // A campaign that cannot go on (its destination is down) fails the run, but not the other
         // campaigns: their customers are not held hostage by another platform's outage.

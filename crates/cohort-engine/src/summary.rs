@@ -25,6 +25,19 @@ pub struct RunSummary {
     /// With `[identity]`: how the records became persons.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<IdentitySummary>,
+    /// Unsubscribes the destinations reported (ABI 1.3), read before anything was pushed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vendor_suppressions: Vec<VendorSuppressions>,
+}
+
+/// The addresses one destination's vendor reported it will not email.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VendorSuppressions {
+    pub destination: String,
+    /// Addresses read this run (each once).
+    pub read: u64,
+    /// Of those, the ones Cohort's suppression list did not hold yet.
+    pub new: u64,
 }
 
 /// How a run's customer records became persons (`[identity]`).
@@ -187,6 +200,15 @@ impl fmt::Display for RunSummary {
             }
             write!(f, "\n{t}")?;
         }
+        // Below the tables, so their columns stay what scripts expect.
+        for v in self.vendor_suppressions.iter().filter(|v| v.read > 0) {
+            let added = if self.dry_run { "would be new" } else { "new" };
+            writeln!(
+                f,
+                "{}: {} unsubscribes read back from the vendor ({} {added} to the suppression list)",
+                v.destination, v.read, v.new
+            )?;
+        }
         for w in &self.warnings {
             writeln!(f, "\nwarning: {w}")?;
         }
@@ -271,6 +293,11 @@ mod tests {
                 skipped_no_consent: 1_200,
                 ..CampaignSummary::default()
             }],
+            vendor_suppressions: vec![VendorSuppressions {
+                destination: "sendgrid".into(),
+                read: 4,
+                new: 3,
+            }],
             ..RunSummary::default()
         };
         let text = summary.to_string();
@@ -281,6 +308,7 @@ mod tests {
             "+3000",
             "thanks → outbox",
             "1800",
+            "sendgrid: 4 unsubscribes read back from the vendor (3 new",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }

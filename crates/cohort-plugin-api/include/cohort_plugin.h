@@ -31,7 +31,7 @@ extern "C" {
 #endif
 
 #define COHORT_ABI_MAJOR 1
-#define COHORT_ABI_MINOR 2 /* 1.1: binary pages; 1.2: state, finish, deletions (see below) */
+#define COHORT_ABI_MINOR 3 /* 1.1: binary pages; 1.2: state, finish, deletions; 1.3: suppressions (see below) */
 #define COHORT_PLUGIN_ENTRY_SYMBOL "cohort_plugin_entry"
 
 /* Status of every fallible call; the JSON in `out` depends on it. */
@@ -122,6 +122,11 @@ typedef struct CohortPluginVtable {
     /* 1.2, destination, may be NULL: after a campaign's last batch, push result JSON of outcomes
      * learnt late. */
     CohortStatus (*finish)(void *instance, CohortBuf *out);
+    /* 1.3, destination, may be NULL: suppressions request JSON {"cursor"} in, suppressions page
+     * JSON {"suppressions": [{"email", "reason", "detail"?}], "next_cursor", "done"} out: the
+     * addresses the vendor will not email (unsubscribed, bounced, complained). Called before a
+     * run pushes, when the manifest declares `capabilities.suppressions`. */
+    CohortStatus (*suppressions)(void *instance, CohortBytes request_json, CohortBuf *out);
 } CohortPluginVtable;
 
 /* The one exported symbol. Return NULL to refuse the host. */

@@ -32,7 +32,10 @@ pub const ABI_MAJOR: u32 = 1;
 /// - 1.2: the host vtable gains [`HostVtable::state`] (durable key-value state per instance's
 ///   config entry); the plugin vtable gains [`PluginVtable::finish`] (outcomes learnt late);
 ///   pages may name deleted records and full passes; batches may carry a replace session.
-pub const ABI_MINOR: u32 = 2;
+/// - 1.3: the plugin vtable gains [`PluginVtable::suppressions`]: a destination whose manifest
+///   declares `capabilities.suppressions` reports the addresses its vendor will not email, read
+///   into Cohort's suppression list before a run pushes.
+pub const ABI_MINOR: u32 = 3;
 
 /// The status [`HostVtable::state`] answers for a key that holds nothing (`out` empty).
 pub const STATUS_NOT_FOUND: Status = 4;
@@ -249,6 +252,14 @@ pub struct PluginVtable {
     /// finished, a request's status came back) for keys pushed in this run or earlier ones.
     /// Null when the plugin has none; present only when `size` covers it.
     pub finish: Option<unsafe extern "C" fn(instance: *mut c_void, out: *mut Buf) -> Status>,
+    /// ABI 1.3, destination: answers a [`SuppressionsRequest`](crate::wire::SuppressionsRequest)
+    /// with a [`SuppressionsPage`](crate::wire::SuppressionsPage): the addresses the vendor has
+    /// unsubscribed, cleaned or seen complain since the request's cursor. Called before a run
+    /// pushes, only when the manifest declares `capabilities.suppressions`. Null when the
+    /// plugin has none; present only when `size` covers it.
+    pub suppressions: Option<
+        unsafe extern "C" fn(instance: *mut c_void, request_json: Bytes, out: *mut Buf) -> Status,
+    >,
 }
 
 /// Size of the frozen header (`abi_major`, `abi_minor`, `size`) shared by every version.
@@ -258,7 +269,10 @@ pub const HEADER_SIZE: usize = std::mem::offset_of!(PluginVtable, manifest);
 pub const PLUGIN_VTABLE_V1_0_SIZE: usize = std::mem::offset_of!(PluginVtable, finish);
 
 /// Size of the v1.2 plugin vtable: a plugin declaring less has no `finish`.
-pub const PLUGIN_VTABLE_V1_2_SIZE: usize = std::mem::size_of::<PluginVtable>();
+pub const PLUGIN_VTABLE_V1_2_SIZE: usize = std::mem::offset_of!(PluginVtable, suppressions);
+
+/// Size of the v1.3 plugin vtable: a plugin declaring less has no `suppressions`.
+pub const PLUGIN_VTABLE_V1_3_SIZE: usize = std::mem::size_of::<PluginVtable>();
 
 /// Size of the v1.0 host vtable.
 pub const HOST_VTABLE_V1_0_SIZE: usize = std::mem::offset_of!(HostVtable, state);

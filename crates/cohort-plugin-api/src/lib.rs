@@ -36,7 +36,7 @@ pub mod prelude {
     pub use crate::wire::{
         Action, Batch, DestinationMode, Example, Exchange, HttpRequest, HttpResponse, Kind,
         Manifest, Message, Operation, Outcome, OutcomeStatus, PushResult, Reject, Stream,
-        StreamRecord,
+        StreamRecord, Suppression, SuppressionReason, SuppressionsPage,
     };
     pub use cohort_core::{Customer, CustomerId, Event, EventKind, Money, Order, Timestamp};
 }
@@ -53,14 +53,15 @@ pub mod prelude {
 #[macro_export]
 macro_rules! export_plugin {
     (source: $t:ty) => {
-        $crate::__export_plugin!($t, $crate::sdk::ffi::next_page_fn::<$t>(), None, None);
+        $crate::__export_plugin!($t, $crate::sdk::ffi::next_page_fn::<$t>(), None, None, None);
     };
     (destination: $t:ty) => {
         $crate::__export_plugin!(
             $t,
             None,
             $crate::sdk::ffi::push_fn::<$t>(),
-            $crate::sdk::ffi::finish_fn::<$t>()
+            $crate::sdk::ffi::finish_fn::<$t>(),
+            $crate::sdk::ffi::suppressions_fn::<$t>()
         );
     };
     (source + destination: $t:ty) => {
@@ -68,7 +69,8 @@ macro_rules! export_plugin {
             $t,
             $crate::sdk::ffi::next_page_fn::<$t>(),
             $crate::sdk::ffi::push_fn::<$t>(),
-            $crate::sdk::ffi::finish_fn::<$t>()
+            $crate::sdk::ffi::finish_fn::<$t>(),
+            $crate::sdk::ffi::suppressions_fn::<$t>()
         );
     };
 }
@@ -76,7 +78,7 @@ macro_rules! export_plugin {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __export_plugin {
-    ($t:ty, $next:expr, $push:expr, $finish:expr) => {
+    ($t:ty, $next:expr, $push:expr, $finish:expr, $suppressions:expr) => {
         /// The plugin's entry point (Cohort plugin ABI).
         #[unsafe(no_mangle)]
         pub extern "C" fn cohort_plugin_entry(
@@ -84,7 +86,7 @@ macro_rules! __export_plugin {
             host_minor: u32,
         ) -> *const $crate::abi::PluginVtable {
             static VTABLE: $crate::abi::PluginVtable =
-                $crate::sdk::ffi::vtable::<$t>($next, $push, $finish);
+                $crate::sdk::ffi::vtable::<$t>($next, $push, $finish, $suppressions);
             $crate::sdk::ffi::entered(host_major, host_minor);
             &VTABLE
         }

@@ -27,6 +27,7 @@ int main(void) {
     F(CohortPluginVtable, size); F(CohortPluginVtable, manifest); F(CohortPluginVtable, open);
     F(CohortPluginVtable, next_page); F(CohortPluginVtable, push); F(CohortPluginVtable, close);
     F(CohortPluginVtable, free_buf); F(CohortPluginVtable, finish);
+    F(CohortPluginVtable, suppressions);
     C(COHORT_ABI_MAJOR); C(COHORT_ABI_MINOR);
     C(COHORT_STATUS_OK); C(COHORT_STATUS_ERROR); C(COHORT_STATUS_RETRY); C(COHORT_STATUS_PANICKED);
     C(COHORT_STATUS_NOT_FOUND);
@@ -83,6 +84,7 @@ fn rust_side() -> Vec<String> {
         f!("CohortPluginVtable", PluginVtable, close),
         f!("CohortPluginVtable", PluginVtable, free_buf),
         f!("CohortPluginVtable", PluginVtable, finish),
+        f!("CohortPluginVtable", PluginVtable, suppressions),
         format!("COHORT_ABI_MAJOR={ABI_MAJOR}"),
         format!("COHORT_ABI_MINOR={ABI_MINOR}"),
         format!("COHORT_STATUS_OK={STATUS_OK}"),

@@ -705,6 +705,22 @@ fn check_push(plugin: &LoadedPlugin, fixture: &Fixture, report: &mut Report) {
         ),
         Err(e) => report.push(name, Verdict::Failed(e.to_string())),
     }
+    if plugin.manifest().capabilities.suppressions {
+        let name = "suppressions are read, and each names an address (ABI 1.3)";
+        match instance.suppressions(&serde_json::Value::Null) {
+            Ok(page) => match page.suppressions.iter().find(|s| !s.email.contains('@')) {
+                None => report.push(
+                    name,
+                    Verdict::Passed(format!("{} addresses", page.suppressions.len())),
+                ),
+                Some(bad) => report.push(
+                    name,
+                    Verdict::Failed(format!("`{}` is not an address", bad.email)),
+                ),
+            },
+            Err(e) => report.push(name, Verdict::Failed(e.to_string())),
+        }
+    }
 }
 
 fn check_panic(plugin: &LoadedPlugin, fixture: &Fixture, report: &mut Report) {

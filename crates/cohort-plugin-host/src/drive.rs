@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cohort_plugin_api::wire::{Batch, Page, PushResult, Stream, StreamRecord, binary};
+use cohort_plugin_api::wire::{
+    Batch, Page, PushResult, Stream, StreamRecord, SuppressionsPage, binary,
+};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value;
@@ -256,5 +258,10 @@ impl AsyncInstance {
     /// Ends a campaign's run at a destination and returns the outcomes it learnt late.
     pub async fn finish(&self) -> Result<PushResult, CallError> {
         self.run(|i| i.finish()).await
+    }
+
+    /// [`Instance::suppressions`] on the blocking pool, with the timeout.
+    pub async fn suppressions(&self, cursor: Value) -> Result<SuppressionsPage, CallError> {
+        self.run(move |i| i.suppressions(&cursor)).await
     }
 }

@@ -13,7 +13,7 @@ use cohort_plugin_api::abi::{self, Buf, Bytes, EntryFn, PluginVtable, STATUS_OK,
 use cohort_plugin_api::schema::Schema;
 use cohort_plugin_api::wire::{
     self, Batch, ConfigIssue, Kind, Manifest, Outcome, OutcomeStatus, Page, PageFormat,
-    PageRequest, PushResult, Stream, StreamRecord,
+    PageRequest, PushResult, Stream, StreamRecord, SuppressionsPage, SuppressionsRequest,
 };
 use serde_json::Value;
 
@@ -140,8 +140,8 @@ impl LoadedPlugin {
                 min: abi::PLUGIN_VTABLE_V1_0_SIZE,
             });
         }
-        // SAFETY: `size` covers every v1.0 member (checked above), and `finish` is read only when
-        // it covers that too; the function pointers point into the library, kept loaded by `lib`.
+        // SAFETY: `size` covers every v1.0 member (checked above), and `finish` and
+        // `suppressions` are read only when it covers them too; the function pointers point into the library, kept loaded by `lib`.
         let vtable = unsafe {
             PluginVtable {
                 abi_major: major,
@@ -155,6 +155,11 @@ impl LoadedPlugin {
                 free_buf: std::ptr::addr_of!((*vtable).free_buf).read(),
                 finish: if size >= abi::PLUGIN_VTABLE_V1_2_SIZE {
                     std::ptr::addr_of!((*vtable).finish).read()
+                } else {
+                    None
+                },
+                suppressions: if size >= abi::PLUGIN_VTABLE_V1_3_SIZE {
+                    std::ptr::addr_of!((*vtable).suppressions).read()
                 } else {
                     None
                 },
@@ -564,6 +569,32 @@ impl Instance {
         }
         serde_json::from_slice(&bytes)
             .map_err(|e| CallError::Protocol(format!("unreadable late outcomes: {e}")))
+    }
+
+    /// Asks a destination for the addresses its vendor will not email since `cursor` (ABI 1.3).
+    /// A plugin without the entry point (older, or a source) reports none, with no cursor.
+    pub fn suppressions(&mut self, cursor: &Value) -> Result<SuppressionsPage, CallError> {
+        if self.lib.vtable().suppressions.is_none() {
+            return Ok(SuppressionsPage::default());
+        }
+        let input = serde_json::to_vec(&SuppressionsRequest {
+            cursor: cursor.clone(),
+        })
+        .map_err(|e| CallError::Protocol(e.to_string()))?;
+        let bytes = self.call(
+            |vt, raw, input, out| {
+                // SAFETY: per the ABI: live instance, readable input, writable out.
+                vt.suppressions.map(|f| unsafe { f(raw, input, out) })
+            },
+            &input,
+            "suppressions",
+        )?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            CallError::Protocol(format!(
+                "plugin `{}` sent unreadable suppressions: {e}",
+                self.name
+            ))
+        })
     }
 }
 

@@ -30,7 +30,9 @@ fn c_plugin_of_abi_1_0() -> std::path::PathBuf {
     let header: String = header
         .replace(minor, "#define COHORT_ABI_MINOR 0")
         .lines()
-        .filter(|l| !l.contains("(*finish)") && !l.contains("(*state)"))
+        .filter(|l| {
+            !l.contains("(*finish)") && !l.contains("(*state)") && !l.contains("(*suppressions)")
+        })
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(dir.join("cohort_plugin.h"), header).unwrap();

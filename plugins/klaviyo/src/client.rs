@@ -199,6 +199,50 @@ impl Api {
         Ok(found)
     }
 
+    /// Profiles whose email marketing was suppressed at or after `since` (ISO 8601): each one's
+    /// address, Klaviyo's reason (`UNSUBSCRIBE`, `HARD_BOUNCE`, …) and its timestamp.
+    pub fn suppressed_since(
+        &self,
+        since: &str,
+    ) -> Result<Vec<(String, String, String)>, HttpError> {
+        let mut found = Vec::new();
+        let mut request = Some(
+            self.read
+                .get("/api/profiles")
+                .query(
+                    "filter",
+                    format!("greater-or-equal(subscriptions.email.marketing.suppression.timestamp,{since})"),
+                )
+                .query("additional-fields[profile]", "subscriptions")
+                .query(
+                    "fields[profile]",
+                    "email,subscriptions.email.marketing.suppression",
+                )
+                .query("page[size]", LOOKUP_CHUNK),
+        );
+        while let Some(r) = request.take() {
+            let page: Page = self.send(r.client_errors(ClientErrors::Fatal))?.json()?;
+            for p in page.data {
+                let Some(email) = p.attributes.get("email").and_then(Value::as_str) else {
+                    continue;
+                };
+                let marketing = &p.attributes["subscriptions"]["email"]["marketing"];
+                for s in marketing["suppression"].as_array().into_iter().flatten() {
+                    found.push((
+                        email.to_lowercase(),
+                        s["reason"].as_str().unwrap_or_default().to_owned(),
+                        s["timestamp"].as_str().unwrap_or_default().to_owned(),
+                    ));
+                }
+            }
+            request = page
+                .links
+                .and_then(|l| l.next)
+                .map(|next| self.read.get(&next));
+        }
+        Ok(found)
+    }
+
     /// Upserts `profiles` (`(key, attributes)`) through one bulk import job that also adds
     /// them to the list, resumed when an earlier push submitted it (its id is kept in the
     /// host's state under `job/<chunk key>`). Profiles the job reports as import errors are

@@ -13,6 +13,9 @@
 //!   to the list themselves), polled until they finish, with each import error as a rejection.
 //! - Consent: Cohort pushes only customers who may be emailed and removes the others. Adding
 //!   to a list never subscribes anyone at Klaviyo: consent there stays what the profile has.
+//! - Before a run pushes, the profiles whose email marketing Klaviyo suppressed since the last
+//!   read (unsubscribed, bounced, marked as spam) are reported to Cohort's suppression list
+//!   (ABI 1.3, `suppressions`).
 //!
 //! It must not send email, subscribe or unsubscribe profiles, nor delete them.
 
@@ -53,13 +56,28 @@ impl Plugin for Klaviyo {
                 .header("Content-Type", "application/vnd.api+json")
                 .text(profile("01EXAMPLE")),
         )
-        .exchange(Exchange::post("/api/lists/VRgFBd/relationships/profiles").status(204));
+        .exchange(Exchange::post("/api/lists/VRgFBd/relationships/profiles").status(204))
+        .exchange(
+            Exchange::get("/api/profiles")
+                .status(200)
+                .header("Content-Type", "application/vnd.api+json")
+                .text(
+                    json!({"data": [{"type": "profile", "id": "01GONE", "attributes": {
+                        "email": "gone@example.com",
+                        "subscriptions": {"email": {"marketing": {"suppression": [
+                            {"reason": "UNSUBSCRIBE", "timestamp": "2026-12-01T10:00:00+00:00"}
+                        ]}}}}}],
+                           "links": {"self": "x", "next": null}})
+                    .to_string(),
+                ),
+        );
         Manifest::destination("klaviyo", env!("CARGO_PKG_VERSION"))
             .description(
                 "Klaviyo: keeps a list in step with a segment (profiles with custom \
                  properties, list membership mirrored, bulk import jobs for large sets)",
             )
             .modes([DestinationMode::Upsert, DestinationMode::Mirror])
+            .suppressions()
             .config_schema_of::<Config>()
             .example(example)
     }
@@ -91,7 +109,37 @@ impl Destination for Klaviyo {
                 apply(api, bulk, &chunk.key, &chunk.operations, &chunk.items).map(Acks::Each)
             })
     }
+
+    /// Profiles suppressed since the cursor (`{"since": ISO 8601}`, from the epoch the first
+    /// time); the new cursor is the latest suppression seen.
+    fn suppressions(&mut self, cursor: Value) -> Result<SuppressionsPage, PluginError> {
+        let since = cursor
+            .get("since")
+            .and_then(Value::as_str)
+            .unwrap_or(EPOCH)
+            .to_owned();
+        let mut newest = since.clone();
+        let mut suppressions = Vec::new();
+        for (email, reason, at) in self.api.suppressed_since(&since)? {
+            if at > newest {
+                newest = at;
+            }
+            suppressions.push(Suppression {
+                email,
+                reason: mapping::suppression_reason(&reason),
+                detail: Some(reason),
+            });
+        }
+        Ok(SuppressionsPage {
+            suppressions,
+            next_cursor: json!({ "since": newest }),
+            done: true,
+        })
+    }
 }
+
+/// Where the first read of suppressions starts.
+const EPOCH: &str = "1970-01-01T00:00:00+00:00";
 
 /// Applies one chunk: upserts (one by one, or as a bulk job), then list additions, then
 /// removals; one outcome per operation.

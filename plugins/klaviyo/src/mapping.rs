@@ -151,6 +151,16 @@ pub fn reason(status: u16, body: &str) -> String {
     }
 }
 
+/// Cohort's reason for one of Klaviyo's suppression reasons.
+pub fn suppression_reason(klaviyo: &str) -> SuppressionReason {
+    match klaviyo {
+        "HARD_BOUNCE" | "INVALID_EMAIL" => SuppressionReason::Bounced,
+        "SPAM_COMPLAINT" => SuppressionReason::Complained,
+        // `UNSUBSCRIBE`, `USER_SUPPRESSED` (staff), and any reason added later: not contacted.
+        _ => SuppressionReason::Unsubscribed,
+    }
+}
+
 /// Klaviyo's filter for profiles by address: `any(email,["a@x","b@y"])`.
 pub fn email_filter(emails: &[&str]) -> String {
     let quoted: Vec<String> = emails

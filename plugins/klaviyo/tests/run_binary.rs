@@ -151,13 +151,68 @@ fn a_mirror_campaign_keeps_exactly_the_eligible_segment_members_on_the_list() {
         "a leaver's profile stays, only the list membership goes"
     );
 
-    let before = fake.stats().requests;
+    // Each run reads Klaviyo's suppressions first (GETs); nothing else may be sent.
+    let writes = |fake: &Fake| fake.requests().iter().filter(|r| r.method != "GET").count();
+    let before = writes(&fake);
     let third = run(dir.path());
     assert_eq!(third.status.code(), Some(0), "{}", text(&third));
+    assert_eq!(writes(&fake), before, "nothing changed, nothing pushed");
     assert_eq!(
-        fake.stats().requests,
-        before,
-        "nothing changed, nothing pushed"
+        fake.stats().invalid,
+        0,
+        "{:?}",
+        fake.stats().invalid_reasons
+    );
+}
+
+#[test]
+fn a_profile_klaviyo_suppressed_is_suppressed_at_the_next_run_and_leaves_the_list() {
+    let fake = Fake::start();
+    let dir = setup(&fake);
+    customers(
+        dir.path(),
+        &[
+            "1,ann@example.com,Ann,A,DE,vip,true,2024-01-01 10:00:00",
+            "2,bob@example.com,Bob,B,FR,vip,true,2024-01-01 10:00:00",
+        ],
+    );
+    let first = run(dir.path());
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert_eq!(fake.members(), ["ann@example.com", "bob@example.com"]);
+
+    // Bob unsubscribes through Klaviyo's link.
+    fake.suppress(
+        "bob@example.com",
+        "UNSUBSCRIBE",
+        "2026-12-01T10:00:00+00:00",
+    );
+    let second = run(dir.path());
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert!(
+        text(&second).contains("kl: 1 unsubscribes read back from the vendor (1 new"),
+        "{}",
+        text(&second)
+    );
+    assert_eq!(
+        fake.members(),
+        ["ann@example.com"],
+        "suppressed before anything was pushed, then taken off the list: {}",
+        text(&second)
+    );
+    let third = run(dir.path());
+    assert_eq!(third.status.code(), Some(0), "{}", text(&third));
+    let reads: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == "/api/profiles")
+        .filter_map(|r| r.query("filter").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        reads.last().map(String::as_str),
+        Some(
+            "greater-or-equal(subscriptions.email.marketing.suppression.timestamp,2026-12-01T10:00:00+00:00)"
+        ),
+        "the next read starts at the last suppression seen"
     );
     assert_eq!(
         fake.stats().invalid,

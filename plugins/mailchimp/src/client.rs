@@ -47,6 +47,25 @@ pub struct Job {
     pub total_operations: u64,
 }
 
+/// Members per page of `GET /lists/{id}/members` (Mailchimp's maximum).
+const MEMBERS_PAGE: usize = 1000;
+
+/// A page of members, with only the fields asked for.
+#[derive(Debug, Deserialize)]
+struct MembersPage {
+    #[serde(default)]
+    members: Vec<ListedMember>,
+    #[serde(default)]
+    total_items: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct ListedMember {
+    email_address: String,
+    #[serde(default)]
+    last_changed: String,
+}
+
 impl Api {
     /// A client for the configured list. Mailchimp takes the key as the password of HTTP Basic
     /// (any user name).
@@ -127,6 +146,43 @@ impl Api {
             }
         }
         Ok(Acks::All)
+    }
+
+    /// The addresses whose member status is `status` (`unsubscribed`, `cleaned`) and changed
+    /// after `since` (ISO 8601; `None`: ever), with each one's `last_changed`, every page.
+    pub fn members_with_status(
+        &self,
+        status: &str,
+        since: Option<&str>,
+    ) -> Result<Vec<(String, String)>, HttpError> {
+        let mut found = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page: MembersPage = self
+                .client
+                .get(&format!("/lists/{}/members", self.list))
+                .query("status", status)
+                .query_opt("since_last_changed", since)
+                .query(
+                    "fields",
+                    "members.email_address,members.last_changed,total_items",
+                )
+                .query("count", MEMBERS_PAGE)
+                .query("offset", offset)
+                .client_errors(ClientErrors::Fatal)
+                .send()?
+                .json()?;
+            let got = page.members.len();
+            found.extend(
+                page.members
+                    .into_iter()
+                    .map(|m| (m.email_address, m.last_changed)),
+            );
+            offset += got;
+            if got == 0 || offset as u64 >= page.total_items {
+                return Ok(found);
+            }
+        }
     }
 
     /// The operations of a `POST /batches` body for `changes` (`{method, path, operation_id,

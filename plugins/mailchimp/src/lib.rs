@@ -12,6 +12,8 @@
 //!   members are added `subscribed` (or `pending`), existing ones keep their status, so an
 //!   unsubscribe at Mailchimp is never undone.
 //! - Small batches go member by member; above `batch_threshold`, through `POST /batches` jobs.
+//! - Before a run pushes, the list's `unsubscribed` and `cleaned` members changed since the last
+//!   read are reported to Cohort's suppression list (ABI 1.3, `suppressions`).
 //!
 //! It must not send email (Mailchimp's campaigns do) nor delete members.
 
@@ -63,8 +65,15 @@ impl Plugin for Mailchimp {
                  a tag per campaign audience)",
             )
             .modes([DestinationMode::Upsert, DestinationMode::Mirror])
+            .suppressions()
             .config_schema_of::<Config>()
-            .example(example)
+            .example(
+                example.exchange(Exchange::get("/3.0/lists/a1b2c3d4e5/members").json(&json!({
+                    "members": [{"email_address": "gone@example.com",
+                                 "last_changed": "2026-12-01T10:00:00+00:00"}],
+                    "total_items": 1
+                }))),
+            )
     }
 
     fn open(config: Config, host: Host) -> Result<Self, PluginError> {
@@ -111,6 +120,43 @@ impl Destination for Mailchimp {
                 let changes: Vec<_> = chunk.items.iter().collect();
                 api.apply_batch(&chunk.key, &keys, &changes, tag)
             })
+    }
+
+    fn suppressions(&mut self, cursor: serde_json::Value) -> Result<SuppressionsPage, PluginError> {
+        self.read_suppressions(&cursor)
+    }
+}
+
+impl Mailchimp {
+    /// The list's members whose status is `unsubscribed` or `cleaned`, changed since the
+    /// cursor (`{"since": ISO 8601}`); the new cursor is the latest `last_changed` seen.
+    fn read_suppressions(
+        &self,
+        cursor: &serde_json::Value,
+    ) -> Result<SuppressionsPage, PluginError> {
+        let since = cursor.get("since").and_then(serde_json::Value::as_str);
+        let mut newest = since.map(str::to_owned);
+        let mut suppressions = Vec::new();
+        for (status, reason) in [
+            ("unsubscribed", SuppressionReason::Unsubscribed),
+            ("cleaned", SuppressionReason::Bounced),
+        ] {
+            for (email, changed) in self.api.members_with_status(status, since)? {
+                if newest.as_deref().is_none_or(|n| changed.as_str() > n) {
+                    newest = Some(changed);
+                }
+                suppressions.push(Suppression {
+                    email,
+                    reason,
+                    detail: Some(status.to_owned()),
+                });
+            }
+        }
+        Ok(SuppressionsPage {
+            suppressions,
+            next_cursor: newest.map_or(serde_json::Value::Null, |n| json!({ "since": n })),
+            done: true,
+        })
     }
 }
 

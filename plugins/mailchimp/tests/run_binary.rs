@@ -152,13 +152,80 @@ fn a_mirror_campaign_keeps_the_tag_on_exactly_the_eligible_segment_members() {
         "a leaver keeps their subscription, only the tag goes"
     );
 
-    let before = fake.stats().requests;
+    // Each run reads the list's unsubscribes first (GETs); nothing else may be sent.
+    let writes = |fake: &Fake| fake.requests().iter().filter(|r| r.method != "GET").count();
+    let before = writes(&fake);
     let third = run(dir.path());
     assert_eq!(third.status.code(), Some(0), "{}", text(&third));
+    assert_eq!(writes(&fake), before, "nothing changed, nothing pushed");
     assert_eq!(
-        fake.stats().requests,
-        before,
-        "nothing changed, nothing pushed"
+        fake.stats().invalid,
+        0,
+        "{:?}",
+        fake.stats().invalid_reasons
+    );
+}
+
+#[test]
+fn a_member_who_unsubscribed_at_mailchimp_is_suppressed_at_the_next_run_and_loses_the_tag() {
+    let fake = Fake::start();
+    let dir = setup(&fake);
+    customers(
+        dir.path(),
+        &[
+            "1,ann@example.com,Ann,A,DE,vip,true,2024-01-01 10:00:00",
+            "2,bob@example.com,Bob,B,FR,vip,true,2024-01-01 10:00:00",
+            "3,cem@example.com,Cem,C,TR,vip,true,2024-01-01 10:00:00",
+        ],
+    );
+    let first = run(dir.path());
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert_eq!(
+        fake.tagged("vip"),
+        ["ann@example.com", "bob@example.com", "cem@example.com"]
+    );
+
+    // Bob unsubscribes through Mailchimp's link; Cem's address is cleaned after bounces.
+    fake.set_status(
+        "bob@example.com",
+        "unsubscribed",
+        "2026-12-01T10:00:00+00:00",
+    );
+    fake.set_status("cem@example.com", "cleaned", "2026-12-01T11:00:00+00:00");
+    let second = run(dir.path());
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert!(
+        text(&second).contains("mc: 2 unsubscribes read back from the vendor (2 new"),
+        "{}",
+        text(&second)
+    );
+    assert_eq!(
+        fake.tagged("vip"),
+        ["ann@example.com"],
+        "suppressed before anything was pushed, then untagged: {}",
+        text(&second)
+    );
+    assert_eq!(
+        fake.member("bob@example.com").unwrap().status,
+        "unsubscribed",
+        "Cohort never resubscribes"
+    );
+    let third = run(dir.path());
+    assert_eq!(third.status.code(), Some(0), "{}", text(&third));
+    let reads: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/members"))
+        .collect();
+    assert_eq!(
+        reads.last().unwrap().query("since_last_changed"),
+        Some("2026-12-01T11:00:00+00:00"),
+        "the next read starts at the last change seen"
+    );
+    assert!(
+        !text(&third).contains("unsubscribes read back"),
+        "{}",
+        text(&third)
     );
     assert_eq!(
         fake.stats().invalid,

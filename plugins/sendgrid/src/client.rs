@@ -34,18 +34,20 @@ pub enum Answer {
     },
 }
 
-#[derive(Debug, Deserialize)]
-struct Errors {
+/// SendGrid's error document: `{"errors": [{"message", "field"}]}`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Errors {
     #[serde(default)]
-    errors: Vec<ErrorItem>,
+    pub(crate) errors: Vec<ErrorItem>,
 }
 
+/// One error of SendGrid's document.
 #[derive(Debug, Deserialize)]
-struct ErrorItem {
+pub(crate) struct ErrorItem {
     #[serde(default)]
-    message: Option<String>,
+    pub(crate) message: Option<String>,
     #[serde(default)]
-    field: Option<String>,
+    pub(crate) field: Option<String>,
 }
 
 /// The Mail Send endpoint of one account.
@@ -70,6 +72,11 @@ impl Api {
     /// The host the requests go through.
     pub fn host(&self) -> &Host {
         self.client.host()
+    }
+
+    /// The authenticated client, for the other endpoints ([`crate::marketing`]).
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     /// `POST /v3/mail/send` with `body`.
@@ -141,7 +148,7 @@ fn personalization_index(field: &str) -> Option<usize> {
 
 /// How long a 429 asks to wait: until `X-RateLimit-Reset` (Unix seconds), else `Retry-After`,
 /// else a second.
-fn rate_limit_wait(response: &Response) -> Duration {
+pub(crate) fn rate_limit_wait(response: &Response) -> Duration {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

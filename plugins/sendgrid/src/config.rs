@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cohort_plugin_api::prelude::PluginError;
+use cohort_plugin_api::prelude::{DestinationMode, PluginError};
 use cohort_plugin_api::wire::ConfigIssue;
 use serde::Deserialize;
 
@@ -43,6 +43,24 @@ pub struct Config {
     #[serde(default = "default_timeout")]
     #[schemars(range(min = 1, max = 600))]
     pub timeout: u64,
+    /// The Marketing Campaigns list kept in step with the segment (Marketing › Contacts › the
+    /// list: the id in its URL). Required for modes `upsert` and `mirror`.
+    #[serde(default)]
+    pub list_id: Option<String>,
+    /// Seconds between two polls of a contacts import job (`upsert`, `mirror`).
+    #[serde(default = "default_poll_interval")]
+    #[schemars(range(min = 0, max = 300))]
+    pub poll_interval: u64,
+    /// Seconds a push waits for an import job before its contacts are retried (the job's id is
+    /// kept: the retry waits for the same job).
+    #[serde(default = "default_job_timeout")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub job_timeout: u64,
+    /// Read the account's global unsubscribes into Cohort's suppression list before each run
+    /// (the key then needs the Suppressions read scope). Turn off only when something else
+    /// already brings them into Cohort.
+    #[serde(default = "default_true")]
+    pub read_unsubscribes: bool,
 }
 
 fn default_base_url() -> String {
@@ -55,6 +73,18 @@ fn default_requests_per_second() -> u32 {
 
 fn default_timeout() -> u64 {
     30
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_poll_interval() -> u64 {
+    2
+}
+
+fn default_job_timeout() -> u64 {
+    600
 }
 
 /// A config that was checked.
@@ -74,6 +104,14 @@ pub struct Validated {
     pub sandbox: bool,
     /// Timeout per request.
     pub timeout: Duration,
+    /// The marketing list, for `upsert` and `mirror`.
+    pub list_id: Option<String>,
+    /// Between two polls of an import job.
+    pub poll_interval: Duration,
+    /// Longest wait for an import job in one push.
+    pub job_timeout: Duration,
+    /// Whether to read the global unsubscribes.
+    pub read_unsubscribes: bool,
 }
 
 impl Config {
@@ -110,6 +148,16 @@ impl Config {
                 ));
             }
         }
+        let list_id = self.list_id.map(|l| l.trim().to_owned());
+        if let Some(list) = &list_id
+            && (list.is_empty() || list.contains(['/', '?', '#', '&', ' ', ',']))
+        {
+            issues.push(issue(
+                "/list_id",
+                "is not a list id (the list's page in Marketing › Contacts shows it in its URL, \
+                 like `ca7a3796-e8a8-4029-9ccb-df8937940562`)",
+            ));
+        }
         if !issues.is_empty() {
             return Err(PluginError::Config(issues));
         }
@@ -121,6 +169,27 @@ impl Config {
             unsubscribe_mailto: self.unsubscribe_mailto,
             sandbox: self.sandbox,
             timeout: Duration::from_secs(self.timeout),
+            list_id,
+            poll_interval: Duration::from_secs(self.poll_interval),
+            job_timeout: Duration::from_secs(self.job_timeout),
+            read_unsubscribes: self.read_unsubscribes,
+        })
+    }
+}
+
+impl Validated {
+    /// The list `upsert` and `mirror` keep in step: a config error naming `/list_id` when the
+    /// config has none (the mode is known only once a campaign pushes).
+    pub fn list(&self, mode: DestinationMode) -> Result<&str, PluginError> {
+        self.list_id.as_deref().ok_or_else(|| {
+            PluginError::config(
+                "/list_id",
+                format!(
+                    "mode `{mode}` keeps a Marketing Campaigns list in step, so the sendgrid \
+                     destination needs `list_id` (the list's id, from its page in Marketing › \
+                     Contacts)"
+                ),
+            )
         })
     }
 }
@@ -134,7 +203,7 @@ mod tests {
     fn every_problem_is_reported_with_its_path() {
         let config: Config = serde_json::from_value(json!({
             "api_key": "SG. x", "base_url": "api.sendgrid.com", "unsubscribe_mailto": "no",
-            "categories": [""]
+            "categories": [""], "list_id": "a/b"
         }))
         .unwrap();
         let PluginError::Config(issues) = config.validate().unwrap_err() else {
@@ -147,7 +216,8 @@ mod tests {
                 "/api_key",
                 "/base_url",
                 "/unsubscribe_mailto",
-                "/categories/0"
+                "/categories/0",
+                "/list_id"
             ]
         );
     }
@@ -158,5 +228,11 @@ mod tests {
         let v = config.validate().unwrap();
         assert_eq!(v.base_url, "https://api.sendgrid.com");
         assert!(!v.sandbox);
+        let e = v.list(DestinationMode::Mirror).unwrap_err();
+        assert!(
+            matches!(&e, PluginError::Config(i) if i[0].path == "/list_id"
+                && i[0].message.contains("mode `mirror`")),
+            "{e:?}"
+        );
     }
 }

@@ -1,20 +1,28 @@
-//! `sendgrid`: a destination that sends each rendered email through SendGrid's v3 Mail Send API,
-//! one personalization per customer, at most once per operation key.
+//! `sendgrid`: a destination that sends each rendered email through SendGrid's v3 Mail Send API
+//! (mode `send`), or keeps a Marketing Campaigns list in step with a segment (modes `upsert`
+//! and `mirror`).
 //!
-//! [`config`] checks the config, [`mapping`] turns a message into a personalization and the
-//! parts a request shares, [`client`] talks to SendGrid and says what each answer means, and
-//! [`ledger`] remembers what SendGrid accepted, in the host's durable state. The SDK's `Batcher`
-//! cuts batches into requests of at most 1,000 personalizations (SendGrid's limit) and answers
-//! one outcome per operation; within a chunk, customers whose rendered body is the same share a
-//! request.
+//! - `send`: [`mapping`] turns a message into a personalization and the parts a request
+//!   shares, [`client`] talks to SendGrid and says what each answer means, and [`ledger`]
+//!   remembers what SendGrid accepted, in the host's durable state. The SDK's `Batcher` cuts
+//!   batches into requests of at most 1,000 personalizations (SendGrid's limit); within a
+//!   chunk, customers whose rendered body is the same share a request.
+//! - `upsert`, `mirror`: [`contact`] turns operations into contacts (custom fields by id),
+//!   [`marketing`] upserts them into `list_id` through import jobs and takes leavers off the
+//!   list. In mirror mode a leaver, or a customer whose consent was withdrawn, leaves the list
+//!   and stays a contact.
 //!
-//! It must not: send a key the ledger holds, put two customers in one `to`, or show the API key
-//! anywhere (the SDK's client redacts it, even when SendGrid echoes it).
+//! [`config`] checks the config. It must not: send a key the ledger holds, put two customers in
+//! one `to`, delete a contact, or show the API key anywhere (the SDK's client redacts it, even
+//! when SendGrid echoes it).
 
 pub mod client;
 pub mod config;
+pub mod contact;
 pub mod ledger;
 pub mod mapping;
+pub mod marketing;
+pub mod unsubscribes;
 
 use std::collections::BTreeMap;
 
@@ -23,8 +31,10 @@ use serde_json::json;
 
 use crate::client::{Answer, Api};
 use crate::config::{Config, Validated};
+use crate::contact::{Change, Fields};
 use crate::ledger::Ledger;
 use crate::mapping::Item;
+use crate::marketing::{LOOKUP_CHUNK, MAX_BYTES, MAX_CONTACTS, Marketing};
 
 /// SendGrid's most personalizations in one request.
 const MAX_PERSONALIZATIONS: usize = 1000;
@@ -36,6 +46,9 @@ pub struct Sendgrid {
     batcher: Batcher,
     ledger: Ledger,
     config: Validated,
+    marketing: Marketing,
+    /// The account's custom fields, read at the first upsert that needs them.
+    fields: Option<Fields>,
 }
 
 impl Plugin for Sendgrid {
@@ -43,8 +56,17 @@ impl Plugin for Sendgrid {
 
     fn manifest() -> Manifest {
         Manifest::destination("sendgrid", env!("CARGO_PKG_VERSION"))
-            .description("Sends each rendered email through SendGrid's v3 Mail Send API, once")
-            .modes([DestinationMode::Send])
+            .description(
+                "SendGrid: sends each rendered email through the v3 Mail Send API, once, or \
+                 keeps a Marketing Campaigns list in step with a segment (custom fields, \
+                 leavers taken off the list)",
+            )
+            .modes([
+                DestinationMode::Send,
+                DestinationMode::Upsert,
+                DestinationMode::Mirror,
+            ])
+            .suppressions()
             .config_schema_of::<Config>()
             .example(
                 Example::config(json!({
@@ -57,14 +79,20 @@ impl Plugin for Sendgrid {
                     Exchange::post("/v3/mail/send")
                         .status(202)
                         .header("X-Message-Id", "example-message-id"),
-                ),
+                )
+                .exchange(Exchange::get("/v3/suppression/unsubscribes").json(&json!([
+                    {"email": "unsubscribed@example.com", "created": 1_764_930_000}
+                ]))),
             )
     }
 
     fn open(config: Config, host: Host) -> Result<Self, PluginError> {
         let config = config.validate()?;
+        let api = Api::new(host, &config);
         Ok(Sendgrid {
-            api: Api::new(host, &config),
+            marketing: Marketing::new(api.clone(), &config),
+            fields: None,
+            api,
             batcher: Batcher::new(host)
                 .max_records(MAX_PERSONALIZATIONS)
                 // SendGrid takes up to 30 MB a request; leave room for the envelope.
@@ -77,11 +105,33 @@ impl Plugin for Sendgrid {
 
 impl Destination for Sendgrid {
     fn push(&mut self, batch: Batch) -> Result<PushResult, PluginError> {
+        match batch.mode {
+            DestinationMode::Send => self.send(&batch),
+            DestinationMode::Upsert | DestinationMode::Mirror => self.sync(&batch),
+        }
+    }
+
+    /// The account's global unsubscribes ([`unsubscribes`]), unless `read_unsubscribes` is off.
+    fn suppressions(&mut self, cursor: serde_json::Value) -> Result<SuppressionsPage, PluginError> {
+        if !self.config.read_unsubscribes {
+            return Ok(SuppressionsPage {
+                next_cursor: cursor,
+                ..SuppressionsPage::default()
+            });
+        }
+        unsubscribes::read(&self.api, &cursor)
+    }
+}
+
+impl Sendgrid {
+    /// Mode `send`: each message through Mail Send, once.
+    fn send(&mut self, batch: &Batch) -> Result<PushResult, PluginError> {
         let Sendgrid {
             api,
             batcher,
             ledger,
             config,
+            ..
         } = self;
         let mut done: BTreeMap<String, OutcomeStatus> = BTreeMap::new();
         let mut pending = Vec::new();
@@ -129,6 +179,109 @@ impl Destination for Sendgrid {
                 .collect(),
         })
     }
+
+    /// Modes `upsert` and `mirror`: the list's contacts upserted, leavers taken off it.
+    fn sync(&mut self, batch: &Batch) -> Result<PushResult, PluginError> {
+        let list = self.config.list(batch.mode)?.to_owned();
+        if self.fields.is_none() && batch.operations.iter().any(contact::has_custom_fields) {
+            self.fields = Some(self.marketing.field_definitions()?);
+        }
+        let fields = self.fields.clone().unwrap_or_default();
+        let marketing = &self.marketing;
+        Batcher::new(*self.api.host())
+            .max_records(MAX_CONTACTS)
+            .max_bytes(MAX_BYTES)
+            .push(
+                &batch.operations,
+                |op| contact::change(op, &fields),
+                |chunk| sync_chunk(marketing, &list, chunk).map(Acks::Each),
+            )
+    }
+}
+
+/// One chunk of a list mode: its upserts as one import job, then its removals; one outcome
+/// per operation. Once SendGrid asks to wait, what has no outcome yet is retried.
+fn sync_chunk(
+    marketing: &Marketing,
+    list: &str,
+    chunk: &Chunk<'_, Change>,
+) -> Result<Vec<Outcome>, HttpError> {
+    let mut outcomes = Vec::with_capacity(chunk.items.len());
+    let mut waiting: Option<PluginError> = None;
+    let keys = || chunk.operations.iter().map(|o| o.key.as_str());
+    let upserts: Vec<(&str, &str, &serde_json::Value)> = keys()
+        .zip(&chunk.items)
+        .filter_map(|(key, c)| match c {
+            Change::Upsert { email, contact } => Some((key, email.as_str(), contact)),
+            Change::Remove { .. } => None,
+        })
+        .collect();
+    if !upserts.is_empty() {
+        match marketing.upsert(&chunk.key, list, &upserts) {
+            Ok(done) => outcomes.extend(done),
+            Err(HttpError::Plugin(e @ PluginError::Retry { .. })) => waiting = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    let removals: Vec<(&str, &str)> = keys()
+        .zip(&chunk.items)
+        .filter_map(|(key, c)| match c {
+            Change::Remove { email } => Some((key, email.as_str())),
+            Change::Upsert { .. } => None,
+        })
+        .collect();
+    for part in removals.chunks(LOOKUP_CHUNK) {
+        if waiting.is_some() {
+            break;
+        }
+        let emails: Vec<&str> = part.iter().map(|(_, e)| *e).collect();
+        // An address with no contact, or one not on the list, has nothing to remove.
+        let result = marketing.on_list(list, &emails).and_then(|ids| {
+            if ids.is_empty() {
+                Ok(())
+            } else {
+                marketing.remove(list, &ids)
+            }
+        });
+        let status = match result {
+            Ok(()) => OutcomeStatus::Ok,
+            Err(HttpError::Rejected { reason, .. }) => OutcomeStatus::Rejected { reason },
+            Err(HttpError::Plugin(e @ PluginError::Retry { .. })) => {
+                waiting = Some(e);
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        outcomes.extend(part.iter().map(|(key, _)| Outcome {
+            key: (*key).to_owned(),
+            status: status.clone(),
+        }));
+    }
+    if let Some(PluginError::Retry {
+        message,
+        retry_after,
+    }) = waiting
+    {
+        if outcomes.is_empty() {
+            return Err(PluginError::Retry {
+                message,
+                retry_after,
+            }
+            .into());
+        }
+        for key in keys() {
+            if !outcomes.iter().any(|o| o.key == key) {
+                outcomes.push(Outcome {
+                    key: key.to_owned(),
+                    status: OutcomeStatus::Retry {
+                        reason: message.clone(),
+                        retry_after_ms: retry_after.map(millis),
+                    },
+                });
+            }
+        }
+    }
+    Ok(outcomes)
 }
 
 /// Sends one chunk as one request per group of customers sharing a body. A personalization

@@ -298,3 +298,265 @@ fn the_fakes_spec_check_catches_a_body_sendgrid_would_refuse() {
         assert!(found.iter().any(|f| f == expected), "{expected}: {found:?}");
     }
 }
+
+// Modes `upsert` and `mirror`: the Marketing Campaigns list.
+
+fn open_list(fake: &Fake, state: &Arc<MemState>) -> Result<Instance, CallError> {
+    let config = json!({"api_key": KEY, "base_url": fake.url(), "timeout": 2,
+                        "list_id": fake::LIST, "poll_interval": 0});
+    let services = HostServices::default()
+        .with_http(http())
+        .with_state(state.clone());
+    LoadedPlugin::load(plugin("cohort-plugin-sendgrid"))
+        .unwrap()
+        .open(&config, services)
+}
+
+fn contact_op(n: usize, action: Action, payload: Value) -> Operation {
+    Operation {
+        key: format!("acme/vips/{n}/1-{}", action.as_str()),
+        action,
+        customer_id: CustomerId::new(n.to_string()),
+        customer: None,
+        payload,
+        previous: Value::Null,
+        message: None,
+    }
+}
+
+fn upsert(n: usize, email: &str) -> Operation {
+    contact_op(
+        n,
+        Action::Upsert,
+        json!({"email": email, "first_name": format!("Customer {n}"), "last_name": "",
+               "tier": "gold", "orders": n.to_string()}),
+    )
+}
+
+fn remove(n: usize, email: &str) -> Operation {
+    contact_op(n, Action::Remove, json!({"email": email}))
+}
+
+fn list_batch(mode: DestinationMode, operations: Vec<Operation>) -> Batch {
+    Batch {
+        mode,
+        audience: Some("vips".into()),
+        ..batch(operations)
+    }
+}
+
+fn upserts(n: usize) -> Vec<Operation> {
+    (1..=n)
+        .map(|i| upsert(i, &format!("C{i}@Example.com")))
+        .collect()
+}
+
+#[test]
+fn upsert_puts_the_contacts_on_the_list_with_their_custom_fields_by_id() {
+    let fake = Fake::start();
+    let mut i = open_list(&fake, &Arc::default()).unwrap();
+    let result = i
+        .push(&list_batch(DestinationMode::Upsert, upserts(3)))
+        .unwrap();
+    assert!(
+        statuses(&result).iter().all(|s| *s == OutcomeStatus::Ok),
+        "{result:?}"
+    );
+    assert_eq!(fake.violations(), Vec::<String>::new());
+    assert_eq!(
+        fake.member_emails(),
+        ["c1@example.com", "c2@example.com", "c3@example.com"]
+    );
+    let c2 = &fake.members()[1];
+    assert_eq!(c2.first_name.as_deref(), Some("Customer 2"));
+    assert_eq!(c2.last_name, None, "an empty field is left alone");
+    assert_eq!(
+        c2.custom_fields,
+        [
+            ("e1_T".to_owned(), json!("gold")),
+            ("e2_N".to_owned(), json!(2))
+        ]
+        .into()
+    );
+    let puts = fake.server.requests_to("/v3/marketing/contacts");
+    assert_eq!(puts.len(), 1, "one import job for the chunk");
+    assert_eq!(puts[0].json()["list_ids"], json!([fake::LIST]));
+    assert_eq!(
+        fake.server
+            .requests_to("/v3/marketing/field_definitions")
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn mirror_takes_leavers_off_the_list_and_never_deletes_a_contact() {
+    let fake = Fake::start();
+    fake.add_member("kept@example.com");
+    let mut i = open_list(&fake, &Arc::default()).unwrap();
+    i.push(&list_batch(DestinationMode::Mirror, upserts(3)))
+        .unwrap();
+    // Customer 1 left the segment, customer 2 withdrew consent: both are removals; the third
+    // address was never a contact.
+    let result = i
+        .push(&list_batch(
+            DestinationMode::Mirror,
+            vec![
+                remove(1, "c1@example.com"),
+                remove(2, "C2@example.com"),
+                remove(9, "never@example.com"),
+            ],
+        ))
+        .unwrap();
+    assert!(
+        statuses(&result).iter().all(|s| *s == OutcomeStatus::Ok),
+        "{result:?}"
+    );
+    assert_eq!(fake.member_emails(), ["c3@example.com", "kept@example.com"]);
+    assert_eq!(fake.contacts().len(), 4, "leavers stay contacts");
+    let deletes: Vec<_> = fake
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .collect();
+    assert_eq!(deletes.len(), 1, "one removal for the chunk");
+    assert_eq!(
+        deletes[0].query("contact_ids").unwrap().split(',').count(),
+        2
+    );
+    assert_eq!(fake.violations(), Vec::<String>::new());
+}
+
+#[test]
+fn a_contact_the_import_job_refuses_is_rejected_with_sendgrids_reason_and_the_rest_land() {
+    let fake = Fake::start();
+    let mut i = open_list(&fake, &Arc::default()).unwrap();
+    let mut ops = upserts(3);
+    ops[1] = upsert(2, "c2@invalid.example");
+    let result = statuses(&i.push(&list_batch(DestinationMode::Upsert, ops)).unwrap());
+    assert_eq!(result[0], OutcomeStatus::Ok);
+    assert!(
+        matches!(&result[1], OutcomeStatus::Rejected { reason }
+            if reason.contains("email is not a valid email address") && reason.contains("job-")),
+        "{result:?}"
+    );
+    assert_eq!(result[2], OutcomeStatus::Ok);
+    assert_eq!(fake.member_emails(), ["c1@example.com", "c3@example.com"]);
+    assert_eq!(
+        fake.violations(),
+        Vec::<String>::new(),
+        "the errors file is fetched without the key"
+    );
+}
+
+#[test]
+fn an_unknown_custom_field_rejects_its_records_by_name_before_any_upsert() {
+    let fake = Fake::start();
+    let mut i = open_list(&fake, &Arc::default()).unwrap();
+    let op = contact_op(
+        1,
+        Action::Upsert,
+        json!({"email": "a@example.com", "shoe_size": "44"}),
+    );
+    let result = statuses(
+        &i.push(&list_batch(DestinationMode::Upsert, vec![op]))
+            .unwrap(),
+    );
+    assert!(
+        matches!(&result[0], OutcomeStatus::Rejected { reason } if reason.contains("`shoe_size`")),
+        "{result:?}"
+    );
+    assert!(fake.server.requests_to("/v3/marketing/contacts").is_empty());
+}
+
+#[test]
+fn a_429_waits_for_retry_after_a_500_is_retried_and_a_second_push_changes_nothing() {
+    let fake = Fake::start();
+    let throttled = Reply::status(429)
+        .retry_after(1)
+        .with_json(&json!({"errors": [{"field": null, "message": "too many requests"}]}));
+    // The host tries twice; both are throttled.
+    fake.fault_on("/v3/marketing/contacts", throttled.clone());
+    fake.fault_on("/v3/marketing/contacts", throttled);
+    let state = Arc::new(MemState::default());
+    let mut i = open_list(&fake, &state).unwrap();
+    let b = list_batch(DestinationMode::Upsert, upserts(2));
+    let first = statuses(&i.push(&b).unwrap());
+    for s in &first {
+        assert!(
+            matches!(s, OutcomeStatus::Retry { retry_after_ms: Some(1000), reason } if reason.contains("429")),
+            "{first:?}"
+        );
+    }
+    assert!(fake.members().is_empty());
+    // A 500 on the upsert: the host repeats the PUT (an upsert by address), once.
+    fake.fault_on(
+        "/v3/marketing/contacts",
+        Reply::status(500).with_json(&json!({"errors": [{"message": "internal"}]})),
+    );
+    let second = statuses(&i.push(&b).unwrap());
+    assert!(second.iter().all(|s| *s == OutcomeStatus::Ok), "{second:?}");
+    assert_eq!(fake.member_emails(), ["c1@example.com", "c2@example.com"]);
+    let contacts = fake.contacts();
+    let third = statuses(&i.push(&b).unwrap());
+    assert!(third.iter().all(|s| *s == OutcomeStatus::Ok));
+    assert_eq!(fake.contacts(), contacts, "pushed again, nothing changes");
+    assert_eq!(
+        state.0.lock().unwrap().len(),
+        0,
+        "finished jobs are forgotten"
+    );
+    assert_eq!(fake.violations(), Vec::<String>::new());
+}
+
+#[test]
+fn a_list_mode_without_list_id_is_a_config_error_naming_it() {
+    let fake = Fake::start();
+    let mut i = open(&fake, &Arc::default(), &Arc::default()).unwrap();
+    let err = i
+        .push(&list_batch(DestinationMode::Mirror, upserts(1)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/list_id") && err.contains("mirror"), "{err}");
+    assert_eq!(fake.server.count(), 0);
+}
+
+#[test]
+fn global_unsubscribes_are_read_back_from_the_cursor_on() {
+    let fake = Fake::start();
+    fake.unsubscribe("gone@example.com", 1_700_000_000);
+    fake.unsubscribe("later@example.com", 1_700_000_100);
+    let mut i = open(&fake, &Arc::default(), &Arc::default()).unwrap();
+    let first = i.suppressions(&Value::Null).unwrap();
+    let emails = |p: &cohort_plugin_api::wire::SuppressionsPage| {
+        p.suppressions
+            .iter()
+            .map(|s| s.email.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(emails(&first), ["later@example.com", "gone@example.com"]);
+    assert!(first.done);
+    assert!(
+        first
+            .suppressions
+            .iter()
+            .all(|s| s.reason == cohort_plugin_api::wire::SuppressionReason::Unsubscribed)
+    );
+    assert_eq!(first.next_cursor, json!({"since": 1_700_000_100}));
+    fake.unsubscribe("newest@example.com", 1_700_000_200);
+    let second = i.suppressions(&first.next_cursor).unwrap();
+    assert_eq!(
+        emails(&second),
+        ["newest@example.com", "later@example.com"],
+        "from the cursor's second on, inclusive"
+    );
+    assert_eq!(second.next_cursor, json!({"since": 1_700_000_200}));
+    let reads = fake.server.requests_to("/v3/suppression/unsubscribes");
+    assert_eq!(reads[0].query("start_time"), None);
+    assert_eq!(reads[1].query("start_time"), Some("1700000100"));
+    assert_eq!(
+        reads[1].header("authorization").unwrap(),
+        format!("Bearer {KEY}")
+    );
+}

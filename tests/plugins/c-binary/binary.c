@@ -143,6 +143,7 @@ static const CohortPluginVtable VTABLE = {
     COHORT_ABI_MAJOR, COHORT_ABI_MINOR, sizeof(CohortPluginVtable),
     manifest, open_instance, next_page, NULL, close_instance, free_buf,
     NULL, /* finish: not a destination */
+    NULL, /* suppressions: not a destination */
 };
 
 const CohortPluginVtable *cohort_plugin_entry(uint32_t host_major, uint32_t host_minor) {

@@ -168,6 +168,9 @@ static const CohortPluginVtable VTABLE = {
 #if COHORT_ABI_MINOR >= 2
     NULL, /* finish: not a destination */
 #endif
+#if COHORT_ABI_MINOR >= 3
+    NULL, /* suppressions: not a destination */
+#endif
 };
 
 const CohortPluginVtable *cohort_plugin_entry(uint32_t host_major, uint32_t host_minor) {

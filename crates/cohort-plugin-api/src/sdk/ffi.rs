@@ -18,7 +18,9 @@ use crate::abi::{
     self, Buf, Bytes, HostVtable, PluginVtable, STATUS_ERROR, STATUS_OK, STATUS_PANICKED,
     STATUS_RETRY, Status,
 };
-use crate::wire::{Batch, ConfigIssue, ErrorBody, Kind, PageFormat, PageRequest, PushResult};
+use crate::wire::{
+    Batch, ConfigIssue, ErrorBody, Kind, PageFormat, PageRequest, PushResult, SuppressionsRequest,
+};
 
 /// Source entry point type, as stored in the vtable.
 pub type NextPageFn = unsafe extern "C" fn(*mut c_void, Bytes, *mut Buf) -> Status;
@@ -26,12 +28,15 @@ pub type NextPageFn = unsafe extern "C" fn(*mut c_void, Bytes, *mut Buf) -> Stat
 pub type PushFn = unsafe extern "C" fn(*mut c_void, Bytes, *mut Buf) -> Status;
 /// Destination end-of-run entry point type (ABI 1.2), as stored in the vtable.
 pub type FinishFn = unsafe extern "C" fn(*mut c_void, *mut Buf) -> Status;
+/// Destination suppressions entry point type (ABI 1.3), as stored in the vtable.
+pub type SuppressionsFn = unsafe extern "C" fn(*mut c_void, Bytes, *mut Buf) -> Status;
 
 /// Builds the vtable for `T` (used by `export_plugin!` in a `static`).
 pub const fn vtable<T: Plugin>(
     next_page: Option<NextPageFn>,
     push: Option<PushFn>,
     finish: Option<FinishFn>,
+    suppressions: Option<SuppressionsFn>,
 ) -> PluginVtable {
     PluginVtable {
         abi_major: abi::ABI_MAJOR,
@@ -44,6 +49,7 @@ pub const fn vtable<T: Plugin>(
         close: close::<T>,
         free_buf,
         finish,
+        suppressions,
     }
 }
 
@@ -60,6 +66,11 @@ pub const fn push_fn<T: Destination>() -> Option<PushFn> {
 /// The destination end-of-run entry point for `T` (ABI 1.2).
 pub const fn finish_fn<T: Destination>() -> Option<FinishFn> {
     Some(finish::<T>)
+}
+
+/// The destination suppressions entry point for `T` (ABI 1.3).
+pub const fn suppressions_fn<T: Destination>() -> Option<SuppressionsFn> {
+    Some(suppressions::<T>)
 }
 
 /// The ABI minor version of the host that loaded this plugin; `u32::MAX` until a host says
@@ -367,6 +378,34 @@ unsafe extern "C" fn finish<T: Destination>(instance: *mut c_void, out: *mut Buf
             let outcomes = plugin.finish()?;
             serde_json::to_vec(&PushResult { outcomes })
                 .map_err(|e| PluginError::failed(format!("encoding late outcomes: {e}")))
+        })
+    }
+}
+
+/// # Safety
+/// Called by the host per the ABI (1.3): before a run pushes.
+unsafe extern "C" fn suppressions<T: Destination>(
+    instance: *mut c_void,
+    request: Bytes,
+    out: *mut Buf,
+) -> Status {
+    // SAFETY: per the ABI, `request` is readable during this call.
+    let request = unsafe { request.as_slice() };
+    // SAFETY: forwarded ABI contract.
+    unsafe {
+        with_instance::<T>(instance, out, |plugin| {
+            let request: SuppressionsRequest = if request.is_empty() {
+                SuppressionsRequest::default()
+            } else {
+                serde_json::from_slice(request).map_err(|e| {
+                    PluginError::failed(format!(
+                        "the host sent an unreadable suppressions request: {e}"
+                    ))
+                })?
+            };
+            let page = plugin.suppressions(request.cursor)?;
+            serde_json::to_vec(&page)
+                .map_err(|e| PluginError::failed(format!("encoding suppressions: {e}")))
         })
     }
 }

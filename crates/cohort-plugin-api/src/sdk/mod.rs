@@ -70,6 +70,7 @@ pub use page::{PageEnd, PageWriter};
 
 use crate::wire::{
     Batch, ConfigIssue, ErrorBody, ErrorKind, Manifest, Outcome, PushResult, Stream,
+    SuppressionsPage,
 };
 
 /// What every plugin implements: a description of itself and a way to open an instance.
@@ -114,6 +115,17 @@ pub trait Destination: Plugin {
     /// the change again; `ok` changes nothing. The default learns nothing late.
     fn finish(&mut self) -> Result<Vec<Outcome>, PluginError> {
         Ok(Vec::new())
+    }
+
+    /// The addresses the vendor will not email, since `cursor` (ABI 1.3; `Value::Null` the
+    /// first time): its unsubscribes, cleaned or bounced addresses, complaints. Cohort calls it
+    /// before a run pushes, when the manifest declares [`Manifest::suppressions`], and adds
+    /// them to its suppression list, so an unsubscribe at the vendor is honoured everywhere.
+    /// Only reads: it must change nothing at the vendor. The host keeps the returned cursor
+    /// (not in a dry run) and passes it back next time. The default reports none.
+    fn suppressions(&mut self, cursor: Value) -> Result<SuppressionsPage, PluginError> {
+        let _ = cursor;
+        Ok(SuppressionsPage::default())
     }
 }
 

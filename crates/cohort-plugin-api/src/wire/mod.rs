@@ -61,6 +61,11 @@ pub struct Capabilities {
     /// at the end of every campaign's run, even one with nothing to push.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub late_outcomes: bool,
+    /// Whether a destination reports the addresses its vendor will not email (ABI 1.3): the
+    /// host then calls `suppressions` before a run pushes, and stores them in Cohort's
+    /// suppression list.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub suppressions: bool,
 }
 
 /// How a page of records is encoded (ABI 1.1).
@@ -170,6 +175,13 @@ impl Manifest {
     /// [`Capabilities::late_outcomes`]).
     pub fn late_outcomes(mut self) -> Manifest {
         self.capabilities.late_outcomes = true;
+        self
+    }
+
+    /// Declares that the destination reports its vendor's suppressions (see
+    /// [`Capabilities::suppressions`]).
+    pub fn suppressions(mut self) -> Manifest {
+        self.capabilities.suppressions = true;
         self
     }
 
@@ -723,6 +735,69 @@ pub struct Outcome {
 pub struct PushResult {
     /// Outcomes, one per operation key.
     pub outcomes: Vec<Outcome>,
+}
+
+/// What the host asks a destination's `suppressions` for (ABI 1.3).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SuppressionsRequest {
+    /// Where the last read stopped, as the plugin answered it (`null`: from the beginning).
+    /// The host saves it only once the run has stored what was read with it, and never in a dry
+    /// run, so a crash or a dry run reads the same suppressions again.
+    pub cursor: Value,
+}
+
+/// Why a vendor will not email an address: the reasons Cohort's suppression list knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuppressionReason {
+    /// The person unsubscribed (or was unsubscribed by the vendor's staff).
+    Unsubscribed,
+    /// The address bounced, or the vendor cleaned it.
+    Bounced,
+    /// The person marked a message as spam.
+    Complained,
+}
+
+/// One address a vendor will not email.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suppression {
+    /// The address.
+    pub email: String,
+    /// Why, in Cohort's terms.
+    pub reason: SuppressionReason,
+    /// The vendor's own word for it (`cleaned`, `global unsubscribe`, `SPAM_COMPLAINT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// A destination's answer to a [`SuppressionsRequest`] (ABI 1.3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SuppressionsPage {
+    /// Addresses suppressed since the request's cursor (the same address may come again).
+    #[serde(default)]
+    pub suppressions: Vec<Suppression>,
+    /// Where the next read starts.
+    #[serde(default)]
+    pub next_cursor: Value,
+    /// Whether this was the last page for now; when `false` the host asks again with
+    /// `next_cursor`.
+    #[serde(default = "yes")]
+    pub done: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for SuppressionsPage {
+    fn default() -> SuppressionsPage {
+        SuppressionsPage {
+            suppressions: Vec::new(),
+            next_cursor: Value::Null,
+            done: true,
+        }
+    }
 }
 
 /// An HTTP request a plugin asks the host to perform.

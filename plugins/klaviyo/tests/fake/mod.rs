@@ -19,6 +19,9 @@
 //! - `POST`/`DELETE /api/lists/{id}/relationships/profiles`: at most 1000 profiles; unknown
 //!   ids are a 404.
 //! - `GET /api/profiles?filter=any(email,[…])`: pages of at most `page[size]`.
+//! - `GET /api/profiles?filter=greater-or-equal(subscriptions.email.marketing.suppression.timestamp,…)`
+//!   with `additional-fields[profile]=subscriptions`: the profiles suppressed since then, each
+//!   with its `subscriptions.email.marketing.suppression` (reason, timestamp).
 //! - `POST /api/profile-bulk-import-jobs`: a job, run when polled after `polls_before_done`
 //!   polls; invalid profiles become import errors (`GET …/import-errors`).
 //! - Faults on demand: a 429, a 500, or an answer slower than the client waits.
@@ -98,6 +101,8 @@ struct State {
     limits: BTreeMap<&'static str, (usize, usize)>,
     stats: Stats,
     next: u64,
+    /// Address → Klaviyo's suppression of its email marketing (reason, ISO 8601 timestamp).
+    suppressed: BTreeMap<String, (String, String)>,
 }
 
 /// The fake Klaviyo.
@@ -159,6 +164,7 @@ impl Fake {
             limits,
             stats: Stats::default(),
             next: 1,
+            suppressed: BTreeMap::new(),
         }));
         let server = FakeServer::start();
         let specs = Arc::new((spec("profiles.json"), spec("lists.json")));
@@ -192,6 +198,14 @@ impl Fake {
             .values()
             .find(|p| p.attributes["email"] == email.to_lowercase())
             .cloned()
+    }
+
+    /// Klaviyo suppresses the email marketing of `email` (`UNSUBSCRIBE`, `HARD_BOUNCE`, …) at
+    /// `at` (ISO 8601), as when the person clicks an unsubscribe link.
+    pub fn suppress(&self, email: &str, reason: &str, at: &str) {
+        lock(&self.state)
+            .suppressed
+            .insert(email.to_lowercase(), (reason.to_owned(), at.to_owned()));
     }
 
     /// Addresses of the list's members, sorted.
@@ -520,6 +534,13 @@ fn route(s: &mut State, r: &Recorded, body: Option<&Value>) -> (u16, Value) {
             }
             (204, Value::Null)
         }
+        ("GET", ["api", "profiles"])
+            if r.query("filter").is_some_and(|f| {
+                f.starts_with("greater-or-equal(subscriptions.email.marketing.suppression.")
+            }) =>
+        {
+            suppressed_page(s, r)
+        }
         ("GET", ["api", "profiles"]) => {
             let filter = r.query("filter").unwrap_or_default();
             let wanted: Vec<String> = filter
@@ -639,6 +660,51 @@ fn route(s: &mut State, r: &Recorded, body: Option<&Value>) -> (u16, Value) {
             ),
         ),
     }
+}
+
+/// A page of the profiles suppressed at or after the filter's timestamp.
+fn suppressed_page(s: &State, r: &Recorded) -> (u16, Value) {
+    let filter = r.query("filter").unwrap_or_default();
+    let since = filter
+        .rsplit_once(',')
+        .map_or("", |(_, t)| t.trim_end_matches(')'));
+    let size: usize = r
+        .query("page[size]")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let offset: usize = r
+        .query("page[cursor]")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let all: Vec<Value> = s
+        .suppressed
+        .iter()
+        .filter(|(_, (_, at))| at.as_str() >= since)
+        .map(|(email, (reason, at))| {
+            let id = s
+                .profiles
+                .values()
+                .find(|p| p.attributes["email"] == *email)
+                .map_or_else(|| format!("suppressed-{email}"), |p| p.id.clone());
+            json!({"type": "profile", "id": id, "attributes": {
+                "email": email,
+                "subscriptions": {"email": {"marketing": {
+                    "suppression": [{"reason": reason, "timestamp": at}]}}}}})
+        })
+        .collect();
+    let page: Vec<Value> = all.iter().skip(offset).take(size).cloned().collect();
+    let next = (offset + size < all.len()).then(|| {
+        format!(
+            "http://{}/api/profiles?filter={}&additional-fields%5Bprofile%5D=subscriptions&page%5Bsize%5D={size}&page%5Bcursor%5D={}",
+            r.header("host").unwrap_or_default(),
+            urlencode(filter),
+            offset + size
+        )
+    });
+    (
+        200,
+        json!({"data": page, "links": {"self": "x", "next": next}}),
+    )
 }
 
 fn urlencode(text: &str) -> String {

@@ -20,6 +20,9 @@
 //!   after `batch_polls_before_done` polls.
 //! - Errors are `application/problem+json` with `type`, `title`, `status`, `detail`,
 //!   `instance`; 429 is `Too Many Requests` with `Retry-After`.
+//! - `GET /lists/{list}/members?status=…&since_last_changed=…&count=…&offset=…`: the members
+//!   of that status whose `last_changed` is after the time given, a page at a time, with
+//!   `total_items`.
 //! - Faults on demand: a 429, a 500, or an answer slower than the client waits.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
@@ -99,6 +102,8 @@ struct State {
     faults: VecDeque<(String, Fault)>,
     stats: Stats,
     next: u64,
+    /// Subscriber hash → when its status last changed at Mailchimp (ISO 8601).
+    last_changed: BTreeMap<String, String>,
 }
 
 /// The fake Mailchimp.
@@ -191,6 +196,7 @@ impl Fake {
             faults: VecDeque::new(),
             stats: Stats::default(),
             next: 1,
+            last_changed: BTreeMap::new(),
         }));
         let server = FakeServer::start();
         let spec = Arc::new(spec());
@@ -253,6 +259,17 @@ impl Fake {
                 tags: BTreeSet::new(),
             },
         );
+    }
+
+    /// The member with this address changes status at Mailchimp (`unsubscribed` through a
+    /// link, `cleaned` after bounces) at `at` (ISO 8601).
+    pub fn set_status(&self, email: &str, status: &str, at: &str) {
+        let mut s = lock(&self.state);
+        let hash = subscriber_hash(email);
+        if let Some(m) = s.members.get_mut(&hash) {
+            m.status = status.to_owned();
+        }
+        s.last_changed.insert(hash, at.to_owned());
     }
 
     /// The next `count` requests whose path contains `path` get `fault`.
@@ -332,6 +349,9 @@ fn answer(state: &Mutex<State>, spec: &OpenApi, r: &Recorded) -> Reply {
         return problem(400, "Invalid Resource", &why);
     }
     let mut s = lock(state);
+    if r.method == "GET" && path == format!("/lists/{LIST}/members") {
+        return Reply::json(&list_members(&s, r)).delay(delay);
+    }
     let (status, value) = route(&mut s, &r.method, &path, body.as_ref(), true);
     drop(s);
     let reply = match status {
@@ -342,6 +362,35 @@ fn answer(state: &Mutex<State>, spec: &OpenApi, r: &Recorded) -> Reply {
         s => Reply::status(s).with_json(&value),
     };
     reply.delay(delay)
+}
+
+/// A page of the list's members, filtered by `status` and `since_last_changed`.
+fn list_members(s: &State, r: &Recorded) -> Value {
+    let since = r.query("since_last_changed");
+    let matching: Vec<Value> = s
+        .members
+        .iter()
+        .filter(|(_, m)| r.query("status").is_none_or(|st| m.status == st))
+        .filter_map(|(hash, m)| {
+            let changed = s.last_changed.get(hash).map_or("", String::as_str);
+            since.is_none_or(|t| changed > t).then(|| {
+                json!({"email_address": m.email, "status": m.status,
+                                "last_changed": changed})
+            })
+        })
+        .collect();
+    let number = |name: &str, default: usize| {
+        r.query(name)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(default)
+    };
+    let page: Vec<Value> = matching
+        .iter()
+        .skip(number("offset", 0))
+        .take(number("count", 10))
+        .cloned()
+        .collect();
+    json!({"members": page, "list_id": LIST, "total_items": matching.len()})
 }
 
 fn problem_value(status: u16, title: &str, detail: &str) -> Value {

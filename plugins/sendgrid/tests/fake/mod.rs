@@ -1,11 +1,15 @@
-//! A fake SendGrid on 127.0.0.1 (the test kit's server) that follows the vendor's OpenAPI file
-//! (`../shared/specs/sendgrid/tsg_mail_v3.json`): every request is checked against the spec
-//! (path, method, Bearer auth, body schema) and a violation is answered 400 and recorded; it
-//! keeps the messages it accepted, refuses addresses at `invalid.example` the way SendGrid does
-//! (400, the personalization's field), and answers queued faults first.
+//! A fake SendGrid on 127.0.0.1 (the test kit's server) that follows the vendor's OpenAPI files
+//! (`../shared/specs/sendgrid/`): every request is checked against the spec (path, method,
+//! Bearer auth, body schema) and a violation is answered 400 and recorded. Mail Send keeps the
+//! messages it accepted, refuses addresses at `invalid.example` the way SendGrid does (400, the
+//! personalization's field), and answers queued faults first; the Marketing Campaigns side
+//! ([`marketing`]) keeps contacts, a list and import jobs.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+mod marketing;
 mod spec;
+
+pub use marketing::{Contact, LIST};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -28,6 +32,7 @@ struct State {
 pub struct Fake {
     pub server: FakeServer,
     state: Arc<Mutex<State>>,
+    marketing: marketing::Marketing,
 }
 
 impl Fake {
@@ -37,7 +42,17 @@ impl Fake {
         let spec = Arc::new(Spec::load("sendgrid/tsg_mail_v3.json"));
         let s = state.clone();
         server.on("POST", "/v3/mail/send", move |req| handle(&spec, &s, req));
-        Fake { server, state }
+        let marketing = marketing::Marketing::new();
+        for method in ["GET", "PUT", "POST", "DELETE"] {
+            server.on(method, "/v3/marketing/*", marketing.handler());
+        }
+        server.on("GET", "/v3/suppression/*", marketing.handler());
+        server.on("GET", "/downloads/*", marketing.handler());
+        Fake {
+            server,
+            state,
+            marketing,
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -67,9 +82,42 @@ impl Fake {
         copies
     }
 
-    /// Requests that broke the spec.
+    /// Requests that broke the spec (Mail Send's and the marketing endpoints').
     pub fn violations(&self) -> Vec<String> {
-        self.state.lock().unwrap().violations.clone()
+        let mut all = self.state.lock().unwrap().violations.clone();
+        all.extend(self.marketing.violations());
+        all
+    }
+
+    /// Answers the next marketing request whose path starts with `prefix` with `reply` (after
+    /// checking it against the spec).
+    pub fn fault_on(&self, prefix: &str, reply: Reply) {
+        self.marketing.fault_on(prefix, reply);
+    }
+
+    /// The contacts on the list, by address.
+    pub fn members(&self) -> Vec<Contact> {
+        self.marketing.members()
+    }
+
+    /// The addresses on the list, sorted.
+    pub fn member_emails(&self) -> Vec<String> {
+        self.members().into_iter().map(|c| c.email).collect()
+    }
+
+    /// Every contact, on the list or not.
+    pub fn contacts(&self) -> Vec<Contact> {
+        self.marketing.contacts()
+    }
+
+    /// A contact already on the list (added in SendGrid, not by Cohort).
+    pub fn add_member(&self, email: &str) {
+        self.marketing.add_member(email);
+    }
+
+    /// `email` unsubscribes globally at Unix time `at`.
+    pub fn unsubscribe(&self, email: &str, at: i64) {
+        self.marketing.unsubscribe(email, at);
     }
 }
 

@@ -42,6 +42,7 @@ static VTABLE: PluginVtable = {
         cohort_plugin_api::sdk::ffi::next_page_fn::<WrongAbi>(),
         None,
         None,
+        None,
     );
     v.abi_major = 2;
     v.abi_minor = 3;
