@@ -5,7 +5,7 @@
 mod fake;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cohort_plugin_api::wire::{Page, StreamRecord};
@@ -13,30 +13,12 @@ use cohort_plugin_api::{Customer, Event, Order};
 use cohort_plugin_host::{
     CallError, HostServices, HttpPolicy, HttpService, LoadedPlugin, StateStore, pull,
 };
-use cohort_plugin_testkit::{Logs, check_example, plugin};
+use cohort_plugin_testkit::{Logs, MemoryState as Memory, check_example, plugin};
 use fake::{Fake, SHOP, TOKEN};
 use serde_json::{Value, json};
 
 fn source() -> LoadedPlugin {
     LoadedPlugin::load(plugin("cohort-plugin-shopify")).unwrap()
-}
-
-/// State kept in memory, as the store keeps it across runs.
-#[derive(Default)]
-struct Memory(Mutex<BTreeMap<String, Value>>);
-
-impl StateStore for Memory {
-    fn get(&self, key: &str) -> Result<Option<Value>, String> {
-        Ok(self.0.lock().unwrap().get(key).cloned())
-    }
-    fn put(&self, key: &str, value: Option<&Value>) -> Result<(), String> {
-        let mut m = self.0.lock().unwrap();
-        match value {
-            Some(v) => m.insert(key.to_owned(), v.clone()),
-            None => m.remove(key),
-        };
-        Ok(())
-    }
 }
 
 fn services(logs: &Arc<Logs>, state: &Arc<Memory>) -> HostServices {
