@@ -41,7 +41,9 @@ fn main() {
             .unwrap()
     };
     let customers = arg("--customers", "100000") as usize;
-    let orders = arg("--orders", "1000000") as usize;
+    // The fake holds every order as JSON: a million take about 17 GB, so the default is the
+    // largest that leaves a shared machine room (200,000, about 5 GB).
+    let orders = arg("--orders", "200000") as usize;
     let paged_seconds = arg("--paged-seconds", "60");
     let bucket = arg("--bucket", "1000");
     let restore = arg("--restore", "100");

@@ -35,7 +35,7 @@ const BENCHES: &[(&str, &str)] = &[
     ),
     (
         "shopify",
-        "the shopify source against the fake Shopify: 100,000 customers and 1,000,000 orders, \
+        "the shopify source against the fake Shopify: 100,000 customers and 200,000 orders, \
          bulk and a timed paged sync on the standard plan, records/s and share of the budget",
     ),
     (
