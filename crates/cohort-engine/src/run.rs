@@ -439,8 +439,8 @@ impl Engine {
                 "{e} (`cohort validate` checks templates before a run)"
             )));
         }
-        let want_products = templates::uses_top_products(&renderer, workspace);
-        let computed = segments::compute(ws, workspace, clock, want_products, errors).await?;
+        let wanted = templates::Wanted::by(&renderer, &templates::all(workspace));
+        let computed = segments::compute(ws, workspace, clock, wanted, errors).await?;
         summary.customers = computed.customers.len() as u64;
         if let Some(people) = &computed.people {
             // Saved before the memberships: they name persons, and a merge moves the retired

@@ -9,13 +9,14 @@ use cohort_core::delivery;
 use cohort_core::features::{BuildError, FeatureBuilder, FeatureTable};
 use cohort_core::identity::{Route, Routes};
 use cohort_core::segment::{SegmentDef, SegmentSet};
-use cohort_core::{AsOf, Customer, CustomerId, Membership, Money};
-use cohort_render::Product;
+use cohort_core::{AsOf, Customer, CustomerId, Event, EventKind, Membership, Money, Timestamp};
+use cohort_render::{Cart, Product};
 use cohort_store::{RecordError, WorkspaceStore};
 
 use crate::error::{EngineError, Result};
 use crate::identity::{self, People};
 use crate::summary::SegmentSummary;
+use crate::templates::Wanted;
 
 /// At most this many per-record errors of one kind are recorded per run; the count of the
 /// rest is recorded with the last one. A wholly broken input must not fill the store.
@@ -32,6 +33,8 @@ pub struct Computed {
     pub memberships: Vec<(String, Membership)>,
     /// Each customer's most bought products, when a template asks for them.
     pub products: HashMap<CustomerId, Vec<Product>>,
+    /// Each customer's latest open abandoned cart, when a template asks for it.
+    pub carts: HashMap<CustomerId, Cart>,
     /// Addresses of customers who unsubscribed (an `email_unsubscribe` event): suppressed
     /// from now on, whatever their consent flag says.
     pub unsubscribed: Vec<String>,
@@ -86,7 +89,7 @@ pub async fn compute(
     ws: &WorkspaceStore,
     workspace: &Workspace,
     as_of: AsOf,
-    want_products: bool,
+    wanted: Wanted,
     errors: &mut Vec<RecordError>,
 ) -> Result<Computed> {
     let people = match &workspace.identity {
@@ -147,7 +150,7 @@ pub async fn compute(
             problems.note("orders", &o.id, &e);
             return;
         }
-        if want_products && o.cancelled_at.is_none() {
+        if wanted.top_products && o.cancelled_at.is_none() {
             let bought = products.entry(customer).or_default();
             for item in &o.line_items {
                 let Some(title) = item.title.clone().or_else(|| item.product_id.clone()) else {
@@ -163,6 +166,7 @@ pub async fn compute(
     })
     .await?;
     let mut unsubscribed_ids = HashSet::new();
+    let mut carts: HashMap<CustomerId, Cart> = HashMap::new();
     ws.for_each_event_by_source(|source, e| {
         let event_id = || e.id.clone().unwrap_or_else(|| "(no id)".to_owned());
         let customer = match owner(source, &e.customer_id, false) {
@@ -178,6 +182,12 @@ pub async fn compute(
             problems.note("events", &event_id(), &err);
         } else if delivery::suppresses(&e, as_of.now) {
             unsubscribed_ids.insert(customer);
+        } else if wanted.cart && is_newer_cart(carts.get(&customer), &e, as_of.now) {
+            let cart = Cart {
+                abandoned_at: e.occurred_at,
+                properties: e.properties,
+            };
+            carts.insert(customer, cart);
         }
     })
     .await?;
@@ -218,10 +228,20 @@ pub async fn compute(
         table,
         memberships,
         products,
+        carts,
         unsubscribed,
         other_emails,
         people,
     })
+}
+
+/// Whether `event` is a cart left later than `kept`, by the run's clock `now`. A withdrawn cart
+/// (a completed checkout) is no longer among the stored events; a cart left after `now` has not
+/// been left yet for a run `--as-of` the past.
+fn is_newer_cart(kept: Option<&Cart>, event: &Event, now: Timestamp) -> bool {
+    event.kind == EventKind::CartAbandoned
+        && event.occurred_at <= now
+        && kept.is_none_or(|c| event.occurred_at >= c.abandoned_at)
 }
 
 /// Whom an order or event counts for.
@@ -341,5 +361,41 @@ impl Problems {
             }
         }
         self.errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind, at: i64) -> Event {
+        Event {
+            id: None,
+            customer_id: CustomerId::new("42"),
+            kind,
+            occurred_at: Timestamp::from_secs(at),
+            properties: Default::default(),
+        }
+    }
+
+    fn cart(at: i64) -> Cart {
+        Cart {
+            abandoned_at: Timestamp::from_secs(at),
+            properties: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_latest_cart_left_by_the_runs_clock_is_kept() {
+        let now = Timestamp::from_secs(1_000);
+        let cart_at = |at| event(EventKind::CartAbandoned, at);
+        assert!(is_newer_cart(None, &cart_at(10), now));
+        assert!(is_newer_cart(Some(&cart(10)), &cart_at(20), now));
+        assert!(!is_newer_cart(Some(&cart(20)), &cart_at(10), now));
+        assert!(
+            !is_newer_cart(None, &cart_at(2_000), now),
+            "a cart after the clock has not been left yet"
+        );
+        assert!(!is_newer_cart(None, &event(EventKind::AddToCart, 10), now));
     }
 }

@@ -64,10 +64,28 @@ fn spec(template: &Template, kind: Kind) -> TemplateSpec {
     }
 }
 
-/// Whether any template of `workspace` uses `top_products`, whose data (every order's line
-/// items) is only gathered when asked for.
-pub fn uses_top_products(renderer: &Renderer, workspace: &Workspace) -> bool {
-    all(workspace)
-        .iter()
-        .any(|(t, _)| renderer.uses(&t.name, "top_products"))
+/// What templates use beyond the customer and their features. Each is costly to gather (every
+/// order's line items, every event's properties), so a run gathers only what a template
+/// mentions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// `top_products`: the line items of every order.
+    pub top_products: bool,
+    /// `cart`: the customer's latest open `cart_abandoned` event.
+    pub cart: bool,
+}
+
+impl Wanted {
+    /// What any of `templates` mentions.
+    pub fn by<'a>(
+        renderer: &Renderer,
+        templates: impl IntoIterator<Item = &'a (&'a Template, Kind)>,
+    ) -> Wanted {
+        templates
+            .into_iter()
+            .fold(Wanted::default(), |wanted, (t, _)| Wanted {
+                top_products: wanted.top_products || renderer.uses(&t.name, "top_products"),
+                cart: wanted.cart || renderer.uses(&t.name, "cart"),
+            })
+    }
 }

@@ -8,9 +8,11 @@
 //! - [`check_example`]: the conformance kit run on the example a plugin ships in its manifest,
 //!   exactly as `cohort plugins check PATH` runs it.
 //! - [`Logs`]: collects what plugins log, to assert on it (that a secret never appears, say).
+//! - [`MemoryState`]: the host's plugin state kept in memory, as the store keeps it across runs.
 //! - [`OpenApi`]: checks a request against a vendor's OpenAPI file, so a fake refuses what the
 //!   vendor would.
-//! - [`plugin`]: builds a plugin package's `cdylib` and returns its path.
+//! - [`plugin`]: builds a plugin package's `cdylib` and returns its path; [`cohort_binary`]
+//!   builds the `cohort` CLI beside them, for end-to-end runs.
 //!
 //! It is a dev-dependency of plugin crates and a dependency of the `cohort` binary (for `plugins
 //! check`); nothing in a run depends on it.
@@ -24,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use cohort_plugin_api::sdk::Level;
-use cohort_plugin_host::LogSink;
+use cohort_plugin_host::{LogSink, StateStore};
 use serde_json::Value;
 
 pub use example::{Checked, Prepared, check_example};
@@ -37,6 +39,26 @@ pub use server::{FakeServer, Recorded, Reply};
 /// When cargo cannot build it: the test cannot go on.
 pub fn plugin(package: &str) -> PathBuf {
     cohort_plugin_host::dev::build_cdylib(package, false).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Builds the `cohort` binary (debug) beside the `plugins` packages' `cdylib`s, where it
+/// discovers them, and returns its path: an end-to-end test runs the real CLI with them.
+///
+/// # Panics
+/// When cargo cannot build them: the test cannot go on.
+pub fn cohort_binary(plugins: &[&str]) -> PathBuf {
+    let mut dir = None;
+    for package in plugins {
+        dir = plugin(package).parent().map(PathBuf::from);
+    }
+    let dir = dir.unwrap_or_else(|| panic!("name at least one plugin to build cohort beside"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let built = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "-p", "cohort", "--bin", "cohort"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(built, "building cohort failed");
+    dir.join("cohort")
 }
 
 /// Collects log lines as `LEVEL plugin: message fields`.
@@ -61,5 +83,30 @@ impl LogSink for Logs {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(format!("{level:?} {plugin}: {message} {fields}"));
+    }
+}
+
+/// A plugin's state ([`StateStore`]) kept in memory: share one between instances to stand for
+/// the store keeping it across runs (a bulk operation's id, a send ledger).
+#[derive(Debug, Default)]
+pub struct MemoryState(Mutex<std::collections::BTreeMap<String, Value>>);
+
+impl StateStore for MemoryState {
+    fn get(&self, key: &str) -> Result<Option<Value>, String> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned())
+    }
+
+    fn put(&self, key: &str, value: Option<&Value>) -> Result<(), String> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match value {
+            Some(v) => map.insert(key.to_owned(), v.clone()),
+            None => map.remove(key),
+        };
+        Ok(())
     }
 }

@@ -375,6 +375,35 @@ mod tests {
     }
 
     #[test]
+    fn cart_fields_are_checked_and_render_empty_without_a_cart() {
+        let errors = check_src("{{cart.ulr}} {{#each cart.line_items}}{{title}}{{/each}}");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("unknown field `cart.ulr`")
+                && errors[0].contains("did you mean `cart.url`?"),
+            "{}",
+            errors[0]
+        );
+        let source = "[{{cart.url}}|{{money cart.total}}|{{date cart.abandoned_at}}|\
+            {{#each cart.line_items}}{{title}}{{else}}none{{/each}}|{{cart.properties.x}}]";
+        assert_eq!(check_src(source), Vec::<String>::new());
+        let mut r = Renderer::new(workspace());
+        r.add(&TemplateSpec::new("t", source, Kind::Text)).unwrap();
+        let ctx = crate::Context::new(
+            &cohort_core::Customer::new("1"),
+            cohort_core::Timestamp::from_secs(0),
+        );
+        assert!(
+            r.render("t", &ctx).is_err(),
+            "a property the source did not write is missing, as in strict mode anywhere"
+        );
+        let source = "[{{cart.url}}|{{money cart.total}}|{{date cart.abandoned_at}}|\
+            {{#each cart.line_items}}{{title}}{{else}}none{{/each}}]";
+        r.add(&TemplateSpec::new("t", source, Kind::Text)).unwrap();
+        assert_eq!(r.render("t", &ctx).unwrap(), "[|||none]");
+    }
+
+    #[test]
     fn unknown_helpers_are_reported_and_helper_names_are_not_fields() {
         let errors =
             check_src("{{mony total_spent}} {{#foreach tags}}{{/foreach}} {{upper (lowr email)}}");
@@ -453,5 +482,10 @@ mod tests {
         assert!(uses("{{top_products}}"));
         assert!(!uses("We love top_products: {{first_name}}"));
         assert!(!uses("{{#each tags}}{{this}}{{/each}}"));
+        let cart = |src: &str| mentions(&Template::compile(src).unwrap(), "cart");
+        assert!(cart("<a href=\"{{cart.url}}\">back</a>"));
+        assert!(cart("{{#each cart.line_items}}{{title}}{{/each}}"));
+        assert!(cart("{{money cart.total}}"));
+        assert!(!cart("{{cart_abandonments_30d}} carts"));
     }
 }

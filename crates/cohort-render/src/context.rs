@@ -11,7 +11,7 @@
 //! the context never has, so a customer without a first name renders `""` (or the `default`),
 //! while a typo in a template fails loudly.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono_tz::Tz;
 use cohort_core::features::catalog::FEATURES;
@@ -54,6 +54,30 @@ pub struct Product {
     pub revenue: Money,
 }
 
+/// The customer's latest open abandoned cart: a `cart_abandoned` event its source has not
+/// withdrawn (a completed Shopify checkout withdraws its event).
+///
+/// The properties are kept as the source wrote them; [`Context::cart`] picks the ones a
+/// reminder needs into fixed names, so a template reads `cart.url` whatever the source calls it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cart {
+    /// When the cart was left.
+    pub abandoned_at: Timestamp,
+    /// The event's properties (Shopify: `recovery_url`, `total`, `currency`, `line_items`).
+    pub properties: BTreeMap<String, Value>,
+}
+
+/// The names `cart` has, always present so a customer without a cart renders empty instead of
+/// failing strict mode.
+pub(crate) const CART_FIELDS: &[&str] = &[
+    "abandoned_at",
+    "url",
+    "total",
+    "currency",
+    "line_items",
+    "properties",
+];
+
 /// Fields of the customer record, in the order the docs list them.
 pub(crate) const CUSTOMER_FIELDS: &[&str] = &[
     "id",
@@ -86,6 +110,7 @@ pub(crate) const CAMPAIGN_FIELDS: &[&str] = &[
     "unsubscribe_url",
     "now",
     "top_products",
+    "cart",
 ];
 
 /// Sub-fields of the fixed objects, for `check_fields` (`segment.nmae` is a typo too).
@@ -94,12 +119,13 @@ pub(crate) fn subfields(object: &str) -> Option<&'static [&'static str]> {
         "segment" => Some(&["name", "description"]),
         "campaign" => Some(&["name"]),
         "workspace" => Some(&["id", "name", "currency", "timezone"]),
+        "cart" => Some(CART_FIELDS),
         _ => None,
     }
 }
 
 /// Every top-level name a template may use: customer fields, every cohort-core feature, and
-/// `segment`, `campaign`, `workspace`, `unsubscribe_url`, `now`, `top_products`.
+/// `segment`, `campaign`, `workspace`, `unsubscribe_url`, `now`, `top_products`, `cart`.
 pub fn known_fields() -> BTreeSet<&'static str> {
     CUSTOMER_FIELDS
         .iter()
@@ -112,7 +138,7 @@ pub fn known_fields() -> BTreeSet<&'static str> {
 /// The data one customer's templates are rendered with.
 ///
 /// Built with [`Context::new`] and the builder methods; each method replaces what an earlier
-/// call set. `top_products` starts as an empty list; `segment`, `campaign`,
+/// call set. `top_products` starts as an empty list and `cart` as an empty cart; `segment`, `campaign`,
 /// `unsubscribe_url` and `workspace` are absent until set, so a template that uses one the
 /// caller never provided fails in strict mode instead of printing nothing.
 #[derive(Debug, Clone)]
@@ -128,6 +154,7 @@ impl Context {
         let mut map = customer_json(customer);
         map.insert("now".into(), Value::String(now.to_string()));
         map.insert("top_products".into(), Value::Array(Vec::new()));
+        map.insert("cart".into(), cart_json(None));
         Context {
             data: handlebars::Context::from(Value::Object(map)),
             customer_id: customer.id.as_str().to_owned(),
@@ -197,6 +224,13 @@ impl Context {
         self
     }
 
+    /// The customer's open cart, or none: `cart.url`, `cart.total`... are then `null` and
+    /// `cart.line_items` empty.
+    pub fn cart(mut self, cart: Option<&Cart>) -> Context {
+        self.map().insert("cart".into(), cart_json(cart));
+        self
+    }
+
     /// The workspace fields. [`crate::Renderer::render`] adds them when they are missing (at
     /// the cost of one copy of the context); setting them here avoids the copy.
     pub fn workspace(mut self, workspace: &WorkspaceInfo) -> Context {
@@ -249,6 +283,37 @@ pub fn feature_map<'a>(
             (name.to_owned(), json)
         })
         .collect()
+}
+
+/// `cart` as templates see it. The recovery link is `recovery_url` (Shopify) or `url`; a total
+/// that is not a decimal amount is `null` rather than text the `money` helper would refuse.
+fn cart_json(cart: Option<&Cart>) -> Value {
+    let Some(cart) = cart else {
+        return json!({
+            "abandoned_at": null, "url": null, "total": null, "currency": null,
+            "line_items": [], "properties": {},
+        });
+    };
+    let p = &cart.properties;
+    let text = |key: &str| p.get(key).filter(|v| v.is_string()).cloned();
+    let total = p.get("total").and_then(|v| match v {
+        Value::String(s) => Money::parse(s).ok(),
+        Value::Number(n) => Money::parse(&n.to_string()).ok(),
+        _ => None,
+    });
+    let line_items = p
+        .get("line_items")
+        .filter(|v| v.is_array())
+        .cloned()
+        .unwrap_or_else(|| Value::Array(Vec::new()));
+    json!({
+        "abandoned_at": cart.abandoned_at.to_string(),
+        "url": text("recovery_url").or_else(|| text("url")),
+        "total": total.map(|t| t.to_string()),
+        "currency": text("currency"),
+        "line_items": line_items,
+        "properties": p,
+    })
 }
 
 fn customer_json(c: &Customer) -> Map<String, Value> {
@@ -383,6 +448,56 @@ mod tests {
     }
 
     #[test]
+    fn a_cart_shows_its_recovery_link_total_and_items_under_fixed_names() {
+        let properties: BTreeMap<String, Value> = serde_json::from_value(json!({
+            "checkout_id": "900",
+            "recovery_url": "https://shop.example/cart/recover/abc",
+            "total": "59.9",
+            "currency": "EUR",
+            "line_items": [{"title": "Blue Train", "quantity": 2, "price": "29.95"}],
+        }))
+        .unwrap();
+        let cart = Cart {
+            abandoned_at: Timestamp::from_secs(60),
+            properties,
+        };
+        let ctx = Context::new(&customer(), Timestamp::from_secs(0)).cart(Some(&cart));
+        let data = &ctx.as_json()["cart"];
+        assert_eq!(data["url"], "https://shop.example/cart/recover/abc");
+        assert_eq!(data["total"], "59.90");
+        assert_eq!(data["currency"], "EUR");
+        assert_eq!(data["abandoned_at"], "1970-01-01T00:01:00Z");
+        assert_eq!(data["line_items"][0]["title"], "Blue Train");
+        assert_eq!(data["properties"]["checkout_id"], "900");
+        for field in CART_FIELDS {
+            assert!(data.get(*field).is_some(), "cart.{field} missing");
+        }
+    }
+
+    #[test]
+    fn without_a_cart_every_cart_field_is_null_or_empty() {
+        let ctx = Context::new(&customer(), Timestamp::from_secs(0));
+        let data = &ctx.as_json()["cart"];
+        assert_eq!(data["url"], Value::Null);
+        assert_eq!(data["line_items"], json!([]));
+        for field in CART_FIELDS {
+            assert!(data.get(*field).is_some(), "cart.{field} missing");
+        }
+        let odd = Cart {
+            abandoned_at: Timestamp::from_secs(0),
+            properties: serde_json::from_value(
+                json!({"url": "https://x.example/c", "total": "lots", "line_items": "none"}),
+            )
+            .unwrap(),
+        };
+        let data = Context::new(&customer(), Timestamp::from_secs(0)).cart(Some(&odd));
+        let data = &data.as_json()["cart"];
+        assert_eq!(data["url"], "https://x.example/c");
+        assert_eq!(data["total"], Value::Null);
+        assert_eq!(data["line_items"], json!([]));
+    }
+
+    #[test]
     fn feature_rows_become_json_with_money_as_strings() {
         use cohort_core::features::Value as F;
         let map = feature_map([
@@ -407,6 +522,7 @@ mod tests {
             "segment",
             "now",
             "id",
+            "cart",
         ] {
             assert!(known.contains(name), "{name}");
         }

@@ -41,7 +41,7 @@ mod helpers;
 mod renderer;
 mod text;
 
-pub use context::{Context, Product, WorkspaceInfo, feature_map, known_fields};
+pub use context::{Cart, Context, Product, WorkspaceInfo, feature_map, known_fields};
 pub use error::{RenderError, TemplateError};
 pub use renderer::{Kind, Renderer, TemplateSpec};
 pub use text::html_to_text;

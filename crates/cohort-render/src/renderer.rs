@@ -471,6 +471,19 @@ pub(crate) mod tests {
                     revenue: Money::parse("45").unwrap(),
                 },
             ])
+            .cart(Some(&crate::Cart {
+                abandoned_at: Timestamp::parse("2024-02-28T15:00:00Z").unwrap(),
+                properties: serde_json::from_value(json!({
+                    "recovery_url": "https://shop.example/cart/recover/abc",
+                    "total": "59.90",
+                    "currency": "USD",
+                    "line_items": [
+                        {"title": "Blue Train", "quantity": 1, "price": "19.90"},
+                        {"title": "Giant Steps", "quantity": 2, "price": "20.00"},
+                    ],
+                }))
+                .unwrap(),
+            }))
     }
 
     /// Renders `source` as a one-off template of `kind` with the test context.

@@ -9,6 +9,7 @@ mod email;
 mod hubspot;
 mod measure;
 mod segments;
+mod shopify;
 mod store;
 
 pub(crate) use segments::{ensure_data, thousands};
@@ -34,6 +35,11 @@ const BENCHES: &[(&str, &str)] = &[
          records/s and share of the 10-second budget",
     ),
     (
+        "shopify",
+        "the shopify source against the fake Shopify: 100,000 customers and 200,000 orders, \
+         bulk and a timed paged sync on the standard plan, records/s and share of the budget",
+    ),
+    (
         "ads",
         "meta-ads and google-ads: hashing 1M customers (6 keys), then 1M members to each fake \
          vendor: members/s, requests and how full they are",
@@ -54,6 +60,14 @@ const BENCHES: &[(&str, &str)] = &[
     ),
 ];
 
+/// The value after `name` in a benchmark's arguments (`--orders 1000`), or `default`.
+pub(crate) fn arg(args: &[String], name: &str, default: &str) -> String {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_owned())
+}
+
 pub(crate) fn run(args: Vec<String>) -> Result<()> {
     let mut args = args.into_iter();
     let name = args.next();
@@ -61,6 +75,7 @@ pub(crate) fn run(args: Vec<String>) -> Result<()> {
         Some("segments") => segments::run(args.collect()),
         Some("store") => store::run(args.collect()),
         Some("hubspot") => hubspot::run(&args.collect::<Vec<_>>()),
+        Some("shopify") => shopify::run(&args.collect::<Vec<_>>()),
         Some("ads") => ads::run(&args.collect::<Vec<_>>()),
         Some("email") => email::run(&args.collect::<Vec<_>>()),
         Some("daemon") => daemon::run(&args.collect::<Vec<_>>()),

@@ -144,7 +144,8 @@ impl CampaignRenderer<'_> {
             .features(feature_map(computed.table.row_values(row)))
             .segment(segment_name, description)
             .campaign(&self.campaign.name)
-            .top_products(computed.products.get(id).cloned().unwrap_or_default());
+            .top_products(computed.products.get(id).cloned().unwrap_or_default())
+            .cart(computed.carts.get(id));
         if let Some(url) = &self.shared.workspace.unsubscribe_url {
             let url = self.shared.renderer.render(&url.name, &ctx)?;
             ctx = ctx.unsubscribe_url(url);

@@ -67,12 +67,9 @@ pub(crate) fn run(cmd: CampaignCommand) -> Result<ExitCode> {
         let engine = Engine::open(&config, std::sync::Arc::new(SystemClock)).await?;
         let ws = engine.workspace(workspace).await?;
         let clock = engine.as_of(workspace);
-        let want_products = templates::of_campaign(campaign)
-            .iter()
-            .any(|(t, _)| renderer.uses(&t.name, "top_products"));
+        let wanted = templates::Wanted::by(&renderer, &templates::of_campaign(campaign));
         let mut errors = Vec::new();
-        let computed =
-            cohort_engine::compute(&ws, workspace, clock, want_products, &mut errors).await?;
+        let computed = cohort_engine::compute(&ws, workspace, clock, wanted, &mut errors).await?;
         if computed.customers.is_empty() {
             bail!(
                 "the store has no customers for workspace `{}` yet: run `cohort run --config {} --dry-run` first (it pulls without pushing)",

@@ -66,7 +66,7 @@ pub(crate) fn run(args: &ExplainArgs) -> Result<ExitCode> {
         let ws = engine.workspace(workspace).await?;
         let clock = engine.as_of(workspace);
         let mut errors = Vec::new();
-        let computed = cohort_engine::compute(&ws, workspace, clock, false, &mut errors).await?;
+        let computed = cohort_engine::compute(&ws, workspace, clock, cohort_engine::templates::Wanted::default(), &mut errors).await?;
         engine.close().await;
         if computed.customers.is_empty() {
             bail!(

@@ -77,15 +77,57 @@ struct BulkOp {
     id: u64,
     polls_left: u32,
     status: &'static str,
-    lines: Vec<String>,
-    truncate: usize,
+    /// Lines the operation produced (its `objectCount`).
+    lines: usize,
+    /// The file, written once (less any truncated lines) and served by ranges.
+    body: Arc<String>,
+}
+
+/// One connection's records, by id and by `(updatedAt, id)`: a page is a range read, not a
+/// sort, so a shop of a million orders answers pages as fast as a small one.
+#[derive(Debug, Default)]
+struct Records {
+    by_id: BTreeMap<u64, Value>,
+    by_updated: std::collections::BTreeSet<(i64, u64)>,
+}
+
+impl Records {
+    fn updated(v: &Value) -> i64 {
+        parse_time(v["updatedAt"].as_str().unwrap()).unwrap()
+    }
+
+    fn insert(&mut self, id: u64, v: Value) {
+        if let Some(old) = self.by_id.get(&id) {
+            self.by_updated.remove(&(Records::updated(old), id));
+        }
+        self.by_updated.insert((Records::updated(&v), id));
+        self.by_id.insert(id, v);
+    }
+
+    fn change(&mut self, id: u64, f: impl FnOnce(&mut Value)) {
+        let mut v = self.by_id[&id].clone();
+        f(&mut v);
+        self.insert(id, v);
+    }
+
+    fn get(&self, id: &u64) -> Option<&Value> {
+        self.by_id.get(id)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Value> {
+        self.by_id.values()
+    }
+
+    fn len(&self) -> usize {
+        self.by_id.len()
+    }
 }
 
 #[derive(Debug)]
 struct State {
-    customers: BTreeMap<u64, Value>,
-    orders: BTreeMap<u64, Value>,
-    checkouts: BTreeMap<u64, Value>,
+    customers: Records,
+    orders: Records,
+    checkouts: Records,
     bucket_size: f64,
     restore: f64,
     available: f64,
@@ -139,9 +181,9 @@ impl Fake {
     /// A fake with no records and a bucket of `size` points restoring `restore` a second.
     pub fn start(size: f64, restore: f64) -> Fake {
         let state = Arc::new(Mutex::new(State {
-            customers: BTreeMap::new(),
-            orders: BTreeMap::new(),
-            checkouts: BTreeMap::new(),
+            customers: Records::default(),
+            orders: Records::default(),
+            checkouts: Records::default(),
             bucket_size: size,
             restore,
             available: size,
@@ -238,8 +280,8 @@ impl Fake {
             id,
             polls_left: u32::MAX,
             status: "RUNNING",
-            lines: Vec::new(),
-            truncate: 0,
+            lines: 0,
+            body: Arc::new(String::new()),
         });
     }
 
@@ -278,9 +320,10 @@ impl Fake {
     pub fn touch_customer(&self, id: u64, at: Option<i64>) {
         let now = self.now();
         let mut s = lock(&self.state);
-        let c = s.customers.get_mut(&id).unwrap();
-        c["updatedAt"] = json!(iso(at.unwrap_or(now)));
-        c["firstName"] = json!(format!("Changed{id}"));
+        s.customers.change(id, |c| {
+            c["updatedAt"] = json!(iso(at.unwrap_or(now)));
+            c["firstName"] = json!(format!("Changed{id}"));
+        });
     }
 
     fn line_items(s: &mut State, lines: usize, seed: u64) -> Vec<Value> {
@@ -342,13 +385,19 @@ impl Fake {
         id
     }
 
+    /// A checkout as the fake holds it (Shopify's field names).
+    pub fn checkout(&self, id: u64) -> Value {
+        lock(&self.state).checkouts.get(&id).unwrap().clone()
+    }
+
     /// Completes a checkout now.
     pub fn complete_checkout(&self, id: u64) {
         let now = self.now();
         let mut s = lock(&self.state);
-        let c = s.checkouts.get_mut(&id).unwrap();
-        c["completedAt"] = json!(iso(now));
-        c["updatedAt"] = json!(iso(now));
+        s.checkouts.change(id, |c| {
+            c["completedAt"] = json!(iso(now));
+            c["updatedAt"] = json!(iso(now));
+        });
     }
 }
 
@@ -513,19 +562,6 @@ fn resolve_root(
                     return Err(format!("the fake sorts {} by ID or {sort} only", f.name));
                 }
                 let filter = parse_filter(arg("query").as_str().unwrap_or(""))?;
-                let mut matching: Vec<&Value> = records
-                    .values()
-                    .filter(|v| filter.iter().all(|c| c.holds(v)))
-                    .collect();
-                let key = |v: &Value| -> (i64, u64) {
-                    let id = gid_number(v["id"].as_str().unwrap()).unwrap();
-                    if sort_key == "UPDATED_AT" {
-                        (parse_time(v["updatedAt"].as_str().unwrap()).unwrap(), id)
-                    } else {
-                        (0, id)
-                    }
-                };
-                matching.sort_by_key(|v| key(v));
                 let first = arg("first").as_u64().ok_or("connections need `first`")? as usize;
                 if first > 250 {
                     return Err("first: at most 250".into());
@@ -534,17 +570,47 @@ fn resolve_root(
                     Value::String(c) => Some(decode_cursor(&c)?),
                     _ => None,
                 };
-                let start = match after {
-                    Some(k) => matching.partition_point(|v| key(v) <= k),
-                    None => 0,
+                let by_time = sort_key == "UPDATED_AT";
+                let keys: Box<dyn Iterator<Item = (i64, u64)>> = if by_time {
+                    // From the cursor, or from the filter's lower bound; the upper bound ends it.
+                    let from = filter
+                        .iter()
+                        .filter(|c| c.op.starts_with('>'))
+                        .map(|c| (c.at, 0))
+                        .max()
+                        .into_iter()
+                        .chain(after.map(|(t, id)| (t, id + 1)))
+                        .max()
+                        .unwrap_or((i64::MIN, 0));
+                    Box::new(records.by_updated.range(from..).copied())
+                } else {
+                    let from = after.map_or(0, |(_, id)| id + 1);
+                    Box::new(records.by_id.range(from..).map(|(id, _)| (0, *id)))
                 };
-                let page: Vec<Value> = matching[start..]
-                    .iter()
-                    .take(first)
-                    .map(|v| (*v).clone())
-                    .collect();
-                let has_next = start + page.len() < matching.len();
-                let end_cursor = page.last().map(|v| encode_cursor(key(v)));
+                let mut page: Vec<Value> = Vec::new();
+                let mut last = None;
+                let mut has_next = false;
+                for key in keys {
+                    let v = &records.by_id[&key.1];
+                    let t = Records::updated(v);
+                    if by_time
+                        && filter
+                            .iter()
+                            .any(|c| c.op.starts_with('<') && !c.holds_at(t))
+                    {
+                        break;
+                    }
+                    if !filter.iter().all(|c| c.holds_at(t)) {
+                        continue;
+                    }
+                    if page.len() == first {
+                        has_next = true;
+                        break;
+                    }
+                    page.push(v.clone());
+                    last = Some(key);
+                }
+                let end_cursor = last.map(encode_cursor);
                 s.stats.nodes += page.len() as u64;
                 connection(&page, has_next, end_cursor, &f.selection, vars, cost)?
             }
@@ -624,7 +690,10 @@ struct Condition {
 
 impl Condition {
     fn holds(&self, v: &Value) -> bool {
-        let t = parse_time(v["updatedAt"].as_str().unwrap()).unwrap();
+        self.holds_at(Records::updated(v))
+    }
+
+    fn holds_at(&self, t: i64) -> bool {
         match self.op {
             ">=" => t >= self.at,
             "<=" => t <= self.at,
@@ -816,10 +885,10 @@ fn run_bulk(
     if root.args.contains_key("first") {
         return Err("bulk queries take no `first` on the root connection".into());
     }
-    let records: Vec<Value> = match root.name.as_str() {
-        "customers" => s.customers.values().cloned().collect(),
-        "orders" => s.orders.values().cloned().collect(),
-        "abandonedCheckouts" => s.checkouts.values().cloned().collect(),
+    let records: &Records = match root.name.as_str() {
+        "customers" => &s.customers,
+        "orders" => &s.orders,
+        "abandonedCheckouts" => &s.checkouts,
         other => {
             return Err(format!(
                 "the fake bulk-reads customers, orders, checkouts, not {other}"
@@ -874,15 +943,26 @@ fn run_bulk(
             })
             .unwrap_or_default()
     });
-    let mut lines = Vec::new();
+    // The file is written straight into one string (a million orders' lines are over a
+    // gigabyte); `ends` lets a truncated file drop its last lines.
+    let mut body = String::new();
+    let mut ends: Vec<usize> = Vec::new();
     let mut held: Vec<String> = Vec::new();
     let mut cost = Cost::default();
-    let matching: Vec<Value> = records
-        .into_iter()
+    let matching: Vec<&Value> = records
+        .values()
         .filter(|v| filter.iter().all(|c| c.holds(v)))
         .collect();
+    let mut write = |line: &str, body: &mut String| {
+        body.push_str(line);
+        body.push('\n');
+        ends.push(body.len());
+    };
     for (i, v) in matching.iter().enumerate() {
-        lines.push(project(v, &plain, &vars, &mut cost)?.to_string());
+        write(
+            &project(v, &plain, &vars, &mut cost)?.to_string(),
+            &mut body,
+        );
         if let Some(sel) = &child_sel {
             for item in v["lineItems"].as_array().into_iter().flatten() {
                 let mut line = project(item, sel, &vars, &mut cost)?;
@@ -893,18 +973,22 @@ fn run_bulk(
         // Children of each pair of parents come after both: after their parent, not straight
         // after it.
         if i % 2 == 1 || i + 1 == matching.len() {
-            lines.append(&mut held);
+            for line in held.drain(..) {
+                write(&line, &mut body);
+            }
         }
     }
+    let lines = ends.len();
+    let keep = lines.saturating_sub(s.truncate_bulk);
+    body.truncate(if keep == 0 { 0 } else { ends[keep - 1] });
     let id = s.bulk.len() as u64;
-    let truncate = s.truncate_bulk;
     let polls = s.bulk_polls;
     s.bulk.push(BulkOp {
         id,
         polls_left: polls,
         status: "CREATED",
         lines,
-        truncate,
+        body: Arc::new(body),
     });
     s.stats.bulk_started += 1;
     let _ = r;
@@ -930,9 +1014,9 @@ fn bulk_status(s: &mut State, n: u64, r: &Recorded) -> Option<Value> {
     let done = op.status == "COMPLETED";
     Some(json!({
         "id": gid("BulkOperation", n), "status": op.status, "errorCode": null,
-        "objectCount": (if done { op.lines.len() } else { op.lines.len() / 2 }).to_string(),
+        "objectCount": (if done { op.lines } else { op.lines / 2 }).to_string(),
         "rootObjectCount": "0",
-        "url": if done && !op.lines.is_empty() { json!(format!("http://{host}/bulk/{n}.jsonl")) } else { Value::Null },
+        "url": if done && op.lines > 0 { json!(format!("http://{host}/bulk/{n}.jsonl")) } else { Value::Null },
         "partialDataUrl": null,
     }))
 }
@@ -950,14 +1034,10 @@ fn file(state: &Mutex<State>, n: u64, r: &Recorded) -> Reply {
     let Some(op) = s.bulk.get(n as usize) else {
         return Reply::status(404);
     };
-    let keep = op.lines.len().saturating_sub(op.truncate);
-    let mut body = String::new();
-    for l in &op.lines[..keep] {
-        body.push_str(l);
-        body.push('\n');
-    }
+    let body = op.body.clone();
+    drop(s);
     let Some(range) = r.header("range") else {
-        return Reply::text(body).with_header("Content-Type", "application/jsonl");
+        return Reply::text(body.as_str()).with_header("Content-Type", "application/jsonl");
     };
     let spec = range.trim_start_matches("bytes=");
     let (a, b) = spec.split_once('-').unwrap();
