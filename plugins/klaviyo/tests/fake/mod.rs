@@ -230,6 +230,21 @@ impl Fake {
         lock(&self.state).polls_before_done = polls;
     }
 
+    /// Requests made, throttled ones included, by endpoint family (`profile-import`,
+    /// `profiles`, `lists`, `bulk-jobs`).
+    pub fn requests_by_family(&self) -> BTreeMap<&'static str, usize> {
+        let mut counts = BTreeMap::new();
+        for r in self.server.requests() {
+            *counts.entry(family(&r.path)).or_default() += 1;
+        }
+        counts
+    }
+
+    /// A family's limits: (per second, per minute).
+    pub fn limits(&self, family: &str) -> (usize, usize) {
+        lock(&self.state).limits[family]
+    }
+
     /// Changes a family's limits (per second, per minute).
     pub fn set_limits(&self, family: &'static str, per_second: usize, per_minute: usize) {
         lock(&self.state)
