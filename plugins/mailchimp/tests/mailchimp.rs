@@ -494,3 +494,52 @@ fn a_key_without_its_data_centre_is_refused_before_anything_is_sent() {
     assert!(!text.contains("0123456789abcdef"), "{text}");
     assert_eq!(fake.stats().requests, 0);
 }
+
+/// `GET /3.0/ping` on a socket of its own; the status.
+fn ping(fake: &Fake) -> u16 {
+    use std::io::{Read, Write};
+    let url = fake.url();
+    let authority = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/3.0")
+        .to_owned();
+    let mut socket = std::net::TcpStream::connect(&authority).unwrap();
+    let auth = cohort_plugin_api::sdk::http::base64(format!("cohort:{API_KEY}").as_bytes());
+    write!(
+        socket,
+        "GET /3.0/ping HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Basic {auth}\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).unwrap();
+    answer[9..12].parse().unwrap()
+}
+
+#[test]
+fn the_fake_refuses_an_eleventh_simultaneous_connection_with_retry_after() {
+    let fake = Fake::start();
+    fake.set_latency(Duration::from_secs(2));
+    let start = std::sync::Barrier::new(12);
+    let answers: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..12)
+            .map(|_| {
+                s.spawn(|| {
+                    start.wait();
+                    ping(&fake)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let refused = answers.iter().filter(|s| **s == 429).count();
+    let stats = fake.stats();
+    assert!(refused >= 1, "{answers:?}");
+    assert_eq!(stats.throttled, refused as u64);
+    assert_eq!(
+        stats.peak,
+        fake::MAX_CONNECTIONS,
+        "never more than ten at once"
+    );
+    assert_eq!(refused + answers.iter().filter(|s| **s == 200).count(), 12);
+}

@@ -1,7 +1,7 @@
 //! Talking to the SMTP server: connections (TLS, STARTTLS, AUTH), one message per transaction,
 //! and what each reply means for the record.
 //!
-//! | the server | [`send`](Connections::send) returns |
+//! | the server | [`send`](Slot::send) returns |
 //! | --- | --- |
 //! | 250 after `DATA` | `Ok(reply)` |
 //! | 5xx to `MAIL`, `RCPT` or `DATA` | [`SendError::Rejected`] with the server's text |
@@ -11,20 +11,22 @@
 //! | 5xx to `AUTH` (535) | [`SendError::Auth`]: the user fixes `/password` |
 //! | a certificate we cannot trust, no STARTTLS offered | [`SendError::Fatal`]: the user fixes the config |
 //!
-//! lettre's blocking [`SmtpConnection`] is used directly rather than its transport, because the
-//! plugin must tell an AUTH refusal (a config error) from a recipient's (a rejected record), and
-//! keep its own connections open between batches.
+//! The connection itself is ours ([`wire`](crate::wire)): lettre's `SmtpConnection` waited for
+//! the server's delayed ACK on every message (see that module); we also need to tell an AUTH
+//! refusal (a config error) from a recipient's (a rejected record), and keep connections open
+//! between batches.
 
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Certificate, SmtpConnection, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
 
 use crate::config::{TlsMode, Validated};
 use crate::message::Prepared;
+use crate::wire::{Connection, Failure, OpenError};
 
 /// Why a message was not accepted. Each variant says what happens next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,9 +60,9 @@ pub struct Server {
     host: String,
     port: u16,
     mode: TlsMode,
-    tls: Option<TlsParameters>,
-    credentials: Option<Credentials>,
-    hello: ClientId,
+    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    credentials: Option<(String, String)>,
+    hello: String,
     timeout: Duration,
 }
 
@@ -80,13 +82,9 @@ impl Server {
         let tls = match config.tls {
             TlsMode::None => None,
             TlsMode::Starttls | TlsMode::Tls => {
-                let mut builder = TlsParameters::builder(config.host.clone());
-                if let Some(pem) = ca_pem {
-                    let cert = Certificate::from_pem(pem)
-                        .map_err(|e| format!("not a PEM certificate: {e}"))?;
-                    builder = builder.add_root_certificate(cert);
-                }
-                Some(builder.build_rustls().map_err(|e| e.to_string())?)
+                let name = ServerName::try_from(config.host.clone())
+                    .map_err(|e| format!("`{}` cannot be checked by TLS: {e}", config.host))?;
+                Some((Arc::new(tls_config(ca_pem)?), name))
             }
         };
         Ok(Server {
@@ -94,11 +92,8 @@ impl Server {
             port: config.port,
             mode: config.tls,
             tls,
-            credentials: config
-                .credentials
-                .as_ref()
-                .map(|(u, p)| Credentials::new(u.clone(), p.clone())),
-            hello: ClientId::Domain(config.hello_name.clone()),
+            credentials: config.credentials.clone(),
+            hello: config.hello_name.clone(),
             timeout: config.timeout,
         })
     }
@@ -108,68 +103,99 @@ impl Server {
     }
 
     /// Opens, encrypts and authenticates one connection.
-    fn connect(&self) -> Result<SmtpConnection, SendError> {
-        let wrapper = match self.mode {
-            TlsMode::Tls => self.tls.as_ref(),
+    fn connect(&self) -> Result<Connection, SendError> {
+        let tls = self.tls.as_ref().map(|(c, n)| (c, n));
+        let implicit = match self.mode {
+            TlsMode::Tls => tls,
             TlsMode::Starttls | TlsMode::None => None,
         };
-        let mut conn = SmtpConnection::connect(
-            (self.host.as_str(), self.port),
-            Some(self.timeout),
-            &self.hello,
-            wrapper,
-            None,
-        )
-        .map_err(|e| self.connect_error(&e))?;
-        if let (TlsMode::Starttls, Some(tls)) = (self.mode, &self.tls) {
-            if !conn.can_starttls() {
-                conn.abort();
+        let mut conn = Connection::open(&self.host, self.port, self.timeout, &self.hello, implicit)
+            .map_err(|e| self.open_error(e))?;
+        if let (TlsMode::Starttls, Some((config, name))) = (self.mode, tls) {
+            if !conn.extensions.starttls {
+                conn.quit();
                 return Err(SendError::Fatal(format!(
                     "{} does not offer STARTTLS; use `tls = \"tls\"` for implicit TLS, or \
                      `none` for a local relay",
                     self.where_()
                 )));
             }
-            conn.starttls(tls, &self.hello)
-                .map_err(|e| self.connect_error(&e))?;
+            conn = conn
+                .starttls(config, name)
+                .map_err(|e| self.open_error(e))?;
         }
-        if let Some(credentials) = &self.credentials {
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
-                .map_err(|e| {
-                    if e.is_permanent() {
-                        SendError::Auth(format!(
-                            "{} refused the username and password: {e}",
-                            self.where_()
-                        ))
-                    } else if e.is_client() {
-                        SendError::Fatal(format!("authenticating to {}: {e}", self.where_()))
-                    } else {
-                        SendError::Retry(format!("authenticating to {}: {e}", self.where_()))
-                    }
-                })?;
+        if let Some((user, password)) = &self.credentials {
+            match conn.auth(user, password) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(SendError::Fatal(format!(
+                        "authenticating to {}: it offers neither AUTH PLAIN nor LOGIN",
+                        self.where_()
+                    )));
+                }
+                Err(Failure::Reply(r)) if r.is_permanent() => {
+                    return Err(SendError::Auth(format!(
+                        "{} refused the username and password: {r}",
+                        self.where_()
+                    )));
+                }
+                Err(e) => {
+                    return Err(SendError::Retry(format!(
+                        "authenticating to {}: {e}",
+                        self.where_()
+                    )));
+                }
+            }
         }
         Ok(conn)
     }
 
-    fn connect_error(&self, e: &lettre::transport::smtp::Error) -> SendError {
-        let text = format!("connecting to {}: {e}", self.where_());
-        // rustls's refusals reach lettre as I/O errors: tell them by their text.
-        let shown = e.to_string();
-        if e.is_tls() || shown.contains("certificate") || shown.contains("CertificateRequired") {
-            SendError::Fatal(format!(
-                "{text} (a private or test CA? name its certificate in `ca_file`)"
-            ))
-        } else if e.is_permanent() {
-            SendError::Fatal(text)
-        } else {
-            SendError::Unreachable(text)
+    fn open_error(&self, e: OpenError) -> SendError {
+        let at = self.where_();
+        match e {
+            OpenError::Connect(e) => SendError::Unreachable(format!("connecting to {at}: {e}")),
+            OpenError::Tls(e) => SendError::Fatal(format!(
+                "connecting to {at}: TLS: {e} (a private or test CA? name its certificate in \
+                 `ca_file`)"
+            )),
+            OpenError::Hello(Failure::Reply(r)) if r.is_permanent() => {
+                SendError::Fatal(format!("connecting to {at}: {r}"))
+            }
+            OpenError::Hello(e) => SendError::Unreachable(format!("connecting to {at}: {e}")),
         }
     }
 }
 
+/// rustls on ring with the system's roots, plus the PEM certificates of `ca_pem`.
+fn tls_config(ca_pem: Option<&[u8]>) -> Result<ClientConfig, String> {
+    let mut roots = RootCertStore::empty();
+    // A system without a readable store still works with `ca_file`.
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(pem) = ca_pem {
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| format!("not a PEM certificate: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err("no PEM certificate in it".to_owned());
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// One connection kept open between messages, and between batches.
 #[derive(Default)]
-pub struct Slot(Option<SmtpConnection>);
+pub struct Slot(Option<Connection>);
 
 impl fmt::Debug for Slot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -182,24 +208,41 @@ impl Slot {
     /// breaks without an answer (the server closed an idle one, a reset, a timeout) is replaced
     /// and the message tried once more on the new one.
     pub fn send(&mut self, server: &Server, message: &Prepared) -> Result<String, SendError> {
+        let from = message
+            .envelope
+            .from()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let to = message
+            .envelope
+            .to()
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default();
         for attempt in 0..2 {
             let mut conn = match self.0.take() {
                 Some(conn) => conn,
                 None => server.connect()?,
             };
-            match conn.send(&message.envelope, &message.bytes) {
+            match conn.send(&from, &to, &message.bytes) {
                 Ok(reply) => {
                     self.0 = Some(conn);
-                    return Ok(reply_text(reply.code().to_string(), reply.message()));
+                    return Ok(reply.to_string());
                 }
-                // lettre has already closed the connection on any error.
-                Err(e) if e.is_permanent() => {
-                    return Err(SendError::Rejected(e.to_string()));
+                Err(Failure::Reply(reply)) => {
+                    // 421: the server is closing this connection; the next message opens one.
+                    if reply.code != 421 {
+                        self.0 = Some(conn);
+                    }
+                    return Err(if reply.is_permanent() {
+                        SendError::Rejected(reply.to_string())
+                    } else {
+                        SendError::Retry(reply.to_string())
+                    });
                 }
-                Err(e) if e.is_transient() => return Err(SendError::Retry(e.to_string())),
                 // The connection broke without an answer: once more, on a new one.
-                Err(_) if attempt == 0 => {}
-                Err(e) => {
+                Err(Failure::Io(_)) if attempt == 0 => {}
+                Err(Failure::Io(e)) => {
                     return Err(SendError::Retry(format!(
                         "the connection to {} failed twice: {e}",
                         server.where_()
@@ -212,19 +255,10 @@ impl Slot {
 
     /// Closes the connection politely.
     pub fn close(&mut self) {
-        if let Some(mut conn) = self.0.take() {
-            let _ = conn.quit();
+        if let Some(conn) = self.0.take() {
+            conn.quit();
         }
     }
-}
-
-fn reply_text<'a>(code: String, lines: impl Iterator<Item = &'a str>) -> String {
-    let mut text = code;
-    for line in lines {
-        text.push(' ');
-        text.push_str(line);
-    }
-    text
 }
 
 /// Spaces message starts to honour `max_per_minute`, across every connection.

@@ -2,7 +2,7 @@
 //! one recipient per message, at most once per operation key.
 //!
 //! [`config`] checks the config, [`message`] builds the bytes a receiving server checks,
-//! [`client`] holds the connections and says what each reply means, and [`ledger`] remembers what
+//! [`client`] holds the connections and says what each reply means ([`wire`] speaks SMTP), and [`ledger`] remembers what
 //! the server accepted, in the host's durable state, so that a resumed run skips it. Messages go
 //! out over `connections` connections in parallel, paced to `max_per_minute`; the host's state
 //! and progress are only ever called from the thread that called `push`.
@@ -14,6 +14,7 @@ pub mod client;
 pub mod config;
 pub mod ledger;
 pub mod message;
+pub mod wire;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};

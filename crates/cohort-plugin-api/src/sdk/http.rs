@@ -668,7 +668,9 @@ pub fn encode(text: &str) -> String {
     out
 }
 
-fn base64(bytes: &[u8]) -> String {
+/// Standard base64 (RFC 4648, padded): HTTP Basic here, SMTP AUTH in the smtp plugin; too
+/// small a need for a dependency.
+pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {

@@ -91,6 +91,9 @@ struct Job {
 #[derive(Debug)]
 struct State {
     profiles: BTreeMap<String, Profile>,
+    /// Lower-cased address → profile id: an upsert finds its profile without a scan (the
+    /// benchmark holds 100,000).
+    by_email: BTreeMap<String, String>,
     list: BTreeSet<String>,
     jobs: BTreeMap<String, Job>,
     polls_before_done: u32,
@@ -156,6 +159,7 @@ impl Fake {
         .collect();
         let state = Arc::new(Mutex::new(State {
             profiles: BTreeMap::new(),
+            by_email: BTreeMap::new(),
             list: BTreeSet::new(),
             jobs: BTreeMap::new(),
             polls_before_done: 1,
@@ -242,6 +246,21 @@ impl Fake {
     /// Jobs finish on the poll after this many.
     pub fn set_polls_before_done(&self, polls: u32) {
         lock(&self.state).polls_before_done = polls;
+    }
+
+    /// Requests made, throttled ones included, by endpoint family (`profile-import`,
+    /// `profiles`, `lists`, `bulk-jobs`).
+    pub fn requests_by_family(&self) -> BTreeMap<&'static str, usize> {
+        let mut counts = BTreeMap::new();
+        for r in self.server.requests() {
+            *counts.entry(family(&r.path)).or_default() += 1;
+        }
+        counts
+    }
+
+    /// A family's limits: (per second, per minute).
+    pub fn limits(&self, family: &str) -> (usize, usize) {
+        lock(&self.state).limits[family]
     }
 
     /// Changes a family's limits (per second, per minute).
@@ -425,16 +444,13 @@ fn upsert(s: &mut State, attributes: &Value) -> Result<(bool, String), Value> {
             Some("/data/attributes/email"),
         ));
     }
-    let existing = s
-        .profiles
-        .values()
-        .find(|p| p.attributes["email"] == email)
-        .map(|p| p.id.clone());
+    let existing = s.by_email.get(&email).cloned();
     let (created, id) = match existing {
         Some(id) => (false, id),
         None => {
             let id = format!("01FAKE{:06}", s.next);
             s.next += 1;
+            s.by_email.insert(email.clone(), id.clone());
             s.profiles.insert(
                 id.clone(),
                 Profile {

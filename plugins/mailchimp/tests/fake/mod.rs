@@ -23,12 +23,16 @@
 //! - `GET /lists/{list}/members?status=…&since_last_changed=…&count=…&offset=…`: the members
 //!   of that status whose `last_changed` is after the time given, a page at a time, with
 //!   `total_items`.
+//! - At most 10 simultaneous connections per account: a request that arrives while 10 are
+//!   being answered is a 429 (`You have exceeded the limit of 10 simultaneous connections.`).
+//!   With [`Fake::set_latency`] every answer takes that long, as across the internet, so the
+//!   connections a client keeps busy can be counted ([`Stats::busy`], [`Stats::peak`]).
 //! - Faults on demand: a 429, a 500, or an answer slower than the client waits.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cohort_plugin_mailchimp::mapping::subscriber_hash;
 use cohort_plugin_testkit::{FakeServer, OpenApi, Recorded, Reply};
@@ -78,6 +82,13 @@ pub struct Stats {
     pub job_operations: u64,
     /// Faults answered.
     pub injected: u64,
+    /// 429s given because more than 10 requests were in flight.
+    pub throttled: u64,
+    /// Time spent answering, summed over requests: divided by the wall time, the average
+    /// number of connections in use.
+    pub busy: Duration,
+    /// The most requests in flight at once.
+    pub peak: usize,
     /// Requests that broke the spec (answered 400).
     pub invalid: u64,
     /// What was wrong with them.
@@ -100,11 +111,18 @@ struct State {
     jobs: BTreeMap<String, Job>,
     polls_before_done: u32,
     faults: VecDeque<(String, Fault)>,
+    /// When each answer in flight is done.
+    in_flight: Vec<Instant>,
+    /// Added to every answer.
+    latency: Duration,
     stats: Stats,
     next: u64,
     /// Subscriber hash → when its status last changed at Mailchimp (ISO 8601).
     last_changed: BTreeMap<String, String>,
 }
+
+/// Mailchimp's limit of simultaneous connections per account.
+pub const MAX_CONNECTIONS: usize = 10;
 
 /// The fake Mailchimp.
 pub struct Fake {
@@ -194,6 +212,8 @@ impl Fake {
             jobs: BTreeMap::new(),
             polls_before_done: 1,
             faults: VecDeque::new(),
+            in_flight: Vec::new(),
+            latency: Duration::ZERO,
             stats: Stats::default(),
             next: 1,
             last_changed: BTreeMap::new(),
@@ -203,7 +223,7 @@ impl Fake {
         for method in ["GET", "PUT", "POST", "PATCH", "DELETE"] {
             let state = state.clone();
             let spec = spec.clone();
-            server.on(method, "/3.0/*", move |r| answer(&state, &spec, r));
+            server.on(method, "/3.0/*", move |r| limited(&state, &spec, r));
         }
         Fake { server, state }
     }
@@ -280,6 +300,11 @@ impl Fake {
         }
     }
 
+    /// Every answer takes `latency` more, as it would across the internet.
+    pub fn set_latency(&self, latency: Duration) {
+        lock(&self.state).latency = latency;
+    }
+
     /// Jobs finish on the poll after this many (default 1: the first poll finds them running).
     pub fn set_polls_before_done(&self, polls: u32) {
         lock(&self.state).polls_before_done = polls;
@@ -293,6 +318,33 @@ impl Fake {
             .flat_map(|j| j.results.iter().map(|(id, s, _)| (id.clone(), *s)))
             .collect()
     }
+}
+
+/// Answers within the limit of simultaneous connections, and counts the time they are busy.
+fn limited(state: &Mutex<State>, spec: &OpenApi, r: &Recorded) -> Reply {
+    let arrived = Instant::now();
+    {
+        let mut s = lock(state);
+        s.in_flight.retain(|done| *done > arrived);
+        if s.in_flight.len() >= MAX_CONNECTIONS {
+            s.stats.requests += 1;
+            s.stats.throttled += 1;
+            return problem(
+                429,
+                "Too Many Requests",
+                "You have exceeded the limit of 10 simultaneous connections.",
+            )
+            .retry_after(1);
+        }
+    }
+    let mut reply = answer(state, spec, r);
+    let mut s = lock(state);
+    reply.delay += s.latency;
+    let done = Instant::now() + reply.delay;
+    s.in_flight.push(done);
+    s.stats.busy += done - arrived;
+    s.stats.peak = s.stats.peak.max(s.in_flight.len());
+    reply
 }
 
 fn answer(state: &Mutex<State>, spec: &OpenApi, r: &Recorded) -> Reply {

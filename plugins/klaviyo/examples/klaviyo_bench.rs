@@ -1,0 +1,102 @@
+//! `cargo xtask bench email` drives this: upserts N profiles (email, first name, a custom
+//! property) into the list through the built plugin and the host's HTTP service to the fake
+//! Klaviyo (tests/fake, which enforces the published burst and steady limits of each endpoint
+//! family with 429 and `Retry-After`), in host batches of 10,000, and prints one JSON line per
+//! `--bulk-sizes` entry: members, seconds, requests, 429s, and the share of the limits used.
+//!
+//! Above `bulk_threshold` the plugin uses bulk import jobs (which also add to the list), so the
+//! family that counts is `bulk-jobs` (10/s, 150/m): the share is its requests over what those
+//! limits allow in the time the run took, `min(10 × ⌈T⌉, 150 × ⌈T / 60⌉)`. Jobs are polled
+//! with `poll_interval = 0`: as fast as the limits let the plugin (the fake runs a job when it
+//! is polled, where Klaviyo takes minutes, so the run measures the plugin and its pacing).
+//!
+//! Usage: klaviyo_bench [--members N] [--bulk-sizes 10000,1000]
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+#[path = "../tests/fake/mod.rs"]
+mod fake;
+
+use std::time::Instant;
+
+use cohort_plugin_api::CustomerId;
+use cohort_plugin_api::wire::{Action, Batch, DestinationMode, Operation, OutcomeStatus};
+use cohort_plugin_host::{HostServices, HttpService, LoadedPlugin};
+use fake::{API_KEY, Fake, LIST};
+use serde_json::{Value, json};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |name: &str, default: &str| -> String {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+            .unwrap_or_else(|| default.to_owned())
+    };
+    let n: usize = arg("--members", "100000").parse().unwrap();
+    let path = cohort_plugin_host::dev::build_cdylib("cohort-plugin-klaviyo", true).unwrap();
+    let plugin = LoadedPlugin::load(path).unwrap();
+    for bulk_size in arg("--bulk-sizes", "10000,1000").split(',') {
+        let bulk_size: usize = bulk_size.parse().unwrap();
+        let fake = Fake::start();
+        let config = json!({"api_key": API_KEY, "list_id": LIST, "base_url": fake.url(),
+                            "poll_interval": 0, "bulk_size": bulk_size});
+        let services = HostServices::default().with_http(HttpService::shared().unwrap());
+        let mut instance = plugin.open(&config, services).unwrap();
+        let batches: Vec<Batch> = (0..n)
+            .collect::<Vec<_>>()
+            .chunks(10_000)
+            .map(|ids| Batch {
+                workspace: Some("bench".into()),
+                campaign: Some("seed".into()),
+                mode: DestinationMode::Upsert,
+                audience: Some("vip".into()),
+                replace: None,
+                operations: ids.iter().map(|&i| op(i)).collect(),
+            })
+            .collect();
+        let started = Instant::now();
+        let mut ok = 0;
+        for b in &batches {
+            let r = instance.push(b).unwrap();
+            ok += r
+                .outcomes
+                .iter()
+                .filter(|o| o.status == OutcomeStatus::Ok)
+                .count();
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        drop(instance);
+        let stats = fake.stats();
+        assert_eq!(ok, n, "every profile acknowledged");
+        assert_eq!(fake.members().len(), n, "every profile on the list");
+        assert_eq!(stats.invalid, 0, "{:?}", stats.invalid_reasons);
+        let by_family = fake.requests_by_family();
+        let jobs = by_family.get("bulk-jobs").copied().unwrap_or(0);
+        let (per_second, per_minute) = fake.limits("bulk-jobs");
+        let allowed =
+            (per_second as f64 * seconds.ceil()).min(per_minute as f64 * (seconds / 60.0).ceil());
+        println!(
+            "{}",
+            json!({"vendor": format!("klaviyo (jobs of {bulk_size})"), "members": n,
+                   "seconds": seconds, "members_per_second": n as f64 / seconds,
+                   "requests": by_family.values().sum::<usize>(),
+                   "throttled": stats.throttled,
+                   "limit": format!("bulk jobs {per_second}/s, {per_minute}/m"),
+                   "used": format!("{jobs} of {allowed:.0} allowed in {:.0} s", seconds.ceil()),
+                   "share": jobs as f64 / allowed})
+        );
+    }
+}
+
+fn op(i: usize) -> Operation {
+    Operation {
+        key: format!("bench/seed/{i}/1-upsert"),
+        action: Action::Upsert,
+        customer_id: CustomerId::new(i.to_string()),
+        customer: None,
+        payload: json!({"email": format!("customer.{i}@example.com"),
+                        "first_name": "Ann", "tier": "gold"}),
+        previous: Value::Null,
+        message: None,
+    }
+}

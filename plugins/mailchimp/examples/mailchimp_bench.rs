@@ -1,0 +1,96 @@
+//! `cargo xtask bench email` drives this: upserts N members (email, first name, country)
+//! through the built plugin and the host's HTTP service to the fake Mailchimp (tests/fake),
+//! in host batches of 10,000, and prints one JSON line: members, seconds, requests, 429s, and
+//! how much of Mailchimp's published limit (10 simultaneous connections) the run used.
+//!
+//! The fake answers every request after `--latency-ms` (default 100), as Mailchimp would
+//! across the internet: on 127.0.0.1 with no latency a connection is never busy long enough
+//! to count. The connections in use are the fake's busy time over the wall time.
+//!
+//! Usage: mailchimp_bench [--members N] [--latency-ms MS] [--batch-size N]
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+#[path = "../tests/fake/mod.rs"]
+mod fake;
+
+use std::time::{Duration, Instant};
+
+use cohort_plugin_api::CustomerId;
+use cohort_plugin_api::wire::{Action, Batch, DestinationMode, Operation, OutcomeStatus};
+use cohort_plugin_host::{HostServices, HttpService, LoadedPlugin};
+use fake::{API_KEY, Fake, LIST, MAX_CONNECTIONS};
+use serde_json::{Value, json};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |name: &str, default: usize| -> usize {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map_or(default, |v| v.parse().unwrap())
+    };
+    let n = arg("--members", 100_000);
+    let latency = Duration::from_millis(arg("--latency-ms", 100) as u64);
+    let batch_size = arg("--batch-size", 1000);
+    let fake = Fake::start();
+    fake.set_latency(latency);
+    let path = cohort_plugin_host::dev::build_cdylib("cohort-plugin-mailchimp", true).unwrap();
+    let plugin = LoadedPlugin::load(path).unwrap();
+    let config = json!({"api_key": API_KEY, "list_id": LIST, "base_url": fake.url(),
+                        "poll_interval": 0, "batch_size": batch_size});
+    let services = HostServices::default().with_http(HttpService::shared().unwrap());
+    let mut instance = plugin.open(&config, services).unwrap();
+    let batches: Vec<Batch> = (0..n)
+        .collect::<Vec<_>>()
+        .chunks(10_000)
+        .map(|ids| Batch {
+            workspace: Some("bench".into()),
+            campaign: Some("seed".into()),
+            mode: DestinationMode::Upsert,
+            audience: Some("vip".into()),
+            replace: None,
+            operations: ids.iter().map(|&i| op(i)).collect(),
+        })
+        .collect();
+    let started = Instant::now();
+    let mut ok = 0;
+    for b in &batches {
+        let r = instance.push(b).unwrap();
+        ok += r
+            .outcomes
+            .iter()
+            .filter(|o| o.status == OutcomeStatus::Ok)
+            .count();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let stats = fake.stats();
+    assert_eq!(ok, n, "every member acknowledged");
+    assert_eq!(fake.member_count(), n, "every member on the list");
+    assert_eq!(fake.tagged("vip").len(), n, "every member tagged");
+    assert_eq!(stats.invalid, 0, "{:?}", stats.invalid_reasons);
+    let connections = stats.busy.as_secs_f64() / seconds;
+    println!(
+        "{}",
+        json!({"vendor": "mailchimp", "members": n, "seconds": seconds,
+               "members_per_second": n as f64 / seconds, "requests": stats.requests,
+               "throttled": stats.throttled,
+               "limit": format!("{MAX_CONNECTIONS} simultaneous connections"),
+               "used": format!("{connections:.2} on average, {} at most ({} ms latency, \
+                                {} jobs of {batch_size})",
+                               stats.peak, latency.as_millis(), stats.jobs),
+               "share": connections / MAX_CONNECTIONS as f64})
+    );
+}
+
+fn op(i: usize) -> Operation {
+    Operation {
+        key: format!("bench/seed/{i}/1-upsert"),
+        action: Action::Upsert,
+        customer_id: CustomerId::new(i.to_string()),
+        customer: None,
+        payload: json!({"email": format!("customer.{i}@example.com"),
+                        "first_name": "Ann", "country": "DE"}),
+        previous: Value::Null,
+        message: None,
+    }
+}
