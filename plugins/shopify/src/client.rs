@@ -115,7 +115,7 @@ impl Api {
             .account(format!("shopify-{key}"))
             // The cost bucket paces the queries; this only keeps a burst of cheap ones sane.
             .rate_limit(50.0, 50)
-            .timeout(Duration::from_secs(60));
+            .timeout(config.timeout);
         let files = Client::new(host, String::new())
             .account(format!("shopify-files-{}", config.shop))
             .rate_limit(50.0, 50)

@@ -45,6 +45,15 @@ pub struct Config {
     #[serde(default = "all_streams")]
     #[schemars(length(min = 1))]
     pub streams: Vec<ShopifyStream>,
+    /// Seconds one GraphQL request may take before it is abandoned and retried (default 60).
+    /// A request for a page is small; one that hangs this long is a stalled connection.
+    #[serde(default = "default_timeout_secs")]
+    #[schemars(range(min = 1, max = 600))]
+    pub timeout_secs: u64,
+}
+
+fn default_timeout_secs() -> u64 {
+    60
 }
 
 fn default_api_version() -> String {
@@ -134,6 +143,8 @@ pub struct Valid {
     pub bulk_threshold: u64,
     /// The streams read.
     pub streams: Vec<ShopifyStream>,
+    /// See [`Config::timeout_secs`].
+    pub timeout: std::time::Duration,
 }
 
 impl Valid {
@@ -238,6 +249,7 @@ impl Config {
             initial_sync: self.initial_sync,
             bulk_threshold: self.bulk_threshold,
             streams: self.streams.clone(),
+            timeout: std::time::Duration::from_secs(self.timeout_secs.clamp(1, 600)),
         })
     }
 }

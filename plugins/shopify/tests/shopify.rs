@@ -414,6 +414,34 @@ fn throttled_replies_wait_for_the_bucket_and_retry() {
 }
 
 #[test]
+fn a_429_with_retry_after_is_waited_out_and_the_query_sent_again() {
+    let fake = Fake::start(2000.0, 1000.0);
+    shop(&fake, 20, 0);
+    fake.too_many_next(2);
+    let c = config(&fake, &json!({"streams": ["customers"]}));
+    let mut customers = Kept::<Customer>::new();
+    customers.pull(&c, 100);
+    assert_eq!(customers.records.len(), 20);
+    assert_eq!(fake.stats().too_many, 2);
+    assert_clean(&fake);
+}
+
+#[test]
+fn a_request_that_times_out_is_sent_again_and_nothing_is_lost() {
+    let fake = Fake::start(2000.0, 1000.0);
+    shop(&fake, 30, 12);
+    fake.stall_next(2);
+    let c = config(&fake, &json!({"timeout_secs": 1}));
+    let mut customers = Kept::<Customer>::new();
+    customers.pull(&c, 10);
+    let mut orders = Kept::<Order>::new();
+    orders.pull(&c, 10);
+    assert_eq!(fake.stats().stalled, 2);
+    assert_eq!(customers.records.len(), 30);
+    assert_eq!(orders.records.len(), 12);
+}
+
+#[test]
 fn a_ten_percent_rate_of_500s_still_stores_everything() {
     let fake = Fake::start(2000.0, 1000.0);
     shop(&fake, 120, 40);

@@ -17,7 +17,8 @@
 //!   `OPERATION_IN_PROGRESS` past that), `RUNNING` for a few polls, then a JSONL file served with
 //!   `Range` support, line items as child lines with `__parentId` that come after their parent
 //!   but not straight after it;
-//! - faults on demand: 500s every Nth request, THROTTLED replies, a truncated bulk file.
+//! - faults on demand: 500s every Nth request, THROTTLED replies (200 with the code, or a 429
+//!   with `Retry-After`), answers slower than the client waits, a truncated bulk file.
 #![allow(
     dead_code,
     unreachable_pub,
@@ -34,7 +35,7 @@ pub mod graphql;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cohort_plugin_testkit::{FakeServer, Recorded, Reply};
 use graphql::{Field, Selection};
@@ -62,6 +63,10 @@ pub struct Stats {
     pub invalid_messages: Vec<String>,
     /// 500s injected.
     pub injected: u64,
+    /// 429s injected.
+    pub too_many: u64,
+    /// Answers held back longer than the client waits.
+    pub stalled: u64,
     /// Points charged (actual costs).
     pub points: f64,
     /// Records (root nodes) answered in connection pages.
@@ -134,6 +139,8 @@ struct State {
     refilled: Instant,
     /// Every Nth GraphQL request fails with a 500 (0: never).
     fail_every: u64,
+    too_many_next: u64,
+    stall_next: u64,
     /// The next N queries are THROTTLED whatever the bucket holds.
     force_throttle: u64,
     bulk: Vec<BulkOp>,
@@ -189,6 +196,8 @@ impl Fake {
             available: size,
             refilled: Instant::now(),
             fail_every: 0,
+            too_many_next: 0,
+            stall_next: 0,
             force_throttle: 0,
             bulk: Vec::new(),
             bulk_polls: 2,
@@ -249,6 +258,18 @@ impl Fake {
     /// Every `n`th GraphQL request answers 500 (0: none).
     pub fn fail_every(&self, n: u64) {
         lock(&self.state).fail_every = n;
+    }
+
+    /// The next `n` requests are answered 429 with `Retry-After: 1`, as Shopify answers a client
+    /// over its request rate.
+    pub fn too_many_next(&self, n: u64) {
+        lock(&self.state).too_many_next = n;
+    }
+
+    /// The next `n` requests are answered only after 3 s: longer than a client with
+    /// `timeout_secs = 1` waits.
+    pub fn stall_next(&self, n: u64) {
+        lock(&self.state).stall_next = n;
     }
 
     /// The next `n` queries are THROTTLED.
@@ -435,6 +456,20 @@ fn graphql_answer(state: &Mutex<State>, r: &Recorded, version: &str) -> Reply {
             .with_json(&json!({"errors": format!("[API] Invalid API key or access token (unrecognized login or wrong password): {}", r.header("x-shopify-access-token").unwrap_or(""))}));
     }
     s.stats.requests += 1;
+    if s.too_many_next > 0 {
+        s.too_many_next -= 1;
+        s.stats.too_many += 1;
+        return Reply::status(429)
+            .with_header("Retry-After", "1")
+            .with_json(&json!({"errors": "Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service."}));
+    }
+    if s.stall_next > 0 {
+        s.stall_next -= 1;
+        s.stats.stalled += 1;
+        return Reply::status(503)
+            .with_json(&json!({"errors": "stalled"}))
+            .delay(Duration::from_secs(3));
+    }
     if s.fail_every > 0 && s.stats.requests % s.fail_every == 0 {
         s.stats.injected += 1;
         return Reply::status(500).with_json(&json!({"errors": "Internal Server Error"}));
