@@ -12,6 +12,7 @@ use super::column::{BoolColumn, CategoryBuilder, Column, Nullable, TagsBuilder, 
 use super::ids::{IdIndex, order_keys};
 use super::rfm::{RfmGroup, scores_by};
 use super::table::{FeatureTable, FieldInfo};
+use super::totals::OrderTotals;
 use crate::bitset::Bitset;
 use crate::money::Money;
 use crate::record::{AttributeValue, Customer, CustomerId, EventKind, OrderFacts};
@@ -418,6 +419,12 @@ impl FeatureBuilder {
         }
     }
 
+    /// The instant after which an event counts in some window (the 90-day one): a run that
+    /// reads stored totals needs only the events after it, besides the totals.
+    pub fn window_start(&self) -> Timestamp {
+        self.cut_90d
+    }
+
     /// Reserves room for `n` more customers.
     pub fn reserve(&mut self, n: usize) {
         self.ids.reserve(n);
@@ -531,6 +538,58 @@ impl FeatureBuilder {
         self.stats.orders_void += folded.stats.orders_void;
         self.stats.refunds += folded.stats.refunds;
         self.stats.orders_after_as_of += folded.stats.orders_after_as_of;
+        Ok(())
+    }
+
+    /// Folds a customer's stored order totals (one source's orders, or a person's record's)
+    /// into their aggregates, as if each of those orders had been added.
+    ///
+    /// The caller makes sure no fact of `totals` is dated after the run's clock
+    /// ([`OrderTotals::latest`]): totals cannot leave those out. The counts of
+    /// [`BuildStats`] see one order per order and one refund per customer with refunds at
+    /// most (totals do not say how many refunds there were).
+    pub fn add_order_totals(
+        &mut self,
+        customer_id: &str,
+        totals: &OrderTotals,
+    ) -> Result<(), BuildError> {
+        let row = row_of(&self.index, customer_id)?;
+        let overflow = || BuildError::Overflow(customer_id.to_owned());
+        let part = OrderAgg {
+            count: u32::try_from(totals.orders).map_err(|_| overflow())?,
+            items: totals.items,
+            spent: i64::try_from(totals.spent).map_err(|_| overflow())?,
+            first: totals.first.map_or(0, Timestamp::secs),
+            last: totals.last.map_or(0, Timestamp::secs),
+        };
+        self.orders[row as usize]
+            .absorb(&part)
+            .ok_or_else(overflow)?;
+        self.stats.orders += part.count as usize;
+        Ok(())
+    }
+
+    /// Records that `customer_id`'s latest event of `kind` happened at `at`, without counting
+    /// it in any window: a run that reads stored per-kind totals for the last instants and
+    /// only the recent events for the windows. Must not be after the run's clock.
+    pub fn add_event_last(
+        &mut self,
+        customer_id: &str,
+        kind: &str,
+        at: Timestamp,
+    ) -> Result<(), BuildError> {
+        let row = row_of(&self.index, customer_id)?;
+        let Some(k) = ENGAGEMENT_KINDS.iter().position(|(name, _)| *name == kind) else {
+            return Ok(());
+        };
+        let len = self.ids.len();
+        let events = self
+            .events
+            .get_or_insert_with(|| vec![EventAgg::default(); len]);
+        let last = &mut events[row as usize].last[k];
+        if last.is_none_or(|last| at > last) {
+            *last = Some(at);
+        }
         Ok(())
     }
 

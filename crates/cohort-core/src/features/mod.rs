@@ -14,6 +14,7 @@ mod column;
 mod ids;
 mod rfm;
 mod table;
+mod totals;
 
 pub use builder::{BuildError, BuildStats, FeatureBuilder, FoldedOrders, OrderFold};
 pub use catalog::catalogue_fields;
@@ -23,3 +24,4 @@ pub use column::{
 };
 pub use rfm::{RfmGroup, rfm_score};
 pub use table::{FeatureTable, FieldInfo, TableError, Value};
+pub use totals::{EventChange, EventTotals, OrderChange, OrderTotals};

@@ -47,6 +47,7 @@ mod explain;
 mod lexer;
 mod parser;
 mod set;
+mod stable;
 
 pub use ast::{
     CmpOp, Decimal, Expr, FieldRef, Lit, Literal, Predicate, RelativeDate, RelativeUnit,
@@ -57,6 +58,7 @@ pub use diagnostic::{Diagnostic, did_you_mean};
 pub use explain::{ExplainNode, Explanation};
 pub use parser::parse;
 pub use set::{Run, SegmentDef, SegmentError, SegmentResult, SegmentSet};
+pub use stable::Stability;
 
 #[cfg(test)]
 mod tests;
