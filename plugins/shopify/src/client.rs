@@ -499,10 +499,12 @@ impl Api {
         }
     }
 
-    /// Reports where the pull is: through the host's logs, with the bucket's level.
+    /// Reports where the pull is: records so far through the host's progress service (the
+    /// total is unknown while paging), and pages with the bucket's level in the logs.
     fn report(&mut self, stream: ShopifyStream, records: usize) {
         self.pages += 1;
         self.records += records as u64;
+        self.host.progress(self.records, None);
         let bucket = self.bucket();
         self.host.log_with(
             Level::Debug,
