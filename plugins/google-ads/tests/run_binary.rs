@@ -10,26 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use cohort_adkeys::sha256_hex;
-use cohort_plugin_testkit::plugin;
 use fake::{ACCOUNT, CLIENT_ID, CLIENT_SECRET, Fake, REFRESH_TOKEN};
 
 const AUDIENCE: &str = "9000000042";
 
 /// Builds `cohort` beside the plugins (where it finds them) and returns its path.
 fn cohort() -> PathBuf {
-    let dir = plugin("cohort-plugin-google-ads")
-        .parent()
-        .unwrap()
-        .to_owned();
-    plugin("cohort-plugin-csv");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let ok = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "cohort", "--bin", "cohort"])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "building cohort failed");
-    dir.join("cohort")
+    cohort_plugin_testkit::cohort_binary(&["cohort-plugin-google-ads", "cohort-plugin-csv"])
 }
 
 /// Customers `(id, consent, spent)`: the segment is whoever spent over 100.

@@ -17,16 +17,7 @@ use fake::{Fake, TOKEN};
 
 /// Builds `cohort` beside the plugins (where it finds them) and returns its path.
 fn cohort() -> PathBuf {
-    let dir = plugin("cohort-plugin-hubspot").parent().unwrap().to_owned();
-    plugin("cohort-plugin-outbox");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let ok = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "cohort", "--bin", "cohort"])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "building cohort failed");
-    dir.join("cohort")
+    cohort_plugin_testkit::cohort_binary(&["cohort-plugin-hubspot", "cohort-plugin-outbox"])
 }
 
 fn setup(fake: &Fake) -> tempfile::TempDir {

@@ -8,21 +8,11 @@ mod fake;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cohort_plugin_testkit::plugin;
 use fake::{API_KEY, Fake, LIST};
 
 /// Builds `cohort` beside the plugins (where it finds them) and returns its path.
 fn cohort() -> PathBuf {
-    let dir = plugin("cohort-plugin-klaviyo").parent().unwrap().to_owned();
-    plugin("cohort-plugin-csv");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let ok = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "cohort", "--bin", "cohort"])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "building cohort failed");
-    dir.join("cohort")
+    cohort_plugin_testkit::cohort_binary(&["cohort-plugin-klaviyo", "cohort-plugin-csv"])
 }
 
 const HEADER: &str = "id,email,first_name,last_name,country,tags,accepts_marketing,created_at\n";

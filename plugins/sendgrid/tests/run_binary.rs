@@ -11,24 +11,11 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cohort_plugin_testkit::plugin;
 use fake::{Fake, KEY, LIST};
 
 /// Builds `cohort` beside the plugins (where it finds them) and returns its path.
 fn cohort() -> PathBuf {
-    let dir = plugin("cohort-plugin-sendgrid")
-        .parent()
-        .unwrap()
-        .to_owned();
-    plugin("cohort-plugin-csv");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let ok = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "cohort", "--bin", "cohort"])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "building cohort failed");
-    dir.join("cohort")
+    cohort_plugin_testkit::cohort_binary(&["cohort-plugin-sendgrid", "cohort-plugin-csv"])
 }
 
 /// Six buyers; the fourth has no consent, the fifth an address SendGrid refuses.

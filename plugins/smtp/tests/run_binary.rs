@@ -10,22 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cohort_plugin_testkit::plugin;
 use serde_json::json;
 use support::SmtpServer;
 
 /// Builds `cohort` beside the plugins (where it finds them) and returns its path.
 fn cohort() -> PathBuf {
-    let dir = plugin("cohort-plugin-smtp").parent().unwrap().to_owned();
-    plugin("cohort-plugin-csv");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let ok = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "cohort", "--bin", "cohort"])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "building cohort failed");
-    dir.join("cohort")
+    cohort_plugin_testkit::cohort_binary(&["cohort-plugin-smtp", "cohort-plugin-csv"])
 }
 
 /// A shop of `n` consenting buyers, `c1@example.com` …, and a send campaign to them through
