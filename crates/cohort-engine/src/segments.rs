@@ -136,38 +136,92 @@ pub async fn compute(
         }
     };
     let mut products: HashMap<CustomerId, HashMap<String, (u64, Money)>> = HashMap::new();
-    ws.for_each_order_by_source(|source, o| {
-        let customer = match owner(source, &o.customer_id, true) {
-            Owner::Customer(id) => id,
-            Owner::Nobody => return,
-            Owner::Unknown => {
-                let e = BuildError::UnknownCustomer(o.customer_id.as_str().to_owned());
-                problems.note("orders", &o.id, &e);
-                return;
+    // Orders: one stored totals row per customer and source, unless templates list the
+    // products bought (line items), or a row cannot stand for its orders (see `usable`).
+    let order_totals = if wanted.top_products {
+        None
+    } else {
+        let mut rows = Vec::new();
+        ws.for_each_order_totals(|source, customer, t| {
+            rows.push((owner(source, &CustomerId::new(customer), true), *t));
+        })
+        .await?;
+        usable(&builder, rows, |t| t.latest)
+    };
+    match order_totals {
+        Some(rows) => {
+            for (customer, t) in rows {
+                if let Err(e) = builder.add_order_totals(customer.as_str(), &t) {
+                    problems.note("orders", customer.as_str(), &e);
+                }
             }
-        };
-        if let Err(e) = builder.add_order(customer.as_str(), o.facts()) {
-            problems.note("orders", &o.id, &e);
-            return;
         }
-        if wanted.top_products && o.cancelled_at.is_none() {
-            let bought = products.entry(customer).or_default();
-            for item in &o.line_items {
-                let Some(title) = item.title.clone().or_else(|| item.product_id.clone()) else {
-                    continue;
+        None => {
+            ws.for_each_order_by_source(|source, o| {
+                let customer = match owner(source, &o.customer_id, true) {
+                    Owner::Customer(id) => id,
+                    Owner::Nobody => return,
+                    Owner::Unknown => {
+                        let e = BuildError::UnknownCustomer(o.customer_id.as_str().to_owned());
+                        problems.note("orders", &o.id, &e);
+                        return;
+                    }
                 };
-                let entry = bought.entry(title).or_insert((0, Money::ZERO));
-                entry.0 += u64::from(item.quantity);
-                let spent =
-                    Money::from_raw(item.price.raw().saturating_mul(i64::from(item.quantity)));
-                entry.1 = entry.1.checked_add(spent).unwrap_or(entry.1);
-            }
+                if let Err(e) = builder.add_order(customer.as_str(), o.facts()) {
+                    problems.note("orders", &o.id, &e);
+                    return;
+                }
+                if wanted.top_products && o.cancelled_at.is_none() {
+                    let bought = products.entry(customer).or_default();
+                    for item in &o.line_items {
+                        let Some(title) = item.title.clone().or_else(|| item.product_id.clone())
+                        else {
+                            continue;
+                        };
+                        let entry = bought.entry(title).or_insert((0, Money::ZERO));
+                        entry.0 += u64::from(item.quantity);
+                        let spent = Money::from_raw(
+                            item.price.raw().saturating_mul(i64::from(item.quantity)),
+                        );
+                        entry.1 = entry.1.checked_add(spent).unwrap_or(entry.1);
+                    }
+                }
+            })
+            .await?;
         }
+    }
+    // Events: the stored last instant of each kind, then one by one only those in the
+    // engagement windows and those read for themselves (unsubscribes, carts).
+    let mut kinds = Vec::new();
+    ws.for_each_event_totals(|source, customer, kind, t| {
+        kinds.push((
+            owner(source, &CustomerId::new(customer), false),
+            kind.to_owned(),
+            *t,
+        ));
     })
     .await?;
+    let event_totals = usable(
+        &builder,
+        kinds.into_iter().map(|(o, k, t)| (o, (k, t))).collect(),
+        |(_, t)| t.last,
+    );
+    let recent_since = match event_totals {
+        Some(rows) => {
+            for (customer, (kind, t)) in rows {
+                if let Some(last) = t.last
+                    && let Err(e) = builder.add_event_last(customer.as_str(), &kind, last)
+                {
+                    problems.note("events", customer.as_str(), &e);
+                }
+            }
+            Some(builder.window_start())
+        }
+        None => None,
+    };
     let mut unsubscribed_ids = HashSet::new();
     let mut carts: HashMap<CustomerId, Cart> = HashMap::new();
-    ws.for_each_event_by_source(|source, e| {
+    let mut on_event = |source: &str, e: Event| {
         let event_id = || e.id.clone().unwrap_or_else(|| "(no id)".to_owned());
         let customer = match owner(source, &e.customer_id, false) {
             Owner::Customer(id) => id,
@@ -189,8 +243,20 @@ pub async fn compute(
             };
             carts.insert(customer, cart);
         }
-    })
-    .await?;
+    };
+    match recent_since {
+        Some(since) => {
+            ws.for_each_recent_event_by_source(
+                since,
+                &[EventKind::EmailUnsubscribe, EventKind::CartAbandoned],
+                &mut on_event,
+            )
+            .await?;
+        }
+        None => {
+            ws.for_each_event_by_source(&mut on_event).await?;
+        }
+    }
     let other_emails = people
         .as_ref()
         .map(People::other_emails)
@@ -242,6 +308,29 @@ fn is_newer_cart(kept: Option<&Cart>, event: &Event, now: Timestamp) -> bool {
     event.kind == EventKind::CartAbandoned
         && event.occurred_at <= now
         && kept.is_none_or(|c| event.occurred_at >= c.abandoned_at)
+}
+
+/// Stored totals rows as they count, or `None` when one of them cannot stand for its records
+/// and the run must read the records themselves: its customer is unknown (each record is then
+/// reported), or it holds a fact dated after the run's clock (a run `--as-of` the past, or a
+/// record dated in the future), which the builder must leave out and totals cannot.
+fn usable<T>(
+    builder: &FeatureBuilder,
+    rows: Vec<(Owner, T)>,
+    latest: impl Fn(&T) -> Option<Timestamp>,
+) -> Option<Vec<(CustomerId, T)>> {
+    let now = builder.now();
+    let mut kept = Vec::with_capacity(rows.len());
+    for (owner, t) in rows {
+        match owner {
+            Owner::Nobody => {}
+            Owner::Unknown => return None,
+            Owner::Customer(id) if !builder.knows(id.as_str()) => return None,
+            Owner::Customer(_) if latest(&t).is_some_and(|l| l > now) => return None,
+            Owner::Customer(id) => kept.push((id, t)),
+        }
+    }
+    Some(kept)
 }
 
 /// Whom an order or event counts for.

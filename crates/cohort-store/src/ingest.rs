@@ -27,6 +27,7 @@ use serde_json::Value;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
 
 use crate::error::StoreError;
+use crate::totals::{self, Changes, Fact, Tx};
 use crate::types::{Backend, Stream, Sweep, Upserted};
 
 /// SQLite's default `SQLITE_MAX_VARIABLE_NUMBER` since 3.32.
@@ -60,6 +61,8 @@ const fn col(name: &'static str, kind: Kind) -> ColumnDef {
 struct TableDef {
     name: &'static str,
     columns: &'static [ColumnDef],
+    /// The stored columns per-customer totals need (`totals`), for tables that keep them.
+    facts: Option<&'static str>,
 }
 
 const CUSTOMERS: TableDef = TableDef {
@@ -72,6 +75,7 @@ const CUSTOMERS: TableDef = TableDef {
         col("updated_at", Kind::Int),
         col("data", Kind::Json),
     ],
+    facts: None,
 };
 
 const ORDERS: TableDef = TableDef {
@@ -86,6 +90,7 @@ const ORDERS: TableDef = TableDef {
         col("cancelled_at", Kind::Int),
         col("line_items", Kind::Json),
     ],
+    facts: Some(totals::ORDER_FACTS),
 };
 
 const EVENTS: TableDef = TableDef {
@@ -96,6 +101,7 @@ const EVENTS: TableDef = TableDef {
         col("occurred_at", Kind::Int),
         col("properties", Kind::Json),
     ],
+    facts: Some(totals::EVENT_FACTS),
 };
 
 /// One column's values for a batch of rows; every column may hold NULLs.
@@ -174,6 +180,47 @@ impl Batch {
     fn bool(&mut self, i: usize, v: bool) {
         if let Values::Bool(col) = &mut self.columns[i] {
             col.push(Some(v));
+        }
+    }
+
+    fn text_at(&self, column: usize, row: usize) -> Option<&str> {
+        match &self.columns[column] {
+            Values::Text(col) => col[row].as_deref(),
+            _ => None,
+        }
+    }
+
+    fn int_at(&self, column: usize, row: usize) -> Option<i64> {
+        match &self.columns[column] {
+            Values::Int(col) => col[row],
+            _ => None,
+        }
+    }
+
+    /// What row `row` contributes to its customer's totals, for a table that keeps them
+    /// (the columns are those of [`ORDERS`] and [`EVENTS`]).
+    fn fact(&self, row: usize) -> Result<Fact, StoreError> {
+        let customer = self.text_at(0, row).unwrap_or_default().to_owned();
+        if self.table.name == "orders" {
+            let line_items = match self.int_at(5, row) {
+                Some(0) => self.text_at(7, row).map(|t| Value::String(t.to_owned())),
+                _ => None,
+            };
+            Fact::order(
+                customer,
+                self.int_at(1, row),
+                self.int_at(2, row).unwrap_or(0),
+                self.int_at(3, row).unwrap_or(0),
+                self.int_at(5, row).unwrap_or(0),
+                self.int_at(6, row),
+                line_items.as_ref(),
+            )
+        } else {
+            Ok(Fact::Event {
+                customer,
+                kind: self.text_at(1, row).unwrap_or_default().to_owned(),
+                at: cohort_core::time::Timestamp::from_secs(self.int_at(2, row).unwrap_or(0)),
+            })
         }
     }
 }
@@ -323,7 +370,13 @@ pub(crate) async fn ingest(
                 .begin_with("BEGIN IMMEDIATE")
                 .await?;
             let source_id = source_id_sqlite(&mut tx, workspace, source).await?;
-            let mut counts = upsert_sqlite(&mut tx, source_id, batch).await?;
+            let mut changes = match batch.table.facts {
+                Some(_) if totals::is_ready(&mut Tx::Sqlite(&mut tx), source_id).await? => {
+                    Some(Changes::default())
+                }
+                _ => None,
+            };
+            let mut counts = upsert_sqlite(&mut tx, source_id, batch, changes.as_mut()).await?;
             if sweep.pass.is_some() || !sweep.deleted.is_empty() {
                 let pass: Option<Option<String>> = sqlx::query_scalar(
                     "SELECT pass FROM source_cursors \
@@ -347,6 +400,11 @@ pub(crate) async fn ingest(
                     )
                     .await?;
             }
+            if let Some(changes) = changes {
+                let swept = (counts.deleted > 0).then(|| now.timestamp());
+                let mut totals_tx = Tx::Sqlite(&mut tx);
+                totals::apply(&mut totals_tx, batch.table.name, source_id, changes, swept).await?;
+            }
             sqlx::query(
                 "INSERT INTO source_cursors (workspace_id, source, stream, cursor, updated_at, pass) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (workspace_id, source, stream) \
@@ -367,7 +425,15 @@ pub(crate) async fn ingest(
         Backend::Postgres => {
             let mut tx = db.get_postgres_connection_pool().begin().await?;
             let source_id = source_id_pg(&mut tx, workspace, source).await?;
-            let mut counts = upsert_pg(&mut tx, source_id, batch).await?;
+            // The lock `upsert_pg` takes, taken first: readiness must not change under it.
+            totals::lock_pg(&mut tx, batch.table.name, source_id).await?;
+            let mut changes = match batch.table.facts {
+                Some(_) if totals::is_ready(&mut Tx::Postgres(&mut tx), source_id).await? => {
+                    Some(Changes::default())
+                }
+                _ => None,
+            };
+            let mut counts = upsert_pg(&mut tx, source_id, batch, changes.as_mut()).await?;
             if sweep.pass.is_some() || !sweep.deleted.is_empty() {
                 let pass: Option<Option<String>> = sqlx::query_scalar(
                     "SELECT pass FROM source_cursors \
@@ -390,6 +456,11 @@ pub(crate) async fn ingest(
                         now,
                     )
                     .await?;
+            }
+            if let Some(changes) = changes {
+                let swept = (counts.deleted > 0).then(|| now.timestamp());
+                let mut totals_tx = Tx::Postgres(&mut tx);
+                totals::apply(&mut totals_tx, batch.table.name, source_id, changes, swept).await?;
             }
             sqlx::query(
                 "INSERT INTO source_cursors (workspace_id, source, stream, cursor, updated_at, pass) \
@@ -624,8 +695,8 @@ async fn source_id_sqlite(
     source: &str,
 ) -> Result<i64, StoreError> {
     sqlx::query(
-        "INSERT INTO sources (workspace_id, name, created_at) \
-         SELECT id, ?2, ?3 FROM workspaces WHERE id = ?1 \
+        "INSERT INTO sources (workspace_id, name, created_at, totals_ready) \
+         SELECT id, ?2, ?3, 1 FROM workspaces WHERE id = ?1 \
          ON CONFLICT (workspace_id, name) DO NOTHING",
     )
     .bind(workspace)
@@ -648,8 +719,8 @@ async fn source_id_pg(
     source: &str,
 ) -> Result<i64, StoreError> {
     sqlx::query(
-        "INSERT INTO sources (workspace_id, name, created_at) \
-         SELECT id, $2, $3 FROM workspaces WHERE id = $1 \
+        "INSERT INTO sources (workspace_id, name, created_at, totals_ready) \
+         SELECT id, $2, $3, 1 FROM workspaces WHERE id = $1 \
          ON CONFLICT (workspace_id, name) DO NOTHING",
     )
     .bind(workspace)
@@ -740,6 +811,27 @@ fn sqlite_count_statement(table: &TableDef, rows: usize) -> String {
     sql
 }
 
+/// [`sqlite_count_statement`] for a table with totals: the stored versions of the keys that
+/// exist, packed into one JSON array of `[key, hash, deleted, [facts…]]`.
+fn sqlite_stored_statement(table: &TableDef, facts: &str, rows: usize) -> String {
+    let mut sql = String::with_capacity(256 + rows * 6);
+    let _ = write!(
+        sql,
+        "SELECT json_group_array(json_array(t.external_id, t.hash, t.deleted_at IS NOT NULL, \
+         json_array({facts}))) FROM (VALUES "
+    );
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(?,?)" } else { ",(?,?)" });
+    }
+    let _ = write!(
+        sql,
+        ") AS k JOIN {} AS t ON t.source_id = ? AND t.id_len = k.column1 \
+         AND t.external_id = k.column2",
+        table.name
+    );
+    sql
+}
+
 /// SQLite: per chunk, count the keys that exist, then upsert. No row comes back: the chunk's
 /// `changes()` is new + rewritten rows, and with the existing count that splits exactly into
 /// new, updated and unchanged (the transaction is `IMMEDIATE`, so nothing changes between the
@@ -749,6 +841,7 @@ async fn upsert_sqlite(
     tx: &mut Transaction<'static, Sqlite>,
     source_id: i64,
     batch: &Batch,
+    mut changes: Option<&mut Changes>,
 ) -> Result<Upserted, StoreError> {
     let per_row = batch.table.columns.len() + 3;
     let chunk = (SQLITE_MAX_PARAMS - 1) / per_row;
@@ -773,11 +866,45 @@ async fn upsert_sqlite(
             );
             &partial
         };
-        let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(count_sql.as_str()));
-        for key in &batch.keys[start..end] {
-            q = q.bind(id_len(key)).bind(key.as_str());
-        }
-        let existing = q.bind(source_id).fetch_one(&mut **tx).await?;
+        let existing = match (changes.as_deref_mut(), batch.table.facts) {
+            (Some(changes), Some(facts)) => {
+                // The stored versions, for the totals, in place of the count.
+                let sql = sqlite_stored_statement(batch.table, facts, rows);
+                let mut q = sqlx::query_scalar::<_, Option<String>>(sqlx::AssertSqlSafe(sql));
+                for key in &batch.keys[start..end] {
+                    q = q.bind(id_len(key)).bind(key.as_str());
+                }
+                let packed = q.bind(source_id).fetch_one(&mut **tx).await?;
+                let stored: Vec<(String, i64, i64, Value)> = match packed {
+                    Some(text) => serde_json::from_str(&text)
+                        .map_err(|e| json_error("stored record", "(chunk)", &e))?,
+                    None => Vec::new(),
+                };
+                let existing = stored.len() as i64;
+                let mut by_key: HashMap<String, (i64, bool, Value)> = stored
+                    .into_iter()
+                    .map(|(key, hash, deleted, facts)| (key, (hash, deleted != 0, facts)))
+                    .collect();
+                for r in start..end {
+                    let old = match by_key.remove(&batch.keys[r]) {
+                        Some((hash, false, _)) if hash == batch.hashes[r] => continue,
+                        Some((_, false, facts)) => {
+                            Some(Fact::from_stored(batch.table.name, &facts)?)
+                        }
+                        Some((_, true, _)) | None => None,
+                    };
+                    changes.replace(old, batch.fact(r)?);
+                }
+                existing
+            }
+            _ => {
+                let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(count_sql.as_str()));
+                for key in &batch.keys[start..end] {
+                    q = q.bind(id_len(key)).bind(key.as_str());
+                }
+                q.bind(source_id).fetch_one(&mut **tx).await?
+            }
+        };
 
         let mut q = sqlx::query(sqlx::AssertSqlSafe(upsert_sql.as_str())).bind(source_id);
         for r in start..end {
@@ -876,6 +1003,7 @@ async fn upsert_pg(
     tx: &mut Transaction<'static, Postgres>,
     source_id: i64,
     batch: &Batch,
+    mut changes: Option<&mut Changes>,
 ) -> Result<Upserted, StoreError> {
     let table = batch.table;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || ':' || $2::text, 0))")
@@ -884,13 +1012,15 @@ async fn upsert_pg(
         .execute(&mut **tx)
         .await?;
 
-    let mut stored: HashMap<String, (i64, bool)> = HashMap::new();
+    // With totals kept, the stored versions' facts come along (as JSON text).
+    let facts = changes.as_ref().and(table.facts);
+    let mut stored: HashMap<String, (i64, bool, Option<String>)> = HashMap::new();
     for keys in batch.keys.chunks(PG_CHUNK_ROWS) {
         stored.extend(
-            stored_hashes_pg(tx, table, source_id, keys)
+            stored_hashes_pg(tx, table, source_id, keys, facts)
                 .await?
                 .into_iter()
-                .map(|(key, hash, deleted)| (key, (hash, deleted))),
+                .map(|(key, hash, deleted, facts)| (key, (hash, deleted, facts))),
         );
     }
 
@@ -898,10 +1028,25 @@ async fn upsert_pg(
     let mut new = Vec::new();
     let mut changed = Vec::new();
     for (i, key) in batch.keys.iter().enumerate() {
-        match stored.get(key) {
+        let entry = stored.get(key);
+        if let Some(changes) = changes.as_deref_mut() {
+            let old = match entry {
+                Some((hash, false, _)) if *hash == batch.hashes[i] => None,
+                Some((_, false, Some(text))) => {
+                    let v: Value = serde_json::from_str(text)
+                        .map_err(|e| json_error("stored record", key, &e))?;
+                    Some(Some(Fact::from_stored(table.name, &v)?))
+                }
+                _ => Some(None),
+            };
+            if let Some(old) = old {
+                changes.replace(old, batch.fact(i)?);
+            }
+        }
+        match entry {
             None => new.push(i),
             // Marked deleted: written again, which brings it back.
-            Some(&(hash, deleted)) if deleted || hash != batch.hashes[i] => changed.push(i),
+            Some(&(hash, deleted, _)) if deleted || hash != batch.hashes[i] => changed.push(i),
             Some(_) => counts.unchanged += 1,
         }
     }
@@ -948,17 +1093,22 @@ async fn stored_hashes_pg(
     table: &TableDef,
     source_id: i64,
     keys: &[String],
-) -> Result<Vec<(String, i64, bool)>, StoreError> {
+    facts: Option<&str>,
+) -> Result<Vec<(String, i64, bool, Option<String>)>, StoreError> {
     let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
         return Ok(Vec::new());
     };
+    let facts = facts.map_or_else(
+        || "NULL::text".to_owned(),
+        |f| format!("json_build_array({f})::text"),
+    );
     let limit = keys.len() * 2;
     let range = format!(
-        "SELECT external_id, hash, deleted_at IS NOT NULL FROM {} WHERE source_id = $1 \
+        "SELECT external_id, hash, deleted_at IS NOT NULL, {facts} FROM {} WHERE source_id = $1 \
          AND (id_len, external_id) >= ($2, $3) AND (id_len, external_id) <= ($4, $5) LIMIT $6",
         table.name
     );
-    let rows: Vec<(String, i64, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(range))
+    let rows: Vec<(String, i64, bool, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(range))
         .bind(source_id)
         .bind(id_len(first))
         .bind(first)
@@ -971,8 +1121,8 @@ async fn stored_hashes_pg(
         return Ok(rows);
     }
     let probe = format!(
-        "SELECT k.id, s.hash, s.deleted FROM UNNEST($2::int4[], $3::text[]) AS k(len, id) \
-         CROSS JOIN LATERAL (SELECT hash, deleted_at IS NOT NULL AS deleted FROM {} \
+        "SELECT k.id, s.hash, s.deleted, s.facts FROM UNNEST($2::int4[], $3::text[]) AS k(len, id) \
+         CROSS JOIN LATERAL (SELECT hash, deleted_at IS NOT NULL AS deleted, {facts} AS facts FROM {} \
          WHERE source_id = $1 AND id_len = k.len \
          AND external_id = k.id LIMIT 1) AS s",
         table.name

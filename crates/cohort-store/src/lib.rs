@@ -26,6 +26,7 @@ mod queue;
 mod read;
 mod runs;
 mod state;
+mod totals;
 mod types;
 mod workspace;
 
@@ -189,13 +190,16 @@ impl Store {
             )
             .execute(&mut *conn)
             .await?;
-            let result = migration::Migrator::up(&self.db, None).await;
+            let result = match migration::Migrator::up(&self.db, None).await {
+                Ok(()) => totals::ensure_ready(&self.db, None).await,
+                Err(e) => Err(migration_error(e)),
+            };
             sea_orm::sqlx::query(
                 "SELECT pg_advisory_unlock(hashtextextended('cohort-migrate:' || current_schema(), 0))",
             )
             .execute(&mut *conn)
             .await?;
-            result.map_err(migration_error)
+            result
         } else {
             // SQLite has no advisory locks: two processes opening a new store together (two
             // runs, a run and `cohort runs list`) would both create its tables. A lock file
@@ -206,7 +210,8 @@ impl Store {
             };
             migration::Migrator::up(&self.db, None)
                 .await
-                .map_err(migration_error)
+                .map_err(migration_error)?;
+            totals::ensure_ready(&self.db, None).await
         }
     }
 

@@ -41,13 +41,14 @@ async fn for_each_pg_row(
     db: &DatabaseConnection,
     workspace: &str,
     table: &str,
+    filter: &str,
     columns: &str,
     mut f: impl FnMut(i64, QueryResult) -> Result<(), StoreError> + Send,
 ) -> Result<u64, StoreError> {
     let sql = format!(
         "SELECT source_id, {columns} FROM {table} \
          WHERE source_id IN (SELECT id FROM sources WHERE workspace_id = $1) \
-         AND deleted_at IS NULL"
+         AND deleted_at IS NULL{filter}"
     );
     let stmt =
         Statement::from_sql_and_values(sea_orm::DbBackend::Postgres, sql, [workspace.into()]);
@@ -72,6 +73,7 @@ async fn for_each_sqlite_page<T: DeserializeOwned>(
     db: &DatabaseConnection,
     workspace: &str,
     table: &str,
+    filter: &str,
     fields: &str,
     key: fn(&T) -> (i32, &str),
     mut f: impl FnMut(i64, T) -> Result<(), StoreError> + Send,
@@ -85,7 +87,7 @@ async fn for_each_sqlite_page<T: DeserializeOwned>(
     let page = |after: bool| {
         format!(
             "SELECT json_group_array(json_array(id_len, external_id, {fields})) FROM \
-             (SELECT * FROM {table} WHERE source_id = ?1 AND deleted_at IS NULL{} \
+             (SELECT * FROM {table} WHERE source_id = ?1 AND deleted_at IS NULL{filter}{} \
              ORDER BY id_len, external_id \
              LIMIT {SQLITE_PAGE_ROWS})",
             if after {
@@ -185,6 +187,7 @@ pub(crate) async fn for_each_customer(
             db,
             workspace,
             "customers",
+            "",
             "json(data)",
             |r: &CustomerRow| (r.0, &r.1),
             |source, r| {
@@ -198,6 +201,7 @@ pub(crate) async fn for_each_customer(
         db,
         workspace,
         "customers",
+        "",
         "external_id, data::text",
         |source, row| {
             let key: String = row.try_get_by_index(1)?;
@@ -240,6 +244,7 @@ pub(crate) async fn for_each_order(
             db,
             workspace,
             "orders",
+            "",
             "customer_id, created_at, total, refunded, currency, item_count, cancelled_at, \
              json(line_items)",
             |r: &OrderRow| (r.0, &r.1),
@@ -252,7 +257,7 @@ pub(crate) async fn for_each_order(
     }
     let columns = "external_id, customer_id, created_at, total, refunded, currency, item_count, \
                    cancelled_at, line_items::text";
-    for_each_pg_row(db, workspace, "orders", columns, |source, row| {
+    for_each_pg_row(db, workspace, "orders", "", columns, |source, row| {
         let id: String = row.try_get_by_index(1)?;
         let line_items: Option<String> = row.try_get_by_index(9)?;
         let line_items: Option<Vec<LineItem>> = match line_items {
@@ -281,6 +286,7 @@ pub(crate) async fn for_each_event(
     db: &DatabaseConnection,
     backend: Backend,
     workspace: &str,
+    filter: &str,
     mut f: impl FnMut(i64, Event) + Send,
 ) -> Result<u64, StoreError> {
     if backend == Backend::Sqlite {
@@ -288,6 +294,7 @@ pub(crate) async fn for_each_event(
             db,
             workspace,
             "events",
+            filter,
             "customer_id, kind, occurred_at, json(properties)",
             |r: &EventRow| (r.0, &r.1),
             |source, row| {
@@ -298,7 +305,7 @@ pub(crate) async fn for_each_event(
         .await;
     }
     let columns = "external_id, customer_id, kind, occurred_at, properties::text";
-    for_each_pg_row(db, workspace, "events", columns, |source, row| {
+    for_each_pg_row(db, workspace, "events", filter, columns, |source, row| {
         let id: String = row.try_get_by_index(1)?;
         let kind: String = row.try_get_by_index(3)?;
         // serde, not EventKind::parse: the stored name round-trips exactly, unknown kinds too.

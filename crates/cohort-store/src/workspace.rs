@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use cohort_core::delivery::Action;
-use cohort_core::record::{Customer, Event, Order};
+use cohort_core::features::{EventTotals, OrderTotals};
+use cohort_core::record::{Customer, Event, EventKind, Order};
+use cohort_core::time::Timestamp;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
@@ -26,7 +28,7 @@ use crate::types::{
     Backend, DestinationState, DestinationStatus, PendingPush, RecordError, Records, RunId, RunRow,
     RunStatus, SegmentVersion, Stream, SuppressionReason, Sweep, Upserted,
 };
-use crate::{ingest, read};
+use crate::{ingest, read, totals};
 
 /// Parameters per statement for sea-orm's multi-row inserts: under SQLite's 32766 and
 /// PostgreSQL's 65535 limits.
@@ -218,7 +220,7 @@ impl WorkspaceStore {
     /// Calls `f` with each event, streamed; returns how many there were. Events stored
     /// without a source id come back with their derived id.
     pub async fn for_each_event(&self, mut f: impl FnMut(Event) + Send) -> Result<u64, StoreError> {
-        read::for_each_event(&self.db, self.backend, &self.id, |_, e| f(e)).await
+        read::for_each_event(&self.db, self.backend, &self.id, "", |_, e| f(e)).await
     }
 
     /// [`Self::for_each_customer`], with the name of each record's source.
@@ -229,6 +231,34 @@ impl WorkspaceStore {
         let names = self.source_names().await?;
         read::for_each_customer(&self.db, self.backend, &self.id, |s, c| {
             f(source_name(&names, s), c);
+        })
+        .await
+    }
+
+    /// Calls `f` with each customer's order totals in each source (source name, customer id,
+    /// totals), kept in step with the orders by every ingest; returns how many rows there were.
+    pub async fn for_each_order_totals(
+        &self,
+        mut f: impl FnMut(&str, &str, &OrderTotals) + Send,
+    ) -> Result<u64, StoreError> {
+        totals::ensure_ready(&self.db, Some(&self.id)).await?;
+        let names = self.source_names().await?;
+        totals::for_each_order_totals(&self.db, &self.id, |s, customer, t| {
+            f(source_name(&names, s), &customer, &t);
+        })
+        .await
+    }
+
+    /// Calls `f` with each customer's event totals per kind in each source (source name,
+    /// customer id, kind, totals); returns how many rows there were.
+    pub async fn for_each_event_totals(
+        &self,
+        mut f: impl FnMut(&str, &str, &str, &EventTotals) + Send,
+    ) -> Result<u64, StoreError> {
+        totals::ensure_ready(&self.db, Some(&self.id)).await?;
+        let names = self.source_names().await?;
+        totals::for_each_event_totals(&self.db, &self.id, |s, customer, kind, t| {
+            f(source_name(&names, s), &customer, &kind, &t);
         })
         .await
     }
@@ -251,7 +281,34 @@ impl WorkspaceStore {
         mut f: impl FnMut(&str, Event) + Send,
     ) -> Result<u64, StoreError> {
         let names = self.source_names().await?;
-        read::for_each_event(&self.db, self.backend, &self.id, |s, e| {
+        read::for_each_event(&self.db, self.backend, &self.id, "", |s, e| {
+            f(source_name(&names, s), e);
+        })
+        .await
+    }
+
+    /// [`Self::for_each_event_by_source`] for the events a run that reads the totals still
+    /// needs one by one: those after `since` (the windows of engagement counts) and those of
+    /// `kinds` whatever their age (unsubscribes, carts).
+    pub async fn for_each_recent_event_by_source(
+        &self,
+        since: Timestamp,
+        kinds: &[EventKind],
+        mut f: impl FnMut(&str, Event) + Send,
+    ) -> Result<u64, StoreError> {
+        let names = self.source_names().await?;
+        // Kind names are the core's own identifiers (no quote can occur in them).
+        let kinds: Vec<String> = kinds.iter().map(|k| format!("'{}'", k.as_str())).collect();
+        let filter = if kinds.is_empty() {
+            format!(" AND occurred_at > {}", since.secs())
+        } else {
+            format!(
+                " AND (occurred_at > {} OR kind IN ({}))",
+                since.secs(),
+                kinds.join(", ")
+            )
+        };
+        read::for_each_event(&self.db, self.backend, &self.id, &filter, |s, e| {
             f(source_name(&names, s), e);
         })
         .await

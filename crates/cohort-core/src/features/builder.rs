@@ -425,6 +425,17 @@ impl FeatureBuilder {
         self.cut_90d
     }
 
+    /// Whether `customer_id` was added: a run checks stored totals against it before folding
+    /// any of them, since a totals row cannot name the records of an unknown customer.
+    pub fn knows(&self, customer_id: &str) -> bool {
+        self.index.get(customer_id).is_some()
+    }
+
+    /// The run's clock.
+    pub fn now(&self) -> Timestamp {
+        self.as_of.now
+    }
+
     /// Reserves room for `n` more customers.
     pub fn reserve(&mut self, n: usize) {
         self.ids.reserve(n);

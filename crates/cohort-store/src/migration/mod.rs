@@ -11,6 +11,7 @@ mod m0003_run_leases;
 mod m0004_deletions_and_state;
 mod m0005_identity;
 mod m0006_durable_ticks;
+mod m0007_customer_totals;
 
 /// Every migration of the store, oldest first.
 #[derive(Debug)]
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_deletions_and_state::Migration),
             Box::new(m0005_identity::Migration),
             Box::new(m0006_durable_ticks::Migration),
+            Box::new(m0007_customer_totals::Migration),
         ]
     }
 

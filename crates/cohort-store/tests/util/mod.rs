@@ -69,6 +69,7 @@ impl TestDb {
     }
 
     /// Opens a second store on the same database (and schema), as another process would.
+    #[allow(dead_code, reason = "not every test file opens a second store")]
     pub(crate) async fn reopen(&self) -> Store {
         match &self.schema {
             Some(schema) => Store::connect_in_schema(&self.url, schema).await.unwrap(),
