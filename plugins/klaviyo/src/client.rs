@@ -7,7 +7,8 @@
 //! where the steady one stands: `RateLimit-Remaining` requests are left, and the oldest leaves
 //! the window in `RateLimit-Reset` seconds. So each family of endpoints paces itself in two
 //! parts:
-//! - the burst, by its own rate-limit bucket at the host (the burst rate, the burst at once);
+//! - the burst, by its own rate-limit bucket at the host: the burst rate, evenly spaced (a
+//!   sliding second holds no more than the burst);
 //! - the steady rate, by Klaviyo's own count: after an answer that leaves nothing, the family's
 //!   next request waits `RateLimit-Reset`. A bucket cannot do this part: one paced at the
 //!   steady rate with the burst on top lets 160 through in the first minute where Klaviyo
@@ -122,7 +123,10 @@ impl Api {
                 .client_errors(ClientErrors::RejectRecords)
                 .account(format!("{account}/{family}"))
                 // The burst only: the steady rate is Klaviyo's count (see the module doc).
-                .rate_limit(f64::from(burst), burst),
+                // Klaviyo counts the burst over any second, so the bucket holds one token:
+                // a bucket that let `burst` through at once and refilled at `burst` a second
+                // would send twice the burst in the first second.
+                .rate_limit(f64::from(burst), 1),
             not_before: Mutex::new(None),
         };
         Api {

@@ -76,6 +76,8 @@ pub struct Stats {
     pub injected: u64,
     /// 429s given because the client went too fast.
     pub throttled: u64,
+    /// The same, by family.
+    pub throttled_by_family: BTreeMap<&'static str, u64>,
     /// By family: answers after which its burst or steady window was full, so that the next
     /// request had to wait (a run where this stays 0 was not bound by the limits).
     pub limit_reached: BTreeMap<&'static str, u64>,
@@ -467,6 +469,7 @@ fn admit(
         reset(window),
     );
     if let Some(wait) = burst_wait.into_iter().chain(steady_wait).max() {
+        *s.stats.throttled_by_family.entry(fam).or_default() += 1;
         return Err((headers, wait));
     }
     window.push_back(now);
