@@ -430,17 +430,16 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
+/// `(RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset)`.
+type Headers = (usize, usize, u64);
+
 /// Counts a request of family `fam` arriving at `now` against its two sliding windows, the
 /// burst (a second) and the steady limit (a minute), and answers the headers:
 /// `(RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset)`, the steady window's limit, what
 /// is left of it, and the seconds until its oldest request leaves it. A request beyond either
 /// limit is not counted: `Err` with the headers and the `Retry-After`, the seconds until the
 /// window that refused it has room.
-fn admit(
-    s: &mut State,
-    fam: &'static str,
-    now: Instant,
-) -> Result<(usize, usize, u64), ((usize, usize, u64), u64)> {
+fn admit(s: &mut State, fam: &'static str, now: Instant) -> Result<Headers, (Headers, u64)> {
     const SECOND: Duration = Duration::from_secs(1);
     let (per_second, per_minute) = s.limits[fam];
     let minute = s.steady_window;
