@@ -3,15 +3,25 @@
 //!
 //! Every request carries `Authorization: Klaviyo-API-Key …`, the `revision` header and JSON:API
 //! content types. Klaviyo limits each endpoint separately, per account, with a burst (per
-//! second) and a steady rate (per minute); each family of endpoints therefore has its own
-//! rate-limit bucket at the host, paced to its published steady rate with its burst, and an
-//! answer whose `RateLimit-Remaining` is 0 waits out `RateLimit-Reset` before the next request.
-//! A 429 is retried by the host after `Retry-After`.
+//! second) and a steady rate (per minute), both over sliding windows, and says on every answer
+//! where the steady one stands: `RateLimit-Remaining` requests are left, and the oldest leaves
+//! the window in `RateLimit-Reset` seconds. So each family of endpoints paces itself in two
+//! parts:
+//! - the burst, by its own rate-limit bucket at the host: the burst rate, evenly spaced (a
+//!   sliding second holds no more than the burst);
+//! - the steady rate, by Klaviyo's own count: after an answer that leaves nothing, the family's
+//!   next request waits `RateLimit-Reset`. A bucket cannot do this part: one paced at the
+//!   steady rate with the burst on top lets 160 through in the first minute where Klaviyo
+//!   allows 150, and one paced under it leaves the burst unused. The headers also count what
+//!   other clients of the account sent.
+//!
+//! A 429 (another client used the window) is retried by the host after `Retry-After`.
 //!
 //! A 4xx about a record (`400 Invalid input.`, a `409` duplicate) rejects that record with
 //! Klaviyo's title, detail and pointer; 401 and 403 name `/api_key`.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cohort_plugin_api::prelude::*;
@@ -30,19 +40,29 @@ pub const LIST_CHUNK: usize = 1000;
 /// Addresses per `any(email,[…])` filter (a page holds at most 100).
 pub const LOOKUP_CHUNK: usize = 100;
 
-/// Klaviyo's published limits per endpoint family: steady per minute, burst per second.
-const PROFILE_IMPORT: (f64, u32) = (750.0, 75);
-const PROFILES_READ: (f64, u32) = (750.0, 75);
-const LISTS: (f64, u32) = (150.0, 10);
-const BULK_JOBS: (f64, u32) = (150.0, 10);
+/// Klaviyo's published burst per endpoint family, requests per second. The steady limits
+/// (750, 750, 150 and 150 a minute) are not written here: Klaviyo's headers count them.
+const PROFILE_IMPORT: u32 = 75;
+const PROFILES_READ: u32 = 75;
+const LISTS: u32 = 10;
+const BULK_JOBS: u32 = 10;
+
+/// One family of endpoints: its client (and with it, its bucket at the host), and when its
+/// steady window has room again.
+#[derive(Debug)]
+struct Family {
+    client: Client,
+    /// Set by an answer that left nothing of the steady window: no request before then.
+    not_before: Mutex<Option<Instant>>,
+}
 
 /// The account, through the host.
 #[derive(Debug)]
 pub struct Api {
-    import: Client,
-    read: Client,
-    lists: Client,
-    jobs: Client,
+    import: Family,
+    read: Family,
+    lists: Family,
+    jobs: Family,
     list_id: String,
     poll_interval: Duration,
     job_timeout: Duration,
@@ -90,8 +110,8 @@ impl Api {
     /// Clients for the configured account and list, one per endpoint family.
     pub fn new(host: Host, config: &Validated) -> Api {
         let account = fingerprint(&config.api_key);
-        let client = |family: &str, (per_minute, burst): (f64, u32)| {
-            Client::new(host, config.base_url.clone())
+        let client = |family: &str, burst: u32| Family {
+            client: Client::new(host, config.base_url.clone())
                 .secret_header(
                     "/api_key",
                     "Authorization",
@@ -102,7 +122,12 @@ impl Api {
                 .timeout(config.timeout)
                 .client_errors(ClientErrors::RejectRecords)
                 .account(format!("{account}/{family}"))
-                .rate_limit(per_minute / 60.0, burst)
+                // The burst only: the steady rate is Klaviyo's count (see the module doc).
+                // Klaviyo counts the burst over any second, so the bucket holds one token:
+                // a bucket that let `burst` through at once and refilled at `burst` a second
+                // would send twice the burst in the first second.
+                .rate_limit(f64::from(burst), 1),
+            not_before: Mutex::new(None),
         };
         Api {
             import: client("profile-import", PROFILE_IMPORT),
@@ -115,43 +140,17 @@ impl Api {
         }
     }
 
-    /// Sends a request; a 4xx about the record is `Err(Rejected)` with Klaviyo's reason. Waits
-    /// out the window when Klaviyo says none is left.
-    fn send(&self, mut request: Request) -> Result<Response, HttpError> {
-        let host = *self.import.host();
-        for status in RECORD_ERRORS {
-            request = request.allow(*status);
-        }
-        let response = request.send()?;
-        let remaining = response
-            .header("ratelimit-remaining")
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        let reset = response
-            .header("ratelimit-reset")
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if let (Some(0), Some(reset)) = (remaining, reset) {
-            pause(&host, Duration::from_secs(reset.min(60)))?;
-        }
-        let status = response.status();
-        if RECORD_ERRORS.contains(&status) {
-            return Err(HttpError::Rejected {
-                status,
-                reason: mapping::reason(status, response.text()),
-            });
-        }
-        Ok(response)
-    }
-
     /// Creates or updates one profile (`POST /api/profile-import`); its id.
     pub fn upsert_profile(&self, attributes: &Value) -> Result<String, HttpError> {
         let body = mapping::profile_import(attributes).to_string();
         // Safe to repeat: an upsert by address.
         let request = self
             .import
+            .client
             .post("/api/profile-import")
             .retry(true)
             .body(JSON_API, body);
-        let one: One = self.send(request)?.json()?;
+        let one: One = self.import.send(request)?.json()?;
         Ok(one.data.id)
     }
 
@@ -165,11 +164,11 @@ impl Api {
             .collect();
         let body = json!({ "data": data }).to_string();
         let request = if add {
-            self.lists.post(&path).retry(true)
+            self.lists.client.post(&path).retry(true)
         } else {
-            self.lists.delete(&path)
+            self.lists.client.delete(&path)
         };
-        self.send(request.body(JSON_API, body))?;
+        self.lists.send(request.body(JSON_API, body))?;
         Ok(())
     }
 
@@ -179,13 +178,17 @@ impl Api {
         let mut found = BTreeMap::new();
         let mut request = Some(
             self.read
+                .client
                 .get("/api/profiles")
                 .query("filter", mapping::email_filter(emails))
                 .query("fields[profile]", "email")
                 .query("page[size]", LOOKUP_CHUNK),
         );
         while let Some(r) = request.take() {
-            let page: Page = self.send(r.client_errors(ClientErrors::Fatal))?.json()?;
+            let page: Page = self
+                .read
+                .send(r.client_errors(ClientErrors::Fatal))?
+                .json()?;
             for p in page.data {
                 if let Some(email) = p.attributes.get("email").and_then(Value::as_str) {
                     found.insert(email.to_lowercase(), p.id);
@@ -194,7 +197,7 @@ impl Api {
             request = page
                 .links
                 .and_then(|l| l.next)
-                .map(|next| self.read.get(&next));
+                .map(|next| self.read.client.get(&next));
         }
         Ok(found)
     }
@@ -208,6 +211,7 @@ impl Api {
         let mut found = Vec::new();
         let mut request = Some(
             self.read
+                .client
                 .get("/api/profiles")
                 .query(
                     "filter",
@@ -221,7 +225,10 @@ impl Api {
                 .query("page[size]", LOOKUP_CHUNK),
         );
         while let Some(r) = request.take() {
-            let page: Page = self.send(r.client_errors(ClientErrors::Fatal))?.json()?;
+            let page: Page = self
+                .read
+                .send(r.client_errors(ClientErrors::Fatal))?
+                .json()?;
             for p in page.data {
                 let Some(email) = p.attributes.get("email").and_then(Value::as_str) else {
                     continue;
@@ -238,7 +245,7 @@ impl Api {
             request = page
                 .links
                 .and_then(|l| l.next)
-                .map(|next| self.read.get(&next));
+                .map(|next| self.read.client.get(&next));
         }
         Ok(found)
     }
@@ -252,7 +259,7 @@ impl Api {
         chunk_key: &str,
         profiles: &[(&str, &Value)],
     ) -> Result<Vec<Outcome>, HttpError> {
-        let host = *self.jobs.host();
+        let host = *self.jobs.client.host();
         let state_key = format!("job/{chunk_key}");
         let resumed = host
             .state_get(&state_key)
@@ -274,11 +281,12 @@ impl Api {
                 // Safe to repeat: a job of upserts by address.
                 let request = self
                     .jobs
+                    .client
                     .post("/api/profile-bulk-import-jobs")
                     .retry(true)
                     .client_errors(ClientErrors::Fatal)
                     .body(JSON_API, body.to_string());
-                let job: One = self.send(request)?.json()?;
+                let job: One = self.jobs.send(request)?.json()?;
                 let _ = host.state_put(&state_key, Some(&json!({"id": job.data.id})));
                 host.info(&format!(
                     "Klaviyo bulk import job {} submitted: {} profiles",
@@ -314,14 +322,15 @@ impl Api {
     /// Polls a job until it is `complete`; its `failed_count`. A cancelled job, or one still
     /// running at `job_timeout`, retries its profiles (a cancelled one is forgotten first).
     fn wait(&self, id: &str) -> Result<u64, HttpError> {
-        let host = *self.jobs.host();
+        let host = *self.jobs.client.host();
         let started = Instant::now();
         loop {
             let request = self
                 .jobs
+                .client
                 .get(&format!("/api/profile-bulk-import-jobs/{id}"))
                 .client_errors(ClientErrors::Fatal);
-            let job: One = self.send(request)?.json()?;
+            let job: One = self.jobs.send(request)?.json()?;
             let status = job.data.attributes["status"].as_str().unwrap_or_default();
             match status {
                 "complete" => return Ok(job.data.attributes["failed_count"].as_u64().unwrap_or(0)),
@@ -353,11 +362,15 @@ impl Api {
         let mut reasons = BTreeMap::new();
         let mut request = Some(
             self.jobs
+                .client
                 .get(&format!("/api/profile-bulk-import-jobs/{id}/import-errors"))
                 .query("page[size]", 100),
         );
         while let Some(r) = request.take() {
-            let page: Page = self.send(r.client_errors(ClientErrors::Fatal))?.json()?;
+            let page: Page = self
+                .jobs
+                .send(r.client_errors(ClientErrors::Fatal))?
+                .json()?;
             for e in page.data {
                 let a = &e.attributes;
                 let email = a["original_payload"]["email"]
@@ -375,9 +388,48 @@ impl Api {
             request = page
                 .links
                 .and_then(|l| l.next)
-                .map(|next| self.jobs.get(&next));
+                .map(|next| self.jobs.client.get(&next));
         }
         Ok(reasons)
+    }
+}
+
+impl Family {
+    /// Sends a request once the steady window has room; a 4xx about the record is
+    /// `Err(Rejected)` with Klaviyo's reason. An answer that leaves nothing of the window holds
+    /// the family's next request for `RateLimit-Reset` (not this call: the next request may
+    /// be a while coming, or never).
+    fn send(&self, mut request: Request) -> Result<Response, HttpError> {
+        let host = *self.client.host();
+        let not_before = self
+            .not_before
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(at) = not_before {
+            pause(&host, at.saturating_duration_since(Instant::now()))?;
+        }
+        for status in RECORD_ERRORS {
+            request = request.allow(*status);
+        }
+        let response = request.send()?;
+        let number = |name: &str| {
+            response
+                .header(name)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let (Some(0), Some(reset)) = (number("ratelimit-remaining"), number("ratelimit-reset")) {
+            *self.not_before.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(Instant::now() + Duration::from_secs(reset.min(60)));
+        }
+        let status = response.status();
+        if RECORD_ERRORS.contains(&status) {
+            return Err(HttpError::Rejected {
+                status,
+                reason: mapping::reason(status, response.text()),
+            });
+        }
+        Ok(response)
     }
 }
 

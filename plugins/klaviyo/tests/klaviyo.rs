@@ -278,10 +278,38 @@ fn an_account_with_lower_limits_is_throttled_and_everything_still_lands() {
     let result = i.push(&batch(ops)).unwrap();
     assert!(all_ok(&result), "{:?}", statuses(&result));
     assert_eq!(fake.members().len(), 12);
-    // The plugin paces to 750/min (12.5/s) with a burst of 75, above this fake's 3/s, so the
-    // fake throttles; the host honours each Retry-After and everything lands.
+    // The plugin paces to the published burst of 75/s, above this fake's 3/s, so the fake
+    // throttles; the host honours each Retry-After and everything lands.
     assert!(fake.stats().throttled > 0);
     assert_eq!(fake.stats().invalid, 0);
+}
+
+#[test]
+fn the_steady_limit_is_kept_from_klaviyos_headers_without_a_429() {
+    let fake = Fake::start();
+    // 8 imports per sliding window of 2 s (a minute at Klaviyo): 20 profiles need three
+    // windows, and only `RateLimit-Remaining` and `RateLimit-Reset` say when each has room.
+    fake.set_limits("profile-import", 75, 8);
+    fake.set_steady_window(Duration::from_secs(2));
+    let setup = Setup::new();
+    let mut i = setup.open(&fake, json!({})).unwrap();
+    let ops: Vec<Operation> = (0..20)
+        .map(|n| upsert(&format!("k{n}"), &format!("m{n}@example.com"), "M"))
+        .collect();
+    let started = std::time::Instant::now();
+    let result = i.push(&batch(ops)).unwrap();
+    assert!(all_ok(&result), "{:?}", statuses(&result));
+    assert_eq!(fake.stats().throttled, 0, "never past the limit");
+    assert!(
+        fake.stats().limit_reached["profile-import"] >= 2,
+        "{:?}",
+        fake.stats().limit_reached
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "waited for two windows"
+    );
+    assert_eq!(fake.members().len(), 20);
 }
 
 #[test]

@@ -23,6 +23,10 @@ use crate::mapping::{self, Change, Kind};
 /// with Mailchimp's reason.
 const RECORD_ERRORS: &[u16] = &[400, 404, 405, 409, 410, 413, 422];
 
+/// The host's bucket for a Mailchimp account: a ceiling that never binds before the
+/// connections do (see [`Api::new`]).
+pub const REQUESTS_PER_SECOND: f64 = 1000.0;
+
 /// The list, through the host.
 #[derive(Debug)]
 pub struct Api {
@@ -69,8 +73,18 @@ struct ListedMember {
 impl Api {
     /// A client for the configured list. Mailchimp takes the key as the password of HTTP Basic
     /// (any user name).
+    ///
+    /// Mailchimp limits simultaneous connections (the `Batcher`'s concurrency keeps to
+    /// `connections`), not requests per second. The host's default bucket (10 a second) would
+    /// bind long before ten connections are busy, so the client asks for one that does not:
+    /// [`REQUESTS_PER_SECOND`], which ten connections reach only if Mailchimp answered in
+    /// under 10 ms. A destination's own `rate_limit` still wins.
     pub fn new(host: Host, config: &Validated) -> Api {
         let client = Client::new(host, config.base_url.clone())
+            .rate_limit(
+                REQUESTS_PER_SECOND,
+                u32::try_from(config.connections).unwrap_or(1),
+            )
             .basic("/api_key", "cohort", &config.api_key)
             .timeout(config.timeout)
             .client_errors(ClientErrors::RejectRecords);

@@ -54,6 +54,12 @@ pub struct Config {
     /// here goes to its name upper-cased (`country` → `COUNTRY`); `email` is the address.
     #[serde(default)]
     pub merge_fields: BTreeMap<String, String>,
+    /// Requests in flight at once: batch jobs submitted and polled side by side, or members
+    /// changed side by side. Mailchimp allows 10 simultaneous connections per account (one
+    /// more is a 429), so lower it when something else uses the same account at the same time.
+    #[serde(default = "default_connections")]
+    #[schemars(range(min = 1, max = 10))]
+    pub connections: usize,
     /// Seconds Mailchimp has to answer one request.
     #[serde(default = "default_timeout")]
     #[schemars(range(min = 1, max = 600))]
@@ -72,9 +78,15 @@ fn default_poll_interval() -> u64 {
 fn default_batch_timeout() -> u64 {
     600
 }
+fn default_connections() -> usize {
+    MAX_CONNECTIONS
+}
 fn default_timeout() -> u64 {
     30
 }
+
+/// Mailchimp's limit of simultaneous connections per account.
+pub const MAX_CONNECTIONS: usize = 10;
 
 /// The usual merge tags of the fields a campaign most often sends.
 const KNOWN_TAGS: &[(&str, &str)] = &[
@@ -107,6 +119,8 @@ pub struct Validated {
     pub double_opt_in: bool,
     /// Field → merge tag, the defaults included.
     pub merge_fields: BTreeMap<String, String>,
+    /// Requests in flight at once, 1 to [`MAX_CONNECTIONS`].
+    pub connections: usize,
     /// Per request.
     pub timeout: Duration,
 }
@@ -201,6 +215,16 @@ impl Config {
                 bad(&format!("/merge_fields/{field}"), why);
             }
         }
+        if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
+            bad(
+                "/connections",
+                format!(
+                    "is {}; Mailchimp allows 1 to {MAX_CONNECTIONS} simultaneous connections \
+                     per account (more are refused with a 429)",
+                    self.connections
+                ),
+            );
+        }
         if !issues.is_empty() {
             return Err(PluginError::Config(issues));
         }
@@ -226,6 +250,7 @@ impl Config {
             batch_timeout: Duration::from_secs(self.batch_timeout),
             double_opt_in: self.double_opt_in,
             merge_fields,
+            connections: self.connections,
             timeout: Duration::from_secs(self.timeout),
         })
     }
@@ -246,6 +271,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.data_centre, "us6");
         assert_eq!(c.base_url, "https://us6.api.mailchimp.com/3.0");
+        assert_eq!(c.connections, 10, "Mailchimp's limit by default");
         assert_eq!(data_centre("abc-us21"), Some("us21"));
         assert_eq!(data_centre("abc"), None);
         assert_eq!(data_centre("abc-6"), None);
@@ -259,6 +285,7 @@ mod tests {
             "list_id": "a b",
             "base_url": "us6.api.mailchimp.com",
             "merge_fields": {"first_name": "fname", "loyalty": "LOYALTYPOINTS"},
+            "connections": 11,
         }));
         let Err(PluginError::Config(issues)) = c.validate() else {
             panic!("accepted");
@@ -271,10 +298,28 @@ mod tests {
                 "/list_id",
                 "/base_url",
                 "/merge_fields/first_name",
-                "/merge_fields/loyalty"
+                "/merge_fields/loyalty",
+                "/connections"
             ]
         );
         assert!(!format!("{issues:?}").contains("0123abcd"), "{issues:?}");
+    }
+
+    #[test]
+    fn connections_must_be_within_mailchimps_limit_of_ten() {
+        for (n, ok) in [(0, false), (1, true), (10, true), (11, false)] {
+            let c =
+                config(serde_json::json!({"api_key": "k-us1", "list_id": "L1", "connections": n}));
+            match c.validate() {
+                Ok(v) => assert!(ok && v.connections == n, "{n} accepted"),
+                Err(PluginError::Config(issues)) => {
+                    assert!(!ok, "{n} refused: {issues:?}");
+                    assert_eq!(issues[0].path, "/connections");
+                    assert!(issues[0].message.contains("1 to 10"), "{issues:?}");
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 
     #[test]

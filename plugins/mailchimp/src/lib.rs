@@ -12,6 +12,8 @@
 //!   members are added `subscribed` (or `pending`), existing ones keep their status, so an
 //!   unsubscribe at Mailchimp is never undone.
 //! - Small batches go member by member; above `batch_threshold`, through `POST /batches` jobs.
+//!   Either way up to `connections` (default 10, Mailchimp's limit) requests are in flight at
+//!   once, through the SDK's `Batcher::push_concurrent`.
 //! - Before a run pushes, the list's `unsubscribed` and `cleaned` members changed since the last
 //!   read are reported to Cohort's suppression list (ABI 1.3, `suppressions`).
 //!
@@ -104,18 +106,21 @@ impl Destination for Mailchimp {
             }
             Ok(change)
         };
+        // Every change is idempotent and none depends on another (see `client`), so chunks
+        // go side by side, up to the connections Mailchimp allows.
+        let batcher = Batcher::new(*host).concurrency(config.connections);
         if batch.operations.len() <= config.batch_threshold {
             // Member by member: one request for the member, one for its tag.
-            return Batcher::new(*host)
+            return batcher
                 .max_records(1)
-                .push(&batch.operations, prepare, |chunk| {
+                .push_concurrent(&batch.operations, prepare, |chunk| {
                     api.apply(&chunk.items[0], tag)
                 });
         }
-        Batcher::new(*host)
+        batcher
             .max_records(config.batch_size)
             .max_bytes(8 << 20)
-            .push(&batch.operations, prepare, |chunk| {
+            .push_concurrent(&batch.operations, prepare, |chunk| {
                 let keys: Vec<&str> = chunk.operations.iter().map(|o| o.key.as_str()).collect();
                 let changes: Vec<_> = chunk.items.iter().collect();
                 api.apply_batch(&chunk.key, &keys, &changes, tag)

@@ -15,12 +15,20 @@
 //! the host's state under `job/<chunk key>` until it finishes: a push retried after a timeout
 //! waits for the same job instead of submitting another.
 //!
-//! A 429 is a retry after `X-RateLimit-Reset` (or `Retry-After`); a 400 whose errors name a
-//! contact (`contacts[3].email`) rejects that contact with SendGrid's message, and the others
-//! are sent again without it, once.
+//! SendGrid limits each endpoint to a fixed number of requests per refresh period, and says on
+//! every answer how many are left (`X-RateLimit-Remaining`) and when the period ends
+//! (`X-RateLimit-Reset`, Unix seconds). It publishes no figure for these endpoints, so the
+//! plugin paces by those headers rather than by a guess: after an answer that leaves nothing,
+//! the next request to that endpoint waits for the reset (the host's bucket,
+//! `requests_per_second`, only spreads what is left). A 429 all the same (another client used
+//! the period) is a retry after `X-RateLimit-Reset` (or `Retry-After`).
+//!
+//! A 400 whose errors name a contact (`contacts[3].email`) rejects that contact with SendGrid's
+//! message, and the others are sent again without it, once.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cohort_plugin_api::prelude::*;
 use serde::Deserialize;
@@ -45,6 +53,8 @@ pub struct Marketing {
     download: Client,
     poll_interval: Duration,
     job_timeout: Duration,
+    /// Endpoint → the `X-RateLimit-Reset` (Unix seconds) before which it has nothing left.
+    exhausted: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// SendGrid refused a request: the status and its errors (message, field).
@@ -109,13 +119,55 @@ impl Marketing {
             api,
             poll_interval: config.poll_interval,
             job_timeout: config.job_timeout,
+            exhausted: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// Sends a request; a 400, 404 or 413 comes back as a [`Refusal`], a 429 as a retry after
-    /// SendGrid's reset.
-    fn call(&self, request: Request) -> Result<Result<Response, Refusal>, HttpError> {
+    /// Waits until `endpoint`'s period has room, when an earlier answer said it had none.
+    fn pace(&self, endpoint: &'static str) -> Result<(), PluginError> {
+        let reset = self
+            .exhausted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(endpoint);
+        let Some(reset) = reset else { return Ok(()) };
+        let host = *self.api.host();
+        let at = UNIX_EPOCH + Duration::from_secs(reset);
+        while let Ok(left) = at.duration_since(SystemTime::now()) {
+            host.check_cancelled()?;
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+        Ok(())
+    }
+
+    /// Notes an answer that left nothing of `endpoint`'s period.
+    fn count(&self, endpoint: &'static str, response: &Response) {
+        let number = |name: &str| {
+            response
+                .header(name)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let (Some(0), Some(reset)) =
+            (number("x-ratelimit-remaining"), number("x-ratelimit-reset"))
+        {
+            self.exhausted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(endpoint, reset);
+        }
+    }
+
+    /// Sends a request to `endpoint` (its method and path template, the key SendGrid counts
+    /// by) once its period has room; a 400, 404 or 413 comes back as a [`Refusal`], a 429 as a
+    /// retry after SendGrid's reset.
+    fn call(
+        &self,
+        endpoint: &'static str,
+        request: Request,
+    ) -> Result<Result<Response, Refusal>, HttpError> {
+        self.pace(endpoint)?;
         let response = request.allow(400).allow(404).allow(413).allow(429).send()?;
+        self.count(endpoint, &response);
         match response.status() {
             429 => Err(PluginError::retry(
                 format!(
@@ -149,7 +201,7 @@ impl Marketing {
     /// The account's custom fields.
     pub fn field_definitions(&self) -> Result<Fields, PluginError> {
         let request = self.api.client().get("/v3/marketing/field_definitions");
-        match self.call(request)? {
+        match self.call("GET /v3/marketing/field_definitions", request)? {
             Ok(response) => Ok(Fields::new(response.json::<Definitions>()?.custom_fields)),
             Err(refusal) => Err(PluginError::failed(format!(
                 "reading the account's custom fields: {}",
@@ -201,7 +253,7 @@ impl Marketing {
                         .client()
                         .put("/v3/marketing/contacts")
                         .json(&body)?;
-                    match self.call(request)? {
+                    match self.call("PUT /v3/marketing/contacts", request)? {
                         Ok(response) => {
                             let id = response.json::<Value>()?["job_id"]
                                 .as_str()
@@ -297,7 +349,7 @@ impl Marketing {
                 .api
                 .client()
                 .get(&format!("/v3/marketing/contacts/imports/{id}"));
-            let job: Job = match self.call(request)? {
+            let job: Job = match self.call("GET /v3/marketing/contacts/imports/{id}", request)? {
                 Ok(response) => response.json()?,
                 Err(refusal) => {
                     return Err(PluginError::failed(format!(
@@ -360,7 +412,7 @@ impl Marketing {
             .post("/v3/marketing/contacts/search/emails")
             .retry(true)
             .json(&json!({ "emails": emails }))?;
-        let response = match self.call(request)? {
+        let response = match self.call("POST /v3/marketing/contacts/search/emails", request)? {
             Ok(r) => r,
             // None of the addresses is a contact.
             Err(Refusal { status: 404, .. }) => return Ok(Vec::new()),
@@ -396,7 +448,7 @@ impl Marketing {
             .client()
             .delete(&format!("/v3/marketing/lists/{list}/contacts"))
             .query("contact_ids", ids.join(","));
-        match self.call(request)? {
+        match self.call("DELETE /v3/marketing/lists/{id}/contacts", request)? {
             Ok(_) => Ok(()),
             Err(refusal) => Err(HttpError::Rejected {
                 status: refusal.status,

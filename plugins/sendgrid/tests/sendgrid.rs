@@ -560,3 +560,43 @@ fn global_unsubscribes_are_read_back_from_the_cursor_on() {
         format!("Bearer {KEY}")
     );
 }
+
+#[test]
+fn upserts_keep_to_sendgrids_rate_limit_headers_without_a_429() {
+    let fake = Fake::start();
+    // Three requests per endpoint per period of 2 s: four upserts (and their eight polls)
+    // need several periods, and only `X-RateLimit-Remaining` and `X-RateLimit-Reset` say
+    // when each one has room again.
+    fake.set_rate_limit(3, 2);
+    let state = Arc::new(MemState::default());
+    let mut i = open_list(&fake, &state).unwrap();
+    let started = std::time::Instant::now();
+    for n in 0..4 {
+        let op = upsert(n, &format!("p{n}@example.com"));
+        let result = i
+            .push(&list_batch(DestinationMode::Upsert, vec![op]))
+            .unwrap();
+        assert!(
+            result
+                .outcomes
+                .iter()
+                .all(|o| o.status == OutcomeStatus::Ok),
+            "{:?}",
+            result.outcomes
+        );
+    }
+    let stats = fake.rate_stats();
+    assert_eq!(
+        stats.throttled, 0,
+        "never past the limit: {:?}",
+        stats.periods
+    );
+    let polls = &stats.periods["GET /v3/marketing/contacts/imports/{id}"];
+    assert_eq!(polls.values().sum::<u64>(), 8);
+    assert!(polls.values().all(|&n| n <= 3), "{polls:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "waited for the next period"
+    );
+    assert_eq!(fake.member_emails().len(), 4);
+}

@@ -16,12 +16,15 @@ use anyhow::{Context, Result, bail};
 use crate::paths;
 
 /// The audience drivers: (package, example). Each prints `{"vendor", "members", "seconds",
-/// "members_per_second", "requests", "throttled", "limit", "used", "share"}`: `limit` names
-/// the published limit, `used` says what the run used of it, `share` is the fraction.
-/// SendGrid's upsert is being written: its `sendgrid_bench` joins here.
+/// "members_per_second", "requests", "throttled", "limit", "used", "share"}`, and `"binding"`
+/// when the limit may not have bound the run: `limit` names the published limit, `used` says
+/// what the run used of it, `share` is the fraction. A run with `"binding": false` never used
+/// up a limit, so its share says how much it needed, not how well it paced: the table says
+/// "not rate-bound" there instead of a share.
 const VENDORS: &[(&str, &str)] = &[
     ("cohort-plugin-mailchimp", "mailchimp_bench"),
     ("cohort-plugin-klaviyo", "klaviyo_bench"),
+    ("cohort-plugin-sendgrid", "sendgrid_bench"),
 ];
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
@@ -75,8 +78,13 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         println!("| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |");
         for (package, example) in VENDORS {
             for v in driver(package, example, &["--members", &members])? {
+                let share = if v["binding"] == false {
+                    "not rate-bound".to_owned()
+                } else {
+                    format!("{:.1}%", 100.0 * v["share"].as_f64().unwrap_or(0.0))
+                };
                 println!(
-                    "| {} | {} | {:.1} | {:.0} | {} | {} | {} | {} | {:.1}% |",
+                    "| {} | {} | {:.1} | {:.0} | {} | {} | {} | {} | {} |",
                     v["vendor"].as_str().unwrap_or_default(),
                     v["members"],
                     v["seconds"].as_f64().unwrap_or(0.0),
@@ -85,7 +93,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                     v["throttled"],
                     v["limit"].as_str().unwrap_or_default(),
                     v["used"].as_str().unwrap_or_default(),
-                    100.0 * v["share"].as_f64().unwrap_or(0.0),
+                    share,
                 );
             }
         }

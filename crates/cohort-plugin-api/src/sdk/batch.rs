@@ -7,14 +7,28 @@
 //! | `Ok(Acks::All)` | ok |
 //! | `Ok(Acks::Each(outcomes))` | as the vendor said; a key it did not mention is retried |
 //! | `Err(HttpError::Rejected)` (a 4xx on a [`ClientErrors::RejectRecords`] request) | rejected with the vendor's reason |
-//! | `Err(PluginError::Retry)` (429, 5xx, no answer) | retried, after the vendor's delay; later chunks are not sent and are retried too |
-//! | any other error (a refused credential, a failure, cancellation) | the whole push fails with it |
+//! | `Err(PluginError::Retry)` (429, 5xx, no answer) | retried, after the vendor's delay; chunks not yet started are not sent and are retried too |
+//! | any other error (a refused credential, a failure, cancellation) | no chunk is started after it, and the whole push fails with it |
+//!
+//! [`Batcher::push`] sends one chunk at a time. [`Batcher::push_concurrent`] keeps up to
+//! [`concurrency`](Batcher::concurrency) chunks in flight, each on a scoped thread, for vendors
+//! that limit simultaneous requests rather than requests per second (Mailchimp: 10
+//! connections). The table holds for both: outcomes come back in the host's order whatever
+//! order the vendor answers in; a chunk told to wait, or a fatal error, stops only chunks not
+//! yet started (those in flight finish, and a retry's delay is not a reason to drop an answer
+//! already on its way). Only `send` runs on the threads: cancellation is checked before each
+//! chunk is started, and progress reported as each one finishes, on the calling thread. The
+//! vendor sees chunks in no fixed order, so concurrency suits only idempotent changes that do
+//! not depend on one another.
 //!
 //! Each chunk gets a [`batch_key`]: the same operations give the same key, on every retry and
 //! in every run, so it can travel as an `Idempotency-Key` and a vendor that saw the request
 //! already answers without applying it twice.
 //!
 //! [`ClientErrors::RejectRecords`]: super::http::ClientErrors::RejectRecords
+
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::mpsc;
 
 use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_128;
@@ -43,6 +57,16 @@ pub struct Chunk<'a, T> {
     pub items: Vec<T>,
 }
 
+impl<'a, T> Chunk<'a, T> {
+    fn new(all: &'a [Operation], indices: &[usize], items: Vec<T>) -> Chunk<'a, T> {
+        Chunk {
+            key: batch_key(indices.iter().map(|&i| all[i].key.as_str())),
+            operations: indices.iter().map(|&i| &all[i]).collect(),
+            items,
+        }
+    }
+}
+
 /// The idempotency key of a set of operations: the same keys, in the same order, give the same
 /// key (`cohort-` and 32 hex digits of an XXH3-128 of the keys, one per line).
 pub fn batch_key<'a>(keys: impl IntoIterator<Item = &'a str>) -> String {
@@ -54,23 +78,139 @@ pub fn batch_key<'a>(keys: impl IntoIterator<Item = &'a str>) -> String {
     format!("cohort-{:032x}", xxh3_128(&text))
 }
 
-/// Sends a batch in chunks of at most `max_records` operations and `max_bytes` of items.
+/// A chunk before it is sent: indices into the host's operations, and their items.
+type Planned<T> = (Vec<usize>, Vec<T>);
+
+/// The outcome of every operation so far, shared by both ways of sending so that the table in
+/// the module doc has one implementation.
+struct Tally<'a> {
+    host: Host,
+    operations: &'a [Operation],
+    outcomes: Vec<Option<OutcomeStatus>>,
+    done: u64,
+    /// Set by the first chunk told to wait: the reason and delay every chunk not yet started
+    /// is retried with.
+    waiting: Option<(String, Option<u64>)>,
+}
+
+impl<'a> Tally<'a> {
+    fn new(host: Host, operations: &'a [Operation]) -> Tally<'a> {
+        Tally {
+            host,
+            operations,
+            outcomes: vec![None; operations.len()],
+            done: 0,
+            waiting: None,
+        }
+    }
+
+    /// An operation answered before any request (`prepare` rejected it).
+    fn reject(&mut self, i: usize, reason: String) {
+        self.outcomes[i] = Some(OutcomeStatus::Rejected { reason });
+        self.done += 1;
+    }
+
+    fn is_waiting(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    /// A chunk that is not sent because an earlier one was told to wait.
+    fn skip(&mut self, indices: &[usize]) {
+        let (reason, retry_after_ms) = self.waiting.clone().unwrap_or_default();
+        for &i in indices {
+            self.outcomes[i] = Some(OutcomeStatus::Retry {
+                reason: format!("not sent: an earlier request was told to wait: {reason}"),
+                retry_after_ms,
+            });
+        }
+    }
+
+    /// What a chunk's request did, per the module's table; `Err` is the error that ends the
+    /// push. Reports progress.
+    fn record(
+        &mut self,
+        indices: &[usize],
+        result: Result<Acks, HttpError>,
+    ) -> Result<(), PluginError> {
+        let operations = self.operations;
+        let mut set = |status: &dyn Fn(&Operation) -> OutcomeStatus| {
+            for &i in indices {
+                self.outcomes[i] = Some(status(&operations[i]));
+            }
+        };
+        match result {
+            Ok(Acks::All) => set(&|_| OutcomeStatus::Ok),
+            Ok(Acks::Each(list)) => set(&|op| {
+                list.iter()
+                    .find(|o| o.key == op.key)
+                    .map(|o| o.status.clone())
+                    .unwrap_or_else(|| OutcomeStatus::Retry {
+                        reason: "the vendor gave no outcome for this operation".to_owned(),
+                        retry_after_ms: None,
+                    })
+            }),
+            Err(HttpError::Rejected { reason, .. }) => set(&|_| OutcomeStatus::Rejected {
+                reason: reason.clone(),
+            }),
+            Err(HttpError::Plugin(PluginError::Retry {
+                message,
+                retry_after,
+            })) => {
+                let retry_after_ms =
+                    retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                set(&|_| OutcomeStatus::Retry {
+                    reason: message.clone(),
+                    retry_after_ms,
+                });
+                self.waiting.get_or_insert((message, retry_after_ms));
+            }
+            Err(HttpError::Plugin(e)) => return Err(e),
+        }
+        self.done += indices.len() as u64;
+        self.host
+            .progress(self.done, Some(self.operations.len() as u64));
+        Ok(())
+    }
+
+    fn finish(self) -> PushResult {
+        PushResult {
+            outcomes: self
+                .operations
+                .iter()
+                .zip(self.outcomes)
+                .map(|(op, status)| Outcome {
+                    key: op.key.clone(),
+                    status: status.unwrap_or(OutcomeStatus::Retry {
+                        reason: "plugin bug: the operation was never sent".to_owned(),
+                        retry_after_ms: None,
+                    }),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Sends a batch in chunks of at most `max_records` operations and `max_bytes` of items, up to
+/// `concurrency` at once through [`push_concurrent`](Self::push_concurrent).
 #[derive(Debug, Clone, Copy)]
 pub struct Batcher {
     host: Host,
     max_records: usize,
     max_bytes: usize,
+    concurrency: usize,
 }
 
 impl Batcher {
-    /// A batcher with 500 operations and 1 MiB of items per request (most vendors allow more;
-    /// set the vendor's limits with [`max_records`](Self::max_records) and
-    /// [`max_bytes`](Self::max_bytes)).
+    /// A batcher with 500 operations and 1 MiB of items per request, one request at a time
+    /// (most vendors allow more; set the vendor's limits with
+    /// [`max_records`](Self::max_records), [`max_bytes`](Self::max_bytes) and
+    /// [`concurrency`](Self::concurrency)).
     pub fn new(host: Host) -> Batcher {
         Batcher {
             host,
             max_records: 500,
             max_bytes: 1 << 20,
+            concurrency: 1,
         }
     }
 
@@ -87,35 +227,41 @@ impl Batcher {
         self
     }
 
-    /// Sends `operations`: `prepare` turns each into the vendor's item (an `Err(reason)` rejects
-    /// that operation, which is not sent), `send` sends one chunk. Returns one outcome per
-    /// operation, in order.
-    pub fn push<'a, T: Serialize>(
+    /// Most chunks [`push_concurrent`](Self::push_concurrent) keeps in flight at once (at
+    /// least 1): the vendor's limit of simultaneous requests, less any the plugin makes
+    /// elsewhere.
+    pub fn concurrency(mut self, n: usize) -> Batcher {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Cuts `operations` into chunks: `prepare` turns each into the vendor's item, and one it
+    /// refuses, or too large for any request, is rejected in the tally and in no chunk.
+    fn plan<'a, T: Serialize>(
         &self,
         operations: &'a [Operation],
         mut prepare: impl FnMut(&'a Operation) -> Result<T, String>,
-        mut send: impl FnMut(&Chunk<'a, T>) -> Result<Acks, HttpError>,
-    ) -> Result<PushResult, PluginError> {
-        let mut outcomes: Vec<Option<OutcomeStatus>> = vec![None; operations.len()];
-        // Chunks as indices into `operations`, with the items.
-        let mut chunks: Vec<(Vec<usize>, Vec<T>)> = Vec::new();
+    ) -> (Tally<'a>, Vec<Planned<T>>) {
+        let mut tally = Tally::new(self.host, operations);
+        let mut chunks: Vec<Planned<T>> = Vec::new();
         let mut bytes = 0;
         for (i, op) in operations.iter().enumerate() {
             let item = match prepare(op) {
                 Ok(item) => item,
                 Err(reason) => {
-                    outcomes[i] = Some(OutcomeStatus::Rejected { reason });
+                    tally.reject(i, reason);
                     continue;
                 }
             };
             let size = serde_json::to_vec(&item).map_or(usize::MAX, |v| v.len() + 1);
             if size > self.max_bytes {
-                outcomes[i] = Some(OutcomeStatus::Rejected {
-                    reason: format!(
+                tally.reject(
+                    i,
+                    format!(
                         "this operation is {size} bytes, more than the {} one request may carry",
                         self.max_bytes
                     ),
-                });
+                );
                 continue;
             }
             let full = chunks.last().is_none_or(|(ops, _)| {
@@ -131,81 +277,85 @@ impl Batcher {
                 bytes += size;
             }
         }
+        (tally, chunks)
+    }
 
-        let total = operations.len() as u64;
-        let mut done = outcomes.iter().filter(|o| o.is_some()).count() as u64;
-        let mut waiting: Option<(String, Option<u64>)> = None;
+    /// Sends `operations` one chunk at a time: `prepare` turns each into the vendor's item (an
+    /// `Err(reason)` rejects that operation, which is not sent), `send` sends one chunk.
+    /// Returns one outcome per operation, in order.
+    pub fn push<'a, T: Serialize>(
+        &self,
+        operations: &'a [Operation],
+        prepare: impl FnMut(&'a Operation) -> Result<T, String>,
+        mut send: impl FnMut(&Chunk<'a, T>) -> Result<Acks, HttpError>,
+    ) -> Result<PushResult, PluginError> {
+        let (mut tally, chunks) = self.plan(operations, prepare);
         for (indices, items) in chunks {
-            let status_of = |acks: &Acks, key: &str| match acks {
-                Acks::All => OutcomeStatus::Ok,
-                Acks::Each(list) => list
-                    .iter()
-                    .find(|o| o.key == key)
-                    .map(|o| o.status.clone())
-                    .unwrap_or_else(|| OutcomeStatus::Retry {
-                        reason: "the vendor gave no outcome for this operation".to_owned(),
-                        retry_after_ms: None,
-                    }),
-            };
-            if let Some((reason, retry_after_ms)) = &waiting {
-                for i in indices {
-                    outcomes[i] = Some(OutcomeStatus::Retry {
-                        reason: format!("not sent: an earlier request was told to wait: {reason}"),
-                        retry_after_ms: *retry_after_ms,
-                    });
-                }
+            if tally.is_waiting() {
+                tally.skip(&indices);
                 continue;
             }
             self.host.check_cancelled()?;
-            let chunk = Chunk {
-                key: batch_key(indices.iter().map(|&i| operations[i].key.as_str())),
-                operations: indices.iter().map(|&i| &operations[i]).collect(),
-                items,
-            };
-            match send(&chunk) {
-                Ok(acks) => {
-                    for &i in &indices {
-                        outcomes[i] = Some(status_of(&acks, &operations[i].key));
-                    }
-                }
-                Err(HttpError::Rejected { reason, .. }) => {
-                    for &i in &indices {
-                        outcomes[i] = Some(OutcomeStatus::Rejected {
-                            reason: reason.clone(),
-                        });
-                    }
-                }
-                Err(HttpError::Plugin(PluginError::Retry {
-                    message,
-                    retry_after,
-                })) => {
-                    let retry_after_ms =
-                        retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                    for &i in &indices {
-                        outcomes[i] = Some(OutcomeStatus::Retry {
-                            reason: message.clone(),
-                            retry_after_ms,
-                        });
-                    }
-                    waiting = Some((message, retry_after_ms));
-                }
-                Err(HttpError::Plugin(e)) => return Err(e),
-            }
-            done += indices.len() as u64;
-            self.host.progress(done, Some(total));
+            let chunk = Chunk::new(operations, &indices, items);
+            tally.record(&indices, send(&chunk))?;
         }
-        Ok(PushResult {
-            outcomes: operations
-                .iter()
-                .zip(outcomes)
-                .map(|(op, status)| Outcome {
-                    key: op.key.clone(),
-                    status: status.unwrap_or(OutcomeStatus::Retry {
-                        reason: "plugin bug: the operation was never sent".to_owned(),
-                        retry_after_ms: None,
-                    }),
-                })
-                .collect(),
+        Ok(tally.finish())
+    }
+
+    /// As [`push`](Self::push), with up to [`concurrency`](Self::concurrency) chunks in flight
+    /// at once, each sent by `send` on a scoped thread (so `send` may only use what is safe to
+    /// share: the [`Host`] is). Outcomes are in the host's order whatever order the chunks
+    /// finish in. A panic in `send` is raised again here once the chunks in flight finish.
+    pub fn push_concurrent<'a, T: Serialize + Send>(
+        &self,
+        operations: &'a [Operation],
+        prepare: impl FnMut(&'a Operation) -> Result<T, String>,
+        send: impl Fn(&Chunk<'a, T>) -> Result<Acks, HttpError> + Sync,
+    ) -> Result<PushResult, PluginError> {
+        let (mut tally, chunks) = self.plan(operations, prepare);
+        let send = &send;
+        std::thread::scope(|scope| {
+            let (tx, rx) = mpsc::channel();
+            let mut pending = chunks.into_iter();
+            let mut in_flight = 0;
+            let mut failed: Option<PluginError> = None;
+            loop {
+                while in_flight < self.concurrency && failed.is_none() && !tally.is_waiting() {
+                    let Some((indices, items)) = pending.next() else {
+                        break;
+                    };
+                    if let Err(e) = self.host.check_cancelled() {
+                        failed = Some(e);
+                        break;
+                    }
+                    let chunk = Chunk::new(operations, &indices, items);
+                    let tx = tx.clone();
+                    scope.spawn(move || {
+                        let result = catch_unwind(AssertUnwindSafe(|| send(&chunk)));
+                        // The receiver outlives every thread of the scope.
+                        let _ = tx.send((indices, result));
+                    });
+                    in_flight += 1;
+                }
+                if in_flight == 0 {
+                    break;
+                }
+                let Ok((indices, result)) = rx.recv() else {
+                    break;
+                };
+                in_flight -= 1;
+                let result = result.unwrap_or_else(|panic| resume_unwind(panic));
+                if let Err(e) = tally.record(&indices, result) {
+                    failed.get_or_insert(e);
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            for (indices, _) in pending {
+                tally.skip(&indices);
+            }
+            Ok(tally.finish())
         })
     }
 }
@@ -215,7 +365,9 @@ mod tests {
     use super::*;
     use crate::wire::Action;
     use cohort_core::CustomerId;
-    use std::time::Duration;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
 
     fn ops(n: usize) -> Vec<Operation> {
         (0..n)
@@ -363,6 +515,184 @@ mod tests {
             )
             .unwrap_err();
         assert!(matches!(err, PluginError::Config(_)));
+    }
+
+    /// Counts the chunks in flight; each waits until `n` are (or a generous deadline passes),
+    /// so a batcher that starts fewer at once is seen as such rather than timed.
+    struct Gauge {
+        now: AtomicUsize,
+        peak: AtomicUsize,
+    }
+
+    impl Gauge {
+        fn new() -> Gauge {
+            Gauge {
+                now: AtomicUsize::new(0),
+                peak: AtomicUsize::new(0),
+            }
+        }
+
+        fn hold_until(&self, n: usize) {
+            let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak.fetch_max(now, Ordering::SeqCst);
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while self.peak.load(Ordering::SeqCst) < n && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            self.now.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn concurrent_chunks_in_flight_reach_the_limit_and_never_pass_it() {
+        let ops = ops(40);
+        let gauge = Gauge::new();
+        let result = Batcher::new(Host::detached())
+            .max_records(2)
+            .concurrency(4)
+            .push_concurrent(
+                &ops,
+                |op| Ok(op.key.clone()),
+                |_| {
+                    gauge.hold_until(4);
+                    Ok(Acks::All)
+                },
+            )
+            .unwrap();
+        assert_eq!(gauge.peak.load(Ordering::SeqCst), 4);
+        assert_eq!(result.outcomes.len(), 40);
+        assert!(
+            result
+                .outcomes
+                .iter()
+                .all(|o| o.status == OutcomeStatus::Ok)
+        );
+    }
+
+    #[test]
+    fn concurrent_outcomes_follow_the_host_order_whatever_order_chunks_finish_in() {
+        let ops = ops(12);
+        let result = Batcher::new(Host::detached())
+            .max_records(3)
+            .concurrency(4)
+            .push_concurrent(
+                &ops,
+                |op| {
+                    if op.key == "k4" {
+                        Err("no email".to_owned())
+                    } else {
+                        Ok(op.key.clone())
+                    }
+                },
+                |chunk| {
+                    // The first chunk answers last.
+                    let first: usize = chunk.items[0][1..].parse().unwrap();
+                    std::thread::sleep(Duration::from_millis(40 - 3 * first as u64));
+                    Ok(Acks::Each(
+                        chunk
+                            .items
+                            .iter()
+                            .map(|k| Outcome {
+                                key: k.clone(),
+                                status: if k == "k7" {
+                                    OutcomeStatus::Rejected {
+                                        reason: "bounced".into(),
+                                    }
+                                } else {
+                                    OutcomeStatus::Ok
+                                },
+                            })
+                            .collect(),
+                    ))
+                },
+            )
+            .unwrap();
+        let keys: Vec<&str> = result.outcomes.iter().map(|o| o.key.as_str()).collect();
+        let expected: Vec<String> = (0..12).map(|i| format!("k{i}")).collect();
+        assert_eq!(keys, expected);
+        for o in &result.outcomes {
+            match o.key.as_str() {
+                "k4" => assert!(
+                    matches!(&o.status, OutcomeStatus::Rejected { reason } if reason == "no email")
+                ),
+                "k7" => assert!(
+                    matches!(&o.status, OutcomeStatus::Rejected { reason } if reason == "bounced")
+                ),
+                _ => assert_eq!(o.status, OutcomeStatus::Ok, "{}", o.key),
+            }
+        }
+    }
+
+    #[test]
+    fn a_concurrent_retry_lets_chunks_in_flight_finish_and_starts_no_more() {
+        let ops = ops(6);
+        let sent = Mutex::new(Vec::new());
+        let told_to_wait = AtomicBool::new(false);
+        let result = Batcher::new(Host::detached())
+            .max_records(1)
+            .concurrency(2)
+            .push_concurrent(
+                &ops,
+                |op| Ok(op.key.clone()),
+                |chunk| {
+                    sent.lock().unwrap().push(chunk.items[0].clone());
+                    if chunk.items[0] == "k1" {
+                        told_to_wait.store(true, Ordering::SeqCst);
+                        return Err(PluginError::retry("429", Some(Duration::from_secs(3))).into());
+                    }
+                    // k0 is still in flight when k1 is told to wait, and answers after it.
+                    while !told_to_wait.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                    Ok(Acks::All)
+                },
+            )
+            .unwrap();
+        let mut sent = sent.into_inner().unwrap();
+        sent.sort();
+        assert_eq!(sent, ["k0", "k1"]);
+        assert_eq!(result.outcomes[0].status, OutcomeStatus::Ok);
+        for o in &result.outcomes[1..] {
+            assert!(
+                matches!(
+                    o.status,
+                    OutcomeStatus::Retry {
+                        retry_after_ms: Some(3000),
+                        ..
+                    }
+                ),
+                "{o:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_concurrent_fatal_error_starts_no_more_chunks_and_fails_the_push() {
+        let ops = ops(20);
+        let calls = AtomicUsize::new(0);
+        let err = Batcher::new(Host::detached())
+            .max_records(1)
+            .concurrency(3)
+            .push_concurrent(
+                &ops,
+                |op| Ok(op.key.clone()),
+                |chunk| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    if chunk.items[0] == "k0" {
+                        Err(PluginError::config("/api_key", "refused").into())
+                    } else {
+                        std::thread::sleep(Duration::from_millis(200));
+                        Ok(Acks::All)
+                    }
+                },
+            )
+            .unwrap_err();
+        assert!(matches!(err, PluginError::Config(_)), "{err:?}");
+        assert!(
+            calls.load(Ordering::SeqCst) <= 3,
+            "only the first chunks in flight were sent"
+        );
     }
 
     #[test]

@@ -11,9 +11,11 @@
 //! - `Authorization: Klaviyo-API-Key <private key>`; a wrong key is a 401 JSON:API error; a
 //!   `revision` other than the spec's is a 400.
 //! - Limits per endpoint family and account: a burst per second and a steady rate per
-//!   minute (profile-import 75/s, 750/m; lists and bulk jobs 10/s, 150/m); `RateLimit-Limit`,
-//!   `RateLimit-Remaining`, `RateLimit-Reset` on every answer, and a 429 with `Retry-After`
-//!   beyond them.
+//!   minute (profile-import 75/s, 750/m; lists and bulk jobs 10/s, 150/m), both sliding
+//!   windows; on every answer `RateLimit-Limit` (the steady limit), `RateLimit-Remaining`
+//!   (what is left of it) and `RateLimit-Reset` (seconds until the oldest request of the
+//!   minute leaves it, rounded up), and beyond either limit a 429 whose `Retry-After` is the
+//!   seconds until the window that refused it has room.
 //! - `POST /api/profile-import`: an upsert by address (201 created, 200 updated); an address
 //!   on a domain that cannot receive mail is `400 Invalid input.`.
 //! - `POST`/`DELETE /api/lists/{id}/relationships/profiles`: at most 1000 profiles; unknown
@@ -74,6 +76,11 @@ pub struct Stats {
     pub injected: u64,
     /// 429s given because the client went too fast.
     pub throttled: u64,
+    /// The same, by family.
+    pub throttled_by_family: BTreeMap<&'static str, u64>,
+    /// By family: answers after which its burst or steady window was full, so that the next
+    /// request had to wait (a run where this stays 0 was not bound by the limits).
+    pub limit_reached: BTreeMap<&'static str, u64>,
     /// Requests that broke the spec.
     pub invalid: u64,
     /// What was wrong with them.
@@ -102,6 +109,8 @@ struct State {
     windows: BTreeMap<&'static str, VecDeque<Instant>>,
     /// Family → (per second, per minute).
     limits: BTreeMap<&'static str, (usize, usize)>,
+    /// The steady window: a minute, as at Klaviyo (shorter only to keep a test short).
+    steady_window: Duration,
     stats: Stats,
     next: u64,
     /// Address → Klaviyo's suppression of its email marketing (reason, ISO 8601 timestamp).
@@ -166,6 +175,7 @@ impl Fake {
             faults: VecDeque::new(),
             windows: BTreeMap::new(),
             limits,
+            steady_window: Duration::from_secs(60),
             stats: Stats::default(),
             next: 1,
             suppressed: BTreeMap::new(),
@@ -261,6 +271,12 @@ impl Fake {
     /// A family's limits: (per second, per minute).
     pub fn limits(&self, family: &str) -> (usize, usize) {
         lock(&self.state).limits[family]
+    }
+
+    /// Makes the steady limits count over `window` instead of a minute, so a test can reach
+    /// them and see them reset in seconds.
+    pub fn set_steady_window(&self, window: Duration) {
+        lock(&self.state).steady_window = window;
     }
 
     /// Changes a family's limits (per second, per minute).
@@ -381,47 +397,87 @@ fn answer(state: &Mutex<State>, specs: &(OpenApi, OpenApi), r: &Recorded) -> Rep
             None,
         );
     }
-    // The limits of the endpoint's family: burst per second, steady per minute.
     let fam = family(&r.path);
     let limits = {
         let mut s = lock(state);
-        let (per_second, per_minute) = s.limits[fam];
-        let now = Instant::now();
-        let window = s.windows.entry(fam).or_default();
-        while window
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
-        {
-            window.pop_front();
-        }
-        let in_second = window
-            .iter()
-            .filter(|t| now.duration_since(**t) < Duration::from_secs(1))
-            .count();
-        if in_second >= per_second || window.len() >= per_minute {
-            s.stats.throttled += 1;
-            let wait = if in_second >= per_second { 1 } else { 60 };
-            return reply(
-                429,
-                &error(
+        match admit(&mut s, fam, Instant::now()) {
+            Ok(window) => window,
+            Err((window, wait)) => {
+                s.stats.throttled += 1;
+                return reply(
                     429,
-                    "throttled",
-                    "Request was throttled.",
-                    &format!("Request was throttled. Expected available in {wait} second."),
-                    None,
-                ),
-                Some((per_minute, 0, wait)),
-            )
-            .retry_after(wait);
+                    &error(
+                        429,
+                        "throttled",
+                        "Request was throttled.",
+                        &format!("Request was throttled. Expected available in {wait} second."),
+                        None,
+                    ),
+                    Some(window),
+                )
+                .retry_after(wait);
+            }
         }
-        window.push_back(now);
-        let used = window.len();
-        (per_minute, per_minute - used, 60)
     };
     let mut s = lock(state);
     let (status, value) = route(&mut s, r, body.as_ref());
     drop(s);
     reply(status, &value, Some(limits)).delay(delay)
+}
+
+/// Whole seconds, rounded up: how Klaviyo states a wait.
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// `(RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset)`.
+type Headers = (usize, usize, u64);
+
+/// Counts a request of family `fam` arriving at `now` against its two sliding windows, the
+/// burst (a second) and the steady limit (a minute), and answers the headers:
+/// `(RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset)`, the steady window's limit, what
+/// is left of it, and the seconds until its oldest request leaves it. A request beyond either
+/// limit is not counted: `Err` with the headers and the `Retry-After`, the seconds until the
+/// window that refused it has room.
+fn admit(s: &mut State, fam: &'static str, now: Instant) -> Result<Headers, (Headers, u64)> {
+    const SECOND: Duration = Duration::from_secs(1);
+    let (per_second, per_minute) = s.limits[fam];
+    let minute = s.steady_window;
+    let window = s.windows.entry(fam).or_default();
+    while window
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > minute)
+    {
+        window.pop_front();
+    }
+    let until_leaves =
+        |t: &Instant, span: Duration| ceil_secs((*t + span).saturating_duration_since(now));
+    let reset = |w: &VecDeque<Instant>| w.front().map_or(0, |t| until_leaves(t, minute));
+    let in_second: Vec<Instant> = window
+        .iter()
+        .copied()
+        .filter(|t| now.duration_since(*t) < SECOND)
+        .collect();
+    let burst_wait = (in_second.len() >= per_second)
+        .then(|| until_leaves(&in_second[in_second.len() - per_second], SECOND));
+    let steady_wait = (window.len() >= per_minute)
+        .then(|| until_leaves(&window[window.len() - per_minute], minute));
+    let headers = (
+        per_minute,
+        per_minute.saturating_sub(window.len()),
+        reset(window),
+    );
+    if let Some(wait) = burst_wait.into_iter().chain(steady_wait).max() {
+        *s.stats.throttled_by_family.entry(fam).or_default() += 1;
+        return Err((headers, wait));
+    }
+    window.push_back(now);
+    let full = window.len() >= per_minute || in_second.len() + 1 >= per_second;
+    let headers = (per_minute, per_minute - window.len(), reset(window));
+    if full {
+        *s.stats.limit_reached.entry(fam).or_default() += 1;
+    }
+    Ok(headers)
 }
 
 fn invalid_email(email: &str) -> bool {

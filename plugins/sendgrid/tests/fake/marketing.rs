@@ -17,10 +17,20 @@
 //! - `GET /v3/suppression/unsubscribes` (no spec file: SendGrid's documented shape): the global
 //!   unsubscribes `[{"email", "created"}]`, filtered by `start_time`/`end_time` (Unix seconds),
 //!   paged by `limit`/`offset`.
+//! - Rate limits, as SendGrid's "Rate Limits" page describes them: each endpoint allows a fixed
+//!   number of requests per refresh period, and every answer says where it stands in
+//!   `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (the Unix time the
+//!   period ends); past the limit, a 429 `{"errors":[{"field":null,"message":"too many
+//!   requests"}]}` with the same headers and no `Retry-After`. SendGrid publishes no figure for
+//!   the marketing endpoints; the fake takes its published default, 600 requests a minute per
+//!   endpoint (changelog of 2019-10-10), with periods on whole minutes of the Unix clock
+//!   ([`Marketing::set_rate_limit`] changes it). Endpoints are counted apart: the path with its
+//!   ids replaced (`GET /v3/marketing/contacts/imports/{id}`).
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use cohort_plugin_testkit::{OpenApi, Recorded, Reply};
 use serde_json::{Value, json};
@@ -61,6 +71,23 @@ pub(super) struct State {
     faults: VecDeque<(String, Reply)>,
     violations: Vec<String>,
     next: u64,
+    /// Requests per period, and the period in seconds.
+    rate_limit: (u64, u64),
+    /// Endpoint → (period's start, Unix seconds) → requests admitted in it.
+    periods: BTreeMap<String, BTreeMap<u64, u64>>,
+    /// 429s given because an endpoint's period was used up.
+    throttled: u64,
+}
+
+/// What the rate limiter saw, for a benchmark.
+#[derive(Debug, Clone, Default)]
+pub struct RateStats {
+    /// Requests per period and the period in seconds.
+    pub limit: (u64, u64),
+    /// Endpoint → period start (Unix seconds) → requests admitted in it.
+    pub periods: BTreeMap<String, BTreeMap<u64, u64>>,
+    /// 429s given.
+    pub throttled: u64,
 }
 
 pub(super) struct Marketing {
@@ -98,6 +125,9 @@ impl Marketing {
                 faults: VecDeque::new(),
                 violations: Vec::new(),
                 next: 1,
+                rate_limit: (600, 60),
+                periods: BTreeMap::new(),
+                throttled: 0,
             })),
             specs: Arc::new([
                 spec("tsg_mc_contacts_v3.json"),
@@ -117,6 +147,25 @@ impl Marketing {
         lock(&self.state)
             .faults
             .push_back((prefix.to_owned(), reply));
+    }
+
+    /// Each endpoint allows `requests` per `seconds` (default 600 per 60).
+    pub(super) fn set_rate_limit(&self, requests: u64, seconds: u64) {
+        lock(&self.state).rate_limit = (requests, seconds.max(1));
+    }
+
+    /// Jobs finish at the poll after this many (default 1: the first poll finds them pending).
+    pub(super) fn set_polls_before_done(&self, polls: u32) {
+        lock(&self.state).polls_before_done = polls;
+    }
+
+    pub(super) fn rate_stats(&self) -> RateStats {
+        let st = lock(&self.state);
+        RateStats {
+            limit: st.rate_limit,
+            periods: st.periods.clone(),
+            throttled: st.throttled,
+        }
     }
 
     pub(super) fn violations(&self) -> Vec<String> {
@@ -171,6 +220,71 @@ fn answer(state: &Mutex<State>, specs: &[OpenApi; 3], req: &Recorded) -> Reply {
     if req.header("authorization") != Some(format!("Bearer {KEY}").as_str()) {
         return Reply::status(401).with_json(&errors(&[("authorization required", None)]));
     }
+    let limits = match admit(&mut lock(state), &endpoint(req)) {
+        Ok(headers) => headers,
+        Err(headers) => {
+            return with_limits(
+                Reply::status(429).with_json(&json!({"errors": [
+                    {"field": null, "message": "too many requests"}]})),
+                headers,
+            );
+        }
+    };
+    let reply = answer_within_limits(state, specs, req);
+    // An injected 429 says what the test wrote, not what the limiter would.
+    if reply.status == 429 {
+        return reply;
+    }
+    with_limits(reply, limits)
+}
+
+/// The endpoint a request counts against: its method and path, ids replaced by `{id}`.
+fn endpoint(req: &Recorded) -> String {
+    let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+    let template: Vec<&str> = match parts.as_slice() {
+        ["v3", "marketing", "contacts", "imports", _] => {
+            vec!["v3", "marketing", "contacts", "imports", "{id}"]
+        }
+        ["v3", "marketing", "lists", _, rest @ ..] => {
+            let mut t = vec!["v3", "marketing", "lists", "{id}"];
+            t.extend(rest);
+            t
+        }
+        other => other.to_vec(),
+    };
+    format!("{} /{}", req.method, template.join("/"))
+}
+
+/// Counts a request against its endpoint's period: `Ok` with the headers to answer when it is
+/// within the limit, `Err` with them when the period is used up.
+fn admit(st: &mut State, endpoint: &str) -> Result<(u64, u64, u64), (u64, u64, u64)> {
+    let (limit, period) = st.rate_limit;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let start = now - now % period;
+    let used = st
+        .periods
+        .entry(endpoint.to_owned())
+        .or_default()
+        .entry(start)
+        .or_default();
+    if *used >= limit {
+        st.throttled += 1;
+        return Err((limit, 0, start + period));
+    }
+    *used += 1;
+    Ok((limit, limit - *used, start + period))
+}
+
+fn with_limits(reply: Reply, (limit, remaining, reset): (u64, u64, u64)) -> Reply {
+    reply
+        .with_header("X-RateLimit-Limit", &limit.to_string())
+        .with_header("X-RateLimit-Remaining", &remaining.to_string())
+        .with_header("X-RateLimit-Reset", &reset.to_string())
+}
+
+fn answer_within_limits(state: &Mutex<State>, specs: &[OpenApi; 3], req: &Recorded) -> Reply {
     let body = (!req.body.is_empty()).then(|| req.json());
     if req.path.starts_with("/v3/marketing") {
         let spec = if req.path.starts_with("/v3/marketing/lists") {

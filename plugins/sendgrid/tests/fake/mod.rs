@@ -9,7 +9,7 @@
 mod marketing;
 mod spec;
 
-pub use marketing::{Contact, LIST};
+pub use marketing::{Contact, LIST, RateStats};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -93,6 +93,21 @@ impl Fake {
     /// checking it against the spec).
     pub fn fault_on(&self, prefix: &str, reply: Reply) {
         self.marketing.fault_on(prefix, reply);
+    }
+
+    /// Each marketing endpoint allows `requests` per `seconds` (default 600 per 60).
+    pub fn set_rate_limit(&self, requests: u64, seconds: u64) {
+        self.marketing.set_rate_limit(requests, seconds);
+    }
+
+    /// Import jobs finish at the poll after this many (default 1).
+    pub fn set_polls_before_done(&self, polls: u32) {
+        self.marketing.set_polls_before_done(polls);
+    }
+
+    /// What the marketing endpoints' rate limiter saw.
+    pub fn rate_stats(&self) -> RateStats {
+        self.marketing.rate_stats()
     }
 
     /// The contacts on the list, by address.
