@@ -42,7 +42,7 @@ use sea_orm_migration::MigratorTrait;
 
 pub use error::StoreError;
 pub use identity::{IdentityUpdate, RecordKey, StoredIdentity};
-pub use queue::{Claim, DaemonLease, Settle};
+pub use queue::{Claim, DaemonLease, Settle, Tick};
 pub use runs::{Begun, Holder, Owner, RunLease};
 pub use types::{
     Backend, DestinationState, DestinationStatus, PendingPush, RecordError, Records, RunId, RunRow,

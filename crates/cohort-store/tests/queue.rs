@@ -7,7 +7,7 @@ mod util;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use cohort_store::{Backend, Begun, Owner, RunStatus, Settle, StoreError};
+use cohort_store::{Backend, Begun, Owner, RunStatus, Settle, StoreError, Tick};
 use serde_json::json;
 use util::workspace;
 
@@ -59,6 +59,65 @@ both!(a_tick_is_one_run_row_however_many_daemons_queue_it, |db| {
     assert_eq!(runs[0].scheduled_for, Some(t(60)));
     other.close().await;
 });
+
+both!(
+    a_batch_of_ticks_queues_each_once_and_names_the_ones_it_created,
+    |db| {
+        db.store.ensure_workspace(&workspace("a")).await.unwrap();
+        db.store.ensure_workspace(&workspace("b")).await.unwrap();
+        let tick = |w: &str, job: &str, at| Tick {
+            workspace: w.to_owned(),
+            job: job.to_owned(),
+            scheduled_for: at,
+        };
+        // Another daemon queued one of them first.
+        let earlier = db
+            .store
+            .workspace("b")
+            .enqueue_tick("j", t(0), t(0))
+            .await
+            .unwrap()
+            .unwrap();
+        // More than one statement's worth, so that the places span the chunks.
+        let mut ticks: Vec<Tick> = (0..600).map(|i| tick("a", "j", t(60 * i))).collect();
+        ticks.push(tick("b", "j", t(0)));
+        ticks.push(tick("b", "k", t(0)));
+        let created = db.store.enqueue_ticks(&ticks, t(1)).await.unwrap();
+        assert_eq!(created.len(), 601, "all but the tick already queued");
+        let places: Vec<usize> = created.iter().map(|(i, _)| *i).collect();
+        assert_eq!(places, (0..600).chain([601]).collect::<Vec<_>>());
+        assert!(created.iter().all(|(_, id)| *id != earlier));
+        let b = db.store.workspace("b");
+        let k = b
+            .runs_where(Some("k"), Some(RunStatus::Queued), 10)
+            .await
+            .unwrap();
+        assert_eq!(k.len(), 1);
+        assert_eq!(k[0].id, created[600].1, "the id returned is the row's");
+        assert_eq!(k[0].scheduled_for, Some(t(0)));
+        // Queued as a single tick would be: claimable, first attempt, a scheduled trigger.
+        let claim = db
+            .store
+            .claim(&ids(&["b"]), &daemon("x"), LEASE, t(2))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claim.trigger, "schedule");
+        assert_eq!(claim.attempt, 1);
+        // The same batch again queues nothing.
+        assert!(
+            db.store
+                .enqueue_ticks(&ticks, t(3))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            db.store.workspace("a").last_tick("j").await.unwrap(),
+            Some(t(60 * 599))
+        );
+    }
+);
 
 both!(
     claims_hand_each_queued_run_to_one_daemon_oldest_first,

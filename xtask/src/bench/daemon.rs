@@ -13,6 +13,8 @@
 //! - RSS: `/proc/PID/status` sampled twice a second. "Idle" is after the daemon is ready and
 //!   before its first tick; "load" is the peak.
 //!
+//! The test servers run PostgreSQL without autovacuum: [`Analyzer`] stands in for it.
+//!
 //! Like every benchmark here it measures and prints; it fails only when the daemon does
 //! something wrong (a tick run twice), never because a number is slower than hoped.
 
@@ -37,6 +39,7 @@ struct Args {
     daemons: Vec<usize>,
     workers: usize,
     postgres: String,
+    analyze: bool,
 }
 
 impl Args {
@@ -67,6 +70,7 @@ impl Args {
             daemons,
             workers: usize::try_from(number("--workers", "4")?)?,
             postgres: arg("--postgres", "postgres://postgres@127.0.0.1:5432"),
+            analyze: !args.iter().any(|a| a == "--no-analyze"),
         })
     }
 }
@@ -259,6 +263,7 @@ fn scenario(bin: &Path, root: &Path, conf: &Path, args: &Args, daemons: usize) -
     let last_tick = first_tick + 60 * (args.minutes - 1);
     let stop_at = last_tick + 60;
     let sampler = Sampler::start(children.iter().map(|d| d.child.id()).collect());
+    let analyzer = args.analyze.then(|| Analyzer::start(url.clone()));
     sleep_until(first_tick.saturating_sub(1));
     let rss_idle = sampler.current();
     eprintln!(
@@ -269,6 +274,9 @@ fn scenario(bin: &Path, root: &Path, conf: &Path, args: &Args, daemons: usize) -
     );
     sleep_until(stop_at);
     let rss_peak = sampler.stop();
+    if let Some(a) = analyzer {
+        a.stop();
+    }
     for d in &mut children {
         terminate(d)?;
     }
@@ -392,6 +400,41 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     }
     let i = ((sorted.len() - 1) as f64 * q).round() as usize;
     sorted[i.min(sorted.len() - 1)]
+}
+
+/// Stands in for PostgreSQL's autovacuum, which the development and CI servers run without:
+/// an `ANALYZE` of the bench database once a minute (autovacuum's default naptime). Without
+/// statistics the planner takes every table for empty, and reads a workspace's customers by
+/// scanning every workspace's (100,000 rows, three times a run): the runs then measure that,
+/// not the daemon. `--no-analyze` measures it anyway.
+struct Analyzer {
+    done: Arc<AtomicBool>,
+    thread: thread::JoinHandle<()>,
+}
+
+impl Analyzer {
+    fn start(url: String) -> Analyzer {
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        let thread = thread::spawn(move || {
+            let mut next = now_secs() + 60;
+            while !d.load(Ordering::Relaxed) {
+                if now_secs() >= next {
+                    if let Err(e) = psql(&url, "ANALYZE") {
+                        eprintln!("ANALYZE failed: {e:#}");
+                    }
+                    next += 60;
+                }
+                thread::sleep(Duration::from_millis(500));
+            }
+        });
+        Analyzer { done, thread }
+    }
+
+    fn stop(self) {
+        self.done.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
 }
 
 /// Samples the summed RSS of the daemons twice a second, keeping the peak.

@@ -79,7 +79,7 @@ pub(crate) struct Daemon {
     running: Mutex<HashMap<RunId, CancellationToken>>,
     in_flight: AtomicUsize,
     idle: Notify,
-    workers: Arc<Semaphore>,
+    workers: Workers,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -138,6 +138,7 @@ impl Daemon {
         match checked {
             Ok(config) => {
                 let workspaces = config.workspaces.len();
+                self.workers.resize(config.server.workers);
                 *self
                     .config
                     .write()
@@ -159,6 +160,62 @@ impl Daemon {
                 Err(problems)
             }
         }
+    }
+}
+
+/// The worker slots: `[server] workers` permits, resized by a reload.
+///
+/// Growing adds permits at once. Shrinking retires the free slots at once, but cannot take
+/// the ones running runs hold: a task waits for those to come free and retires them, and
+/// meanwhile the claim loop, queued behind it (tokio's semaphore is fair), claims nothing new.
+/// Resizes add up in any order: once the runs started before them end, there are as many
+/// slots as last configured.
+struct Workers {
+    slots: Arc<Semaphore>,
+    configured: Mutex<usize>,
+}
+
+impl Workers {
+    fn new(n: usize) -> Workers {
+        Workers {
+            slots: Arc::new(Semaphore::new(n)),
+            configured: Mutex::new(n),
+        }
+    }
+
+    /// Takes a slot for one run, waiting for one to come free.
+    async fn acquire(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.slots.clone().acquire_owned().await.ok()
+    }
+
+    /// Sets the number of slots to `n`.
+    fn resize(&self, n: usize) {
+        let mut configured = self
+            .configured
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let was = *configured;
+        if n == was {
+            return;
+        }
+        *configured = n;
+        if n > was {
+            self.slots.add_permits(n - was);
+        } else {
+            // The free slots go at once, so that the claim loop cannot take one meanwhile;
+            // the others as their runs end.
+            let busy = (was - n) - self.slots.forget_permits(was - n);
+            if busy > 0 {
+                let slots = self.slots.clone();
+                let busy = u32::try_from(busy).unwrap_or(u32::MAX);
+                tokio::spawn(async move {
+                    if let Ok(retired) = slots.acquire_many_owned(busy).await {
+                        retired.forget();
+                    }
+                });
+            }
+        }
+        tracing::info!(from = was, to = n, "Workers resized");
     }
 }
 
@@ -240,7 +297,7 @@ async fn serve(args: &DaemonArgs, config: Config) -> Result<()> {
         running: Mutex::new(HashMap::new()),
         in_flight: AtomicUsize::new(0),
         idle: Notify::new(),
-        workers: Arc::new(Semaphore::new(workers)),
+        workers: Workers::new(workers),
     });
 
     let listener = tokio::net::TcpListener::bind(&listen)
@@ -373,5 +430,52 @@ async fn heartbeat(daemon: Arc<Daemon>, registration: cohort_store::DaemonLease)
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .len();
         daemon.metrics.set("cohort_leases_held", &[], held as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Workers;
+
+    /// Whether a slot can be taken now.
+    async fn free(workers: &Workers) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        tokio::time::timeout(Duration::from_millis(50), workers.acquire())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    #[tokio::test]
+    async fn a_reload_that_raises_workers_lets_more_runs_start_at_once() {
+        let workers = Workers::new(1);
+        let _running = free(&workers).await.expect("one slot");
+        assert!(free(&workers).await.is_none(), "one worker, busy");
+        workers.resize(3);
+        let _second = free(&workers).await.expect("a second slot at once");
+        let _third = free(&workers).await.expect("a third slot at once");
+        assert!(free(&workers).await.is_none(), "three workers, all busy");
+    }
+
+    #[tokio::test]
+    async fn a_reload_that_lowers_workers_lets_running_runs_finish_and_starts_fewer_after() {
+        let workers = Workers::new(3);
+        let a = free(&workers).await.expect("slot");
+        let b = free(&workers).await.expect("slot");
+        workers.resize(1);
+        // Two runs still hold their slots, and the third slot is retired: nothing starts.
+        assert!(free(&workers).await.is_none(), "no slot while shrinking");
+        drop(a);
+        assert!(free(&workers).await.is_none(), "still shrinking");
+        drop(b);
+        let only = free(&workers).await.expect("the one slot left");
+        assert!(free(&workers).await.is_none(), "one worker now");
+        drop(only);
+        // A later raise adds to what is configured, not to what was free.
+        workers.resize(2);
+        let _x = free(&workers).await.expect("slot");
+        let _y = free(&workers).await.expect("slot");
+        assert!(free(&workers).await.is_none(), "two workers");
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cohort_scheduler::{JobTimes, Policy};
+use cohort_store::Tick;
 
 use super::Daemon;
 
@@ -25,6 +26,9 @@ pub(super) async fn run(daemon: Arc<Daemon>) {
         let config = daemon.config();
         let now = Utc::now();
         let mut wake_at = now + chrono::Duration::from_std(MAX_SLEEP).unwrap_or_default();
+        // Every tick due in this pass is queued in one batch: the cursors move only once it
+        // is stored.
+        let mut due_now: Vec<Due> = Vec::new();
         for w in &config.workspaces {
             // A workspace added by a reload is created in the store before its first tick.
             if !known.contains(&w.id) {
@@ -57,46 +61,59 @@ pub(super) async fn run(daemon: Arc<Daemon>) {
                     &format!("{}/{}", w.id, job.name),
                 );
                 let due = times.due(since, now);
-                if let Some(tick) = due.fire {
-                    match ws.enqueue_tick(&job.name, tick, now).await {
-                        Ok(Some(run_id)) => {
-                            tracing::info!(
-                                workspace = %w.id,
-                                job = %job.name,
-                                run_id,
-                                scheduled_for = %tick.to_rfc3339(),
-                                late = due.late,
-                                "Tick queued"
-                            );
-                            daemon.wake.notify_one();
-                        }
-                        // Another daemon queued it first.
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::warn!(workspace = %w.id, job = %job.name, error = %e, "Queueing a tick failed; trying again");
-                            continue;
-                        }
-                    }
-                }
-                if due.missed > 0 {
-                    daemon.metrics.add(
-                        "cohort_ticks_missed_total",
-                        &[("workspace", &w.id), ("job", &job.name)],
-                        due.missed,
-                    );
-                    tracing::warn!(
-                        workspace = %w.id,
-                        job = %job.name,
-                        missed = due.missed,
-                        misfire = job.misfire.as_str(),
-                        "Ticks missed"
-                    );
-                }
-                if let Some(t) = due.through {
-                    cursors.insert(key, t);
-                }
                 if let Some(next) = due.next_start {
                     wake_at = wake_at.min(next);
+                }
+                due_now.push(Due {
+                    key,
+                    misfire: job.misfire.as_str(),
+                    due,
+                });
+            }
+        }
+        let (ticks, late): (Vec<Tick>, Vec<bool>) = due_now
+            .iter()
+            .filter_map(|d| {
+                let tick = Tick {
+                    workspace: d.key.0.clone(),
+                    job: d.key.1.clone(),
+                    scheduled_for: d.due.fire?,
+                };
+                Some((tick, d.due.late))
+            })
+            .unzip();
+        let queued = if ticks.is_empty() {
+            Ok(Vec::new())
+        } else {
+            daemon.store().enqueue_ticks(&ticks, now).await
+        };
+        match queued {
+            Ok(created) => {
+                for &(i, run_id) in &created {
+                    let t = &ticks[i];
+                    tracing::info!(
+                        workspace = %t.workspace,
+                        job = %t.job,
+                        run_id,
+                        scheduled_for = %t.scheduled_for.to_rfc3339(),
+                        late = late[i],
+                        "Tick queued"
+                    );
+                }
+                if !created.is_empty() {
+                    // Every free worker, not one: they claim in parallel.
+                    daemon.wake.notify_waiters();
+                    daemon.wake.notify_one();
+                }
+                for d in due_now {
+                    settle_due(&daemon, &mut cursors, d);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(ticks = ticks.len(), error = %e, "Queueing the ticks failed; trying again");
+                // The jobs with nothing to queue may still move on.
+                for d in due_now.into_iter().filter(|d| d.due.fire.is_none()) {
+                    settle_due(&daemon, &mut cursors, d);
                 }
             }
         }
@@ -108,5 +125,34 @@ pub(super) async fn run(daemon: Arc<Daemon>) {
             _ = tokio::time::sleep(sleep) => {}
             _ = daemon.replan.notified() => {}
         }
+    }
+}
+
+/// What one job's schedule said in a pass.
+struct Due {
+    key: (String, String),
+    misfire: &'static str,
+    due: cohort_scheduler::Due,
+}
+
+/// Counts the ticks a job missed and moves its cursor, once its tick (if any) is stored.
+fn settle_due(daemon: &Daemon, cursors: &mut HashMap<(String, String), DateTime<Utc>>, d: Due) {
+    let (ws, job) = (&d.key.0, &d.key.1);
+    if d.due.missed > 0 {
+        daemon.metrics.add(
+            "cohort_ticks_missed_total",
+            &[("workspace", ws), ("job", job)],
+            d.due.missed,
+        );
+        tracing::warn!(
+            workspace = %ws,
+            job = %job,
+            missed = d.due.missed,
+            misfire = d.misfire,
+            "Ticks missed"
+        );
+    }
+    if let Some(t) = d.due.through {
+        cursors.insert(d.key, t);
     }
 }

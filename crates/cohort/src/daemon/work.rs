@@ -38,7 +38,7 @@ const CANCEL_GRACE: Duration = Duration::from_secs(30);
 
 pub(super) async fn claim_loop(daemon: Arc<Daemon>) {
     loop {
-        let Ok(permit) = daemon.workers.clone().acquire_owned().await else {
+        let Some(permit) = daemon.workers.acquire().await else {
             return;
         };
         if daemon.draining() {
