@@ -379,9 +379,11 @@ async fn live_facts(
     for part in customers.chunks(CHUNK) {
         let rows: Vec<Value> = match tx {
             Tx::Sqlite(tx) => {
+                // Without `INDEXED BY` SQLite walks the whole source by its key (`source_id`
+                // is the key's first column) instead of probing the customer index.
                 let sql = format!(
                     "SELECT json_group_array(json_array({columns})) FROM {table} \
-                     WHERE source_id = ?1 AND deleted_at IS NULL \
+                     INDEXED BY {table}_customer WHERE source_id = ?1 AND deleted_at IS NULL \
                      AND customer_id IN (SELECT value FROM json_each(?2))"
                 );
                 let packed: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
@@ -392,10 +394,12 @@ async fn live_facts(
                 unpack(packed)?
             }
             Tx::Postgres(tx) => {
+                // One index probe per customer, whatever the statistics say (a table just
+                // bulk-loaded has none, and `= ANY` was then planned as a scan of the source).
                 let sql = format!(
-                    "SELECT json_build_array({columns})::text FROM {table} \
-                     WHERE source_id = $1 AND deleted_at IS NULL \
-                     AND customer_id = ANY($2::text[])"
+                    "SELECT r.facts FROM UNNEST($2::text[]) AS k(id) CROSS JOIN LATERAL \
+                     (SELECT json_build_array({columns})::text AS facts FROM {table} \
+                     WHERE source_id = $1 AND customer_id = k.id AND deleted_at IS NULL) AS r"
                 );
                 let texts: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                     .bind(source_id)
@@ -469,9 +473,11 @@ async fn read_order_totals(
                 }
             }
             Tx::Postgres(tx) => {
+                // A probe per customer, as in `live_facts`.
                 let sql = format!(
-                    "SELECT {ORDER_TOTALS_COLUMNS} FROM order_totals \
-                     WHERE source_id = $1 AND customer_id = ANY($2::text[])"
+                    "SELECT r.* FROM UNNEST($2::text[]) AS k(id) CROSS JOIN LATERAL \
+                     (SELECT {ORDER_TOTALS_COLUMNS} FROM order_totals \
+                     WHERE source_id = $1 AND customer_id = k.id) AS r"
                 );
                 sqlx::query_as(sqlx::AssertSqlSafe(sql))
                     .bind(source_id)
@@ -621,8 +627,9 @@ async fn read_event_totals(
             }
             Tx::Postgres(tx) => {
                 sqlx::query_as(
-                    "SELECT customer_id, kind, count, last_at FROM event_totals \
-                     WHERE source_id = $1 AND customer_id = ANY($2::text[])",
+                    "SELECT r.* FROM UNNEST($2::text[]) AS k(id) CROSS JOIN LATERAL \
+                     (SELECT customer_id, kind, count, last_at FROM event_totals \
+                     WHERE source_id = $1 AND customer_id = k.id) AS r",
                 )
                 .bind(source_id)
                 .bind(part)
@@ -810,6 +817,7 @@ pub(crate) async fn ensure_ready(
             .fetch_all(db.get_sqlite_connection_pool())
             .await?
     };
+    let rebuilt = !sources.is_empty();
     for source_id in sources {
         if postgres {
             let mut tx = db.get_postgres_connection_pool().begin().await?;
@@ -833,6 +841,14 @@ pub(crate) async fn ensure_ready(
             }
             tx.commit().await?;
         }
+    }
+    if postgres && rebuilt {
+        // A rebuild follows a bulk load: fresh statistics let the planner probe the customer
+        // index for the changes that follow (with none, and autovacuum slow or off, it walked
+        // whole sources per change set).
+        sqlx::query("ANALYZE orders, events, order_totals, event_totals")
+            .execute(db.get_postgres_connection_pool())
+            .await?;
     }
     Ok(())
 }
@@ -1019,28 +1035,32 @@ async fn for_each_totals_row(
             .bind(workspace)
             .fetch_all(&mut *tx)
             .await?;
-    // Paged by the rowid SQLite gives these tables (they are not WITHOUT ROWID).
+    // Paged by key: `customer_id` (and `kind`, the key's last column, for events).
+    let with_kind = table == "event_totals";
+    let key = if with_kind {
+        "(customer_id, kind) > (?2, ?3) ORDER BY customer_id, kind"
+    } else {
+        "customer_id > ?2 ORDER BY customer_id"
+    };
     let sql = format!(
-        "SELECT json_group_array(json_array(rowid, {columns})) FROM \
-         (SELECT rowid, * FROM {table} WHERE source_id = ?1 AND rowid > ?2 ORDER BY rowid \
-         LIMIT {PAGE_ROWS})"
+        "SELECT json_group_array(json_array({columns})) FROM \
+         (SELECT * FROM {table} WHERE source_id = ?1 AND {key} LIMIT {PAGE_ROWS})"
     );
     for source in sources {
-        let mut after = i64::MIN;
+        let mut after = (String::new(), String::new());
         loop {
-            let packed: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str()))
+            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.as_str()))
                 .bind(source)
-                .bind(after)
-                .fetch_one(&mut *tx)
-                .await?;
+                .bind(after.0.as_str());
+            if with_kind {
+                q = q.bind(after.1.as_str());
+            }
+            let packed = q.fetch_one(&mut *tx).await?;
             let rows: Vec<Value> = serde_json::from_str(&packed).map_err(corrupt)?;
             let full = rows.len() as i64 == PAGE_ROWS;
-            for mut row in rows {
-                let Value::Array(cells) = &mut row else {
-                    return Err(corrupt("a totals row is not an array"));
-                };
-                after = cells.first().and_then(Value::as_i64).unwrap_or(after);
-                cells.remove(0);
+            for row in rows {
+                let text = |i: usize| row.get(i).and_then(Value::as_str).map(str::to_owned);
+                after = (text(0).unwrap_or_default(), text(1).unwrap_or_default());
                 f(source, row)?;
             }
             if !full {
