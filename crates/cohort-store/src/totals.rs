@@ -148,33 +148,31 @@ impl Changes {
     /// Records that a record's live version `old` (`None`: there was none) became `new`.
     pub(crate) fn replace(&mut self, old: Option<Fact>, new: Fact) {
         if let Some(old) = old {
-            self.remove(old);
+            self.count(old, true);
         }
-        match new {
-            Fact::Order { customer, facts } => {
-                self.orders.entry(customer).or_default().added.add(facts);
-            }
-            Fact::Event { customer, kind, at } => {
-                self.events
-                    .entry((customer, kind))
-                    .or_default()
-                    .added
-                    .add(at);
-            }
-        }
+        self.count(new, false);
     }
 
-    fn remove(&mut self, old: Fact) {
-        match old {
+    /// Counts `fact` into what its customer loses (`removed`) or gains.
+    fn count(&mut self, fact: Fact, removed: bool) {
+        match fact {
             Fact::Order { customer, facts } => {
-                self.orders.entry(customer).or_default().removed.add(facts);
+                let change = self.orders.entry(customer).or_default();
+                if removed {
+                    &mut change.removed
+                } else {
+                    &mut change.added
+                }
+                .add(facts);
             }
             Fact::Event { customer, kind, at } => {
-                self.events
-                    .entry((customer, kind))
-                    .or_default()
-                    .removed
-                    .add(at);
+                let change = self.events.entry((customer, kind)).or_default();
+                if removed {
+                    &mut change.removed
+                } else {
+                    &mut change.added
+                }
+                .add(at);
             }
         }
     }
@@ -326,8 +324,8 @@ fn json_list<S: AsRef<str>>(items: &[S]) -> String {
     .to_string()
 }
 
-/// Reads a packed SQLite result: one JSON array of rows.
-fn unpack(text: Option<String>) -> Result<Vec<Value>, StoreError> {
+/// Reads a packed SQLite result: one JSON array of rows (`None`: no row at all).
+fn unpack<T: serde::de::DeserializeOwned>(text: Option<String>) -> Result<Vec<T>, StoreError> {
     match text {
         None => Ok(Vec::new()),
         Some(t) => serde_json::from_str(&t).map_err(corrupt),
@@ -467,10 +465,7 @@ async fn read_order_totals(
                     .bind(json_list(part))
                     .fetch_one(&mut ***tx)
                     .await?;
-                match packed {
-                    None => Vec::new(),
-                    Some(t) => serde_json::from_str(&t).map_err(corrupt)?,
-                }
+                unpack(packed)?
             }
             Tx::Postgres(tx) => {
                 // A probe per customer, as in `live_facts`.
@@ -620,10 +615,7 @@ async fn read_event_totals(
                 .bind(json_list(part))
                 .fetch_one(&mut ***tx)
                 .await?;
-                match packed {
-                    None => Vec::new(),
-                    Some(t) => serde_json::from_str(&t).map_err(corrupt)?,
-                }
+                unpack(packed)?
             }
             Tx::Postgres(tx) => {
                 sqlx::query_as(
