@@ -24,6 +24,7 @@ pub mod observer;
 mod plugins;
 pub mod preflight;
 mod pull;
+mod reuse;
 mod run;
 mod segments;
 mod select;

@@ -22,8 +22,8 @@ use cohort_config::{Config, Diagnostics, Workspace};
 use cohort_core::{AsOf, Timestamp};
 use cohort_plugin_host::{CancellationToken, HostServices, HttpPolicy, HttpService};
 use cohort_store::{
-    Begun, Claim, Owner, RecordError, RunId, RunLease, RunStatus, Store, SuppressionReason,
-    WorkspaceInfo, WorkspaceStore,
+    Begun, Claim, Inputs, JobResult, Owner, RecordError, RunId, RunLease, RunStatus, Store,
+    SuppressionReason, WorkspaceInfo, WorkspaceStore,
 };
 
 use crate::campaigns::{self, Pushing, Shared};
@@ -34,9 +34,10 @@ use crate::logs::RunLog;
 use crate::observer::{Observer, Stage};
 use crate::plugins::Plugins;
 use crate::pull::{self, PullContext};
+use crate::reuse::{self, Decision, Why};
 use crate::segments;
 use crate::select::JobPlan;
-use crate::summary::{IdentitySummary, RunSummary};
+use crate::summary::{IdentitySummary, Reused, RunSummary};
 use crate::{preflight, templates, vendor_suppressions};
 
 /// How long a run holds its workspace without a heartbeat before others may take it over.
@@ -58,6 +59,8 @@ pub struct RunOptions {
     /// Replace each audience wholesale: every eligible member is pushed again, in replace
     /// sessions where the destination supports them.
     pub resync: bool,
+    /// Compute even when the job's last clean result could be reused (see [`crate::reuse`]).
+    pub recompute: bool,
     /// The daemon's claim on a queued run row: the run records itself in that row (resuming
     /// it when a dead daemon left it running), fenced by the claim's token.
     pub claim: Option<Claim>,
@@ -73,6 +76,7 @@ impl Default for RunOptions {
             trigger: "manual".to_owned(),
             wait: None,
             resync: false,
+            recompute: false,
             claim: None,
             cancel: None,
         }
@@ -262,16 +266,20 @@ impl Engine {
         }
         summary.record_errors = errors.len() as u64;
         ws.record_errors(lease.run_id, &errors).await?;
-        let (status, error) = match result {
-            Ok(()) if summary.failed_records() > 0 || !errors.is_empty() => {
+        let (status, error) = match &result {
+            Ok(_) if summary.failed_records() > 0 || !errors.is_empty() => {
                 (RunStatus::PartiallyFailed, None)
             }
-            Ok(()) => (RunStatus::Succeeded, None),
+            Ok(_) => (RunStatus::Succeeded, None),
             Err(e) => {
                 let message = cohort_config::mask::redact(e.message()).into_owned();
                 (RunStatus::Failed, Some(EngineError::new(e.kind(), message)))
             }
         };
+        if let (Ok(Some(fresh)), RunStatus::Succeeded) = (result, status) {
+            self.keep_result(&ws, &job.name, lease.run_id, fresh)
+                .await?;
+        }
         let json = serde_json::to_value(&summary)?;
         ws.finish_run(
             &lease,
@@ -383,12 +391,46 @@ impl Engine {
         })
     }
 
+    /// Keeps a clean run's result for later runs to reuse, unless records changed while it
+    /// ran (another process ingested): then it is not known to be what they say. The run's
+    /// own changes (suppressing who unsubscribed) are part of its result.
+    async fn keep_result(
+        &self,
+        ws: &WorkspaceStore,
+        job: &str,
+        run_id: RunId,
+        fresh: Fresh,
+    ) -> Result<()> {
+        let now = ws.inputs().await?;
+        if now.sources != fresh.inputs.sources {
+            return Ok(());
+        }
+        let result = JobResult {
+            run_id,
+            inputs: now,
+            config: fresh.config,
+            as_of: fresh.as_of,
+            stable_until: fresh.stable_until,
+        };
+        ws.save_job_result(job, &result).await?;
+        Ok(())
+    }
+
+    /// The summary stored with run `id`, if it can be read.
+    async fn summary_of(&self, ws: &WorkspaceStore, id: RunId) -> Result<Option<RunSummary>> {
+        Ok(ws
+            .run(id)
+            .await?
+            .and_then(|(row, _)| row.summary)
+            .and_then(|json| serde_json::from_value(json).ok()))
+    }
+
     async fn stages(
         &self,
         run: &RunContext<'_>,
         summary: &mut RunSummary,
         errors: &mut Vec<RecordError>,
-    ) -> Result<()> {
+    ) -> Result<Option<Fresh>> {
         let RunContext {
             ws,
             workspace,
@@ -430,9 +472,65 @@ impl Engine {
         failpoint.hit("after-pull");
         run.still_ours()?;
 
+        let pushing = Pushing {
+            plugins: &self.plugins,
+            http: &self.http,
+            services: run.services.clone(),
+            observer,
+        };
+        // Before anything is computed or planned: whoever unsubscribed at a destination is
+        // suppressed here too (stored, unless this is a dry run, which only counts them). A
+        // new one changes the run's inputs, so the run computes.
+        let vendor = vendor_suppressions::read_back(
+            ws,
+            workspace,
+            &job.campaigns,
+            &pushing,
+            options.dry_run,
+            errors,
+        )
+        .await?;
+        summary.vendor_suppressions = vendor.summaries;
+        run.still_ours()?;
+
         observer.stage(id, &Stage::Segments);
         let clock = self.as_of(workspace);
         summary.as_of = clock.now.to_string();
+        let config = reuse::fingerprint(workspace, job);
+        let inputs = match options.dry_run {
+            true => None,
+            false => Some(ws.inputs().await?),
+        };
+        let decision = match &inputs {
+            Some(inputs) if !options.resync && !options.recompute => {
+                reuse::decide(ws.job_result(&job.name).await?, inputs, &config, clock.now)
+            }
+            _ => Decision::Compute(Why::Asked),
+        };
+        if let Decision::Reuse(last) = &decision
+            && let Some(previous) = self.summary_of(ws, last.run_id).await?
+        {
+            reuse::reused_summary(summary, &previous);
+            summary.reused = Some(Reused {
+                run: last.run_id,
+                stable_until: last.stable_until.to_string(),
+            });
+            summary.timings_ms.push(timer.lap("reuse"));
+            observer.stage_done(
+                id,
+                &Stage::Segments,
+                &format!("nothing changed since run {}", last.run_id),
+            );
+            return Ok(None);
+        }
+        if let Decision::Compute(why) = &decision {
+            tracing::debug!(workspace = id, job = %job.name, reason = %why, "Computing segments");
+        }
+        if !options.dry_run {
+            // Memberships and destinations are about to change: until this run finishes
+            // clean, there is no whole result to reuse.
+            ws.forget_job_result(&job.name).await?;
+        }
         let (renderer, template_errors) = templates::renderer(workspace);
         if let Some(e) = template_errors.first() {
             return Err(EngineError::config(format!(
@@ -482,25 +580,6 @@ impl Engine {
                 .await?;
             }
         }
-        let pushing = Pushing {
-            plugins: &self.plugins,
-            http: &self.http,
-            services: run.services.clone(),
-            observer,
-        };
-        // Before anything is planned: whoever unsubscribed at a destination is suppressed
-        // here too (stored, unless this is a dry run, which only counts them).
-        let vendor = vendor_suppressions::read_back(
-            ws,
-            workspace,
-            &job.campaigns,
-            &pushing,
-            options.dry_run,
-            errors,
-        )
-        .await?;
-        summary.vendor_suppressions = vendor.summaries;
-        run.still_ours()?;
         let mut suppressed = computed.suppressed(ws).await?;
         suppressed.extend(vendor.emails);
         let shared = Shared {
@@ -538,7 +617,12 @@ impl Engine {
         }
         summary.timings_ms.push(timer.lap("campaigns"));
         match failed.len() {
-            0 => Ok(()),
+            0 => Ok(inputs.map(|inputs| Fresh {
+                inputs,
+                config,
+                as_of: clock.now,
+                stable_until: computed.stable_until,
+            })),
             1 => Err(failed.remove(0)),
             _ => {
                 // The run failed for several reasons; it is retryable only if all of them are.
@@ -552,6 +636,14 @@ impl Engine {
             }
         }
     }
+}
+
+/// A result a run computed, and what from: kept when the run finishes clean.
+struct Fresh {
+    inputs: Inputs,
+    config: String,
+    as_of: Timestamp,
+    stable_until: Timestamp,
 }
 
 /// What the stages of one run share.

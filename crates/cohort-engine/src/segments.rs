@@ -8,7 +8,7 @@ use cohort_config::Workspace;
 use cohort_core::delivery;
 use cohort_core::features::{BuildError, FeatureBuilder, FeatureTable};
 use cohort_core::identity::{Route, Routes};
-use cohort_core::segment::{SegmentDef, SegmentSet};
+use cohort_core::segment::{SegmentDef, SegmentSet, Stability};
 use cohort_core::{AsOf, Customer, CustomerId, Event, EventKind, Membership, Money, Timestamp};
 use cohort_render::{Cart, Product};
 use cohort_store::{RecordError, WorkspaceStore};
@@ -42,6 +42,10 @@ pub struct Computed {
     pub other_emails: HashMap<CustomerId, Vec<String>>,
     /// With `[identity]`: the persons and the records that make them up.
     pub people: Option<People>,
+    /// The instant from which the clock alone could change the memberships (a customer
+    /// leaves a window, a relative bound crosses a value, a day ends): until then, with the
+    /// same records, they stand.
+    pub stable_until: Timestamp,
 }
 
 impl Computed {
@@ -97,6 +101,7 @@ pub async fn compute(
         None => None,
     };
     let mut builder = FeatureBuilder::new(as_of);
+    let mut stability = Stability::new(as_of);
     let mut customers = Vec::new();
     let mut problems = Problems::default();
     let mut add = |c: Customer| match builder.add_customer(&c) {
@@ -167,7 +172,11 @@ pub async fn compute(
                         return;
                     }
                 };
-                if let Err(e) = builder.add_order(customer.as_str(), o.facts()) {
+                let facts = o.facts();
+                if let Some(f) = &facts {
+                    stability.fact(f.created_at);
+                }
+                if let Err(e) = builder.add_order(customer.as_str(), facts) {
                     problems.note("orders", &o.id, &e);
                     return;
                 }
@@ -232,6 +241,7 @@ pub async fn compute(
                 return;
             }
         };
+        stability.event(e.occurred_at);
         if let Err(err) = builder.add_event(customer.as_str(), &e.kind, e.occurred_at) {
             problems.note("events", &event_id(), &err);
         } else if delivery::suppresses(&e, as_of.now) {
@@ -274,7 +284,7 @@ pub async fn compute(
         .collect();
     errors.extend(problems.into_errors());
     let table = builder.finish();
-    let memberships = evaluate(workspace, &table)?;
+    let memberships = evaluate(workspace, &table, &mut stability)?;
     let products = products
         .into_iter()
         .map(|(id, bought)| {
@@ -298,6 +308,7 @@ pub async fn compute(
         unsubscribed,
         other_emails,
         people,
+        stable_until: stability.until(),
     })
 }
 
@@ -344,7 +355,13 @@ enum Owner {
     Unknown,
 }
 
-fn evaluate(workspace: &Workspace, table: &FeatureTable) -> Result<Vec<(String, Membership)>> {
+/// Each segment's members, and in `stability` the instants at which a relative-date condition
+/// would change one.
+fn evaluate(
+    workspace: &Workspace,
+    table: &FeatureTable,
+    stability: &mut Stability,
+) -> Result<Vec<(String, Membership)>> {
     let defs: Vec<SegmentDef> = workspace
         .segments
         .iter()
@@ -366,6 +383,7 @@ fn evaluate(workspace: &Workspace, table: &FeatureTable) -> Result<Vec<(String, 
             shown.join("\n")
         ))
     })?;
+    stability.segments(&set);
     Ok(set
         .evaluate()
         .into_iter()

@@ -28,6 +28,19 @@ pub struct RunSummary {
     /// Unsubscribes the destinations reported (ABI 1.3), read before anything was pushed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vendor_suppressions: Vec<VendorSuppressions>,
+    /// Set when nothing had changed since the job's last clean run, whose segments and
+    /// campaigns this run reports instead of computing them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused: Option<Reused>,
+}
+
+/// The result a run reused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reused {
+    /// The run that computed it.
+    pub run: i64,
+    /// Until when it stands with no new data (RFC 3339): the next run after that computes.
+    pub stable_until: String,
 }
 
 /// The addresses one destination's vendor reported it will not email.
@@ -201,6 +214,13 @@ impl fmt::Display for RunSummary {
             write!(f, "\n{t}")?;
         }
         // Below the tables, so their columns stay what scripts expect.
+        if let Some(r) = &self.reused {
+            writeln!(
+                f,
+                "\nnothing changed since run {}: its segments stand until {} and nothing was left to push",
+                r.run, r.stable_until
+            )?;
+        }
         for v in self.vendor_suppressions.iter().filter(|v| v.read > 0) {
             let added = if self.dry_run { "would be new" } else { "new" };
             writeln!(

@@ -40,6 +40,8 @@ pub(crate) mod sources {
         pub workspace_id: String,
         pub name: String,
         pub created_at: DateTimeUtc,
+        /// Raised by every ingest that changes a record of the source.
+        pub data_version: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -343,6 +345,31 @@ pub(crate) mod workspace_locks {
         pub acquired_at: DateTimeUtc,
         pub heartbeat_at: DateTimeUtc,
         pub expires_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod job_results {
+    use sea_orm::entity::prelude::*;
+
+    /// The last clean run of a job: what it saw and until when its result stands.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "job_results")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub workspace_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub job: String,
+        pub run_id: i64,
+        #[sea_orm(column_type = "Text")]
+        pub inputs: String,
+        pub config: String,
+        pub as_of: i64,
+        pub stable_until: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -405,6 +405,12 @@ pub(crate) async fn ingest(
                 let mut totals_tx = Tx::Sqlite(&mut tx);
                 totals::apply(&mut totals_tx, batch.table.name, source_id, changes, swept).await?;
             }
+            if counts.changed() {
+                sqlx::query("UPDATE sources SET data_version = data_version + 1 WHERE id = ?1")
+                    .bind(source_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             sqlx::query(
                 "INSERT INTO source_cursors (workspace_id, source, stream, cursor, updated_at, pass) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (workspace_id, source, stream) \
@@ -461,6 +467,12 @@ pub(crate) async fn ingest(
                 let swept = (counts.deleted > 0).then(|| now.timestamp());
                 let mut totals_tx = Tx::Postgres(&mut tx);
                 totals::apply(&mut totals_tx, batch.table.name, source_id, changes, swept).await?;
+            }
+            if counts.changed() {
+                sqlx::query("UPDATE sources SET data_version = data_version + 1 WHERE id = $1")
+                    .bind(source_id)
+                    .execute(&mut *tx)
+                    .await?;
             }
             sqlx::query(
                 "INSERT INTO source_cursors (workspace_id, source, stream, cursor, updated_at, pass) \

@@ -24,6 +24,7 @@ mod ingest;
 mod migration;
 mod queue;
 mod read;
+mod results;
 mod runs;
 mod state;
 mod totals;
@@ -43,6 +44,7 @@ use sea_orm_migration::MigratorTrait;
 pub use error::StoreError;
 pub use identity::{IdentityUpdate, RecordKey, StoredIdentity};
 pub use queue::{Claim, DaemonLease, Settle, Tick};
+pub use results::{Inputs, JobResult};
 pub use runs::{Begun, Holder, Owner, RunLease};
 pub use types::{
     Backend, DestinationState, DestinationStatus, PendingPush, RecordError, Records, RunId, RunRow,

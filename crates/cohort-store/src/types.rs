@@ -79,6 +79,11 @@ impl Upserted {
     pub fn total(&self) -> u64 {
         self.new + self.updated + self.unchanged
     }
+
+    /// Whether the call changed what the store holds: a record inserted, rewritten or deleted.
+    pub fn changed(&self) -> bool {
+        self.new + self.updated + self.deleted > 0
+    }
 }
 
 impl std::ops::AddAssign for Upserted {

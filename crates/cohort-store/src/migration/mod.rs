@@ -12,6 +12,7 @@ mod m0004_deletions_and_state;
 mod m0005_identity;
 mod m0006_durable_ticks;
 mod m0007_customer_totals;
+mod m0008_job_results;
 
 /// Every migration of the store, oldest first.
 #[derive(Debug)]
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_identity::Migration),
             Box::new(m0006_durable_ticks::Migration),
             Box::new(m0007_customer_totals::Migration),
+            Box::new(m0008_job_results::Migration),
         ]
     }
 

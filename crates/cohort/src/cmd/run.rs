@@ -82,6 +82,10 @@ pub(crate) struct RunArgs {
     /// usersreplace), as upserts elsewhere. For an audience edited by hand at the vendor.
     #[arg(long)]
     pub(crate) resync: bool,
+    /// Compute segments and plan campaigns even when nothing changed since the job's last
+    /// clean run (which a run otherwise reuses: see docs/runs.md).
+    #[arg(long)]
+    pub(crate) recompute: bool,
 }
 
 pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
@@ -109,6 +113,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             s => Duration::from_secs(s),
         }),
         resync: args.resync,
+        recompute: args.recompute,
         ..RunOptions::default()
     };
     let observer = Arc::new(Terminal::new(!args.json, workspaces.len()));
