@@ -1,8 +1,11 @@
 //! An in-process fake HTTP server: one per test, on 127.0.0.1 with a free port.
 //!
-//! Built on hyper's server half, the stack reqwest (and later axum) already bring, on a
-//! current-thread runtime of its own thread, so synchronous tests (which is what a plugin's tests
-//! are: the ABI is synchronous) use it without an async runtime. Every request is recorded
+//! Built on hyper's server half, the stack reqwest (and later axum) already bring, on a runtime
+//! of its own threads, so synchronous tests (which is what a plugin's tests are: the ABI is
+//! synchronous) use it without an async runtime. The runtime has two worker threads: a fake
+//! that does real work per request (checking a body against an OpenAPI file, running a batch
+//! job) must not make a client's concurrent requests wait on one thread, or a benchmark counts
+//! the fake's queue as the client's idleness. Every request is recorded
 //! (method, path, query, headers, body, arrival time) for assertions; routes answer with
 //! [`Reply`]s that can inject faults: any status, `Retry-After`, a delay, or a connection
 //! dropped without an answer. A request no route matches is answered 404 with the list of routes,
@@ -205,7 +208,9 @@ impl FakeServer {
         let thread = std::thread::Builder::new()
             .name("cohort-fake-http".to_owned())
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("cohort-fake-http")
                     .enable_all()
                     .build()
                     .expect("the fake server's runtime");

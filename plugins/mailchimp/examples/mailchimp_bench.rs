@@ -7,7 +7,11 @@
 //! across the internet: on 127.0.0.1 with no latency a connection is never busy long enough
 //! to count. The connections in use are the fake's busy time over the wall time.
 //!
-//! Usage: mailchimp_bench [--members N] [--latency-ms MS] [--batch-size N]
+//! `--host-batch` is how many operations the host hands the plugin per push (a destination's
+//! `batch_size`): the plugin's connections are kept busy within a push, and wait for its last
+//! job at the end of each.
+//!
+//! Usage: mailchimp_bench [--members N] [--latency-ms MS] [--batch-size N] [--host-batch N]
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 #[path = "../tests/fake/mod.rs"]
@@ -32,6 +36,7 @@ fn main() {
     let n = arg("--members", 100_000);
     let latency = Duration::from_millis(arg("--latency-ms", 100) as u64);
     let batch_size = arg("--batch-size", 1000);
+    let host_batch = arg("--host-batch", 10_000);
     let fake = Fake::start();
     fake.set_latency(latency);
     let path = cohort_plugin_host::dev::build_cdylib("cohort-plugin-mailchimp", true).unwrap();
@@ -42,7 +47,7 @@ fn main() {
     let mut instance = plugin.open(&config, services).unwrap();
     let batches: Vec<Batch> = (0..n)
         .collect::<Vec<_>>()
-        .chunks(10_000)
+        .chunks(host_batch)
         .map(|ids| Batch {
             workspace: Some("bench".into()),
             campaign: Some("seed".into()),

@@ -81,6 +81,65 @@ pub fn batch_key<'a>(keys: impl IntoIterator<Item = &'a str>) -> String {
 /// A chunk before it is sent: indices into the host's operations, and their items.
 type Planned<T> = (Vec<usize>, Vec<T>);
 
+/// Cuts a batch into chunks one at a time, so that the first request leaves once its own
+/// operations are prepared rather than the whole batch's: preparing 100,000 members took
+/// 0.4 s before anything was sent.
+struct Planner<'a, T, P> {
+    batcher: Batcher,
+    operations: &'a [Operation],
+    prepare: P,
+    /// The next operation to prepare.
+    next: usize,
+    /// An item prepared that did not fit the last chunk: it opens the next one.
+    carried: Option<(usize, T, usize)>,
+}
+
+impl<'a, T: Serialize, P: FnMut(&'a Operation) -> Result<T, String>> Planner<'a, T, P> {
+    /// The next chunk, or `None` when every operation is in a chunk or rejected.
+    fn next(&mut self, tally: &mut Tally<'a>) -> Option<Planned<T>> {
+        let Batcher {
+            max_records,
+            max_bytes,
+            ..
+        } = self.batcher;
+        let (mut indices, mut items, mut bytes) = (Vec::new(), Vec::new(), 0);
+        if let Some((i, item, size)) = self.carried.take() {
+            indices.push(i);
+            items.push(item);
+            bytes = size;
+        }
+        while let Some(op) = self.operations.get(self.next) {
+            let i = self.next;
+            self.next += 1;
+            let item = match (self.prepare)(op) {
+                Ok(item) => item,
+                Err(reason) => {
+                    tally.reject(i, reason);
+                    continue;
+                }
+            };
+            let size = serde_json::to_vec(&item).map_or(usize::MAX, |v| v.len() + 1);
+            if size > max_bytes {
+                tally.reject(
+                    i,
+                    format!(
+                        "this operation is {size} bytes, more than the {max_bytes} one request may carry"
+                    ),
+                );
+                continue;
+            }
+            if !indices.is_empty() && (indices.len() >= max_records || bytes + size > max_bytes) {
+                self.carried = Some((i, item, size));
+                break;
+            }
+            indices.push(i);
+            items.push(item);
+            bytes += size;
+        }
+        (!indices.is_empty()).then_some((indices, items))
+    }
+}
+
 /// The outcome of every operation so far, shared by both ways of sending so that the table in
 /// the module doc has one implementation.
 struct Tally<'a> {
@@ -235,49 +294,22 @@ impl Batcher {
         self
     }
 
-    /// Cuts `operations` into chunks: `prepare` turns each into the vendor's item, and one it
-    /// refuses, or too large for any request, is rejected in the tally and in no chunk.
-    fn plan<'a, T: Serialize>(
+    /// Cuts `operations` into chunks as they are asked for: `prepare` turns each into the
+    /// vendor's item, and one it refuses, or too large for any request, is rejected in the
+    /// tally and in no chunk.
+    fn plan<'a, T: Serialize, P: FnMut(&'a Operation) -> Result<T, String>>(
         &self,
         operations: &'a [Operation],
-        mut prepare: impl FnMut(&'a Operation) -> Result<T, String>,
-    ) -> (Tally<'a>, Vec<Planned<T>>) {
-        let mut tally = Tally::new(self.host, operations);
-        let mut chunks: Vec<Planned<T>> = Vec::new();
-        let mut bytes = 0;
-        for (i, op) in operations.iter().enumerate() {
-            let item = match prepare(op) {
-                Ok(item) => item,
-                Err(reason) => {
-                    tally.reject(i, reason);
-                    continue;
-                }
-            };
-            let size = serde_json::to_vec(&item).map_or(usize::MAX, |v| v.len() + 1);
-            if size > self.max_bytes {
-                tally.reject(
-                    i,
-                    format!(
-                        "this operation is {size} bytes, more than the {} one request may carry",
-                        self.max_bytes
-                    ),
-                );
-                continue;
-            }
-            let full = chunks.last().is_none_or(|(ops, _)| {
-                ops.len() >= self.max_records || bytes + size > self.max_bytes
-            });
-            if full {
-                chunks.push((Vec::new(), Vec::new()));
-                bytes = 0;
-            }
-            if let Some((ops, items)) = chunks.last_mut() {
-                ops.push(i);
-                items.push(item);
-                bytes += size;
-            }
-        }
-        (tally, chunks)
+        prepare: P,
+    ) -> (Tally<'a>, Planner<'a, T, P>) {
+        let planner = Planner {
+            batcher: *self,
+            operations,
+            prepare,
+            next: 0,
+            carried: None,
+        };
+        (Tally::new(self.host, operations), planner)
     }
 
     /// Sends `operations` one chunk at a time: `prepare` turns each into the vendor's item (an
@@ -289,8 +321,8 @@ impl Batcher {
         prepare: impl FnMut(&'a Operation) -> Result<T, String>,
         mut send: impl FnMut(&Chunk<'a, T>) -> Result<Acks, HttpError>,
     ) -> Result<PushResult, PluginError> {
-        let (mut tally, chunks) = self.plan(operations, prepare);
-        for (indices, items) in chunks {
+        let (mut tally, mut chunks) = self.plan(operations, prepare);
+        while let Some((indices, items)) = chunks.next(&mut tally) {
             if tally.is_waiting() {
                 tally.skip(&indices);
                 continue;
@@ -312,16 +344,17 @@ impl Batcher {
         prepare: impl FnMut(&'a Operation) -> Result<T, String>,
         send: impl Fn(&Chunk<'a, T>) -> Result<Acks, HttpError> + Sync,
     ) -> Result<PushResult, PluginError> {
-        let (mut tally, chunks) = self.plan(operations, prepare);
+        let (mut tally, mut pending) = self.plan(operations, prepare);
         let send = &send;
         std::thread::scope(|scope| {
             let (tx, rx) = mpsc::channel();
-            let mut pending = chunks.into_iter();
             let mut in_flight = 0;
             let mut failed: Option<PluginError> = None;
             loop {
                 while in_flight < self.concurrency && failed.is_none() && !tally.is_waiting() {
-                    let Some((indices, items)) = pending.next() else {
+                    // Planned here, between sends: the next chunk is prepared while the
+                    // ones in flight wait on the vendor.
+                    let Some((indices, items)) = pending.next(&mut tally) else {
                         break;
                     };
                     if let Err(e) = self.host.check_cancelled() {
@@ -352,7 +385,7 @@ impl Batcher {
             if let Some(e) = failed {
                 return Err(e);
             }
-            for (indices, _) in pending {
+            while let Some((indices, _)) = pending.next(&mut tally) {
                 tally.skip(&indices);
             }
             Ok(tally.finish())
@@ -414,6 +447,35 @@ mod tests {
             )
             .unwrap();
         assert_eq!(sizes, [2, 2, 2, 1]);
+    }
+
+    #[test]
+    fn the_first_chunk_is_sent_before_the_rest_of_the_batch_is_prepared() {
+        let ops = ops(10);
+        let prepared = AtomicUsize::new(0);
+        let seen = Mutex::new(Vec::new());
+        let result = Batcher::new(Host::detached())
+            .max_records(3)
+            .concurrency(1)
+            .push_concurrent(
+                &ops,
+                |op| {
+                    prepared.fetch_add(1, Ordering::SeqCst);
+                    Ok(op.key.clone())
+                },
+                |chunk| {
+                    let now = prepared.load(Ordering::SeqCst);
+                    seen.lock().unwrap().push((chunk.items.len(), now));
+                    Ok(Acks::All)
+                },
+            )
+            .unwrap();
+        assert_eq!(result.outcomes.len(), 10);
+        // A chunk of 3 is cut once the 4th operation is prepared (it opens the next one).
+        assert_eq!(
+            seen.into_inner().unwrap(),
+            [(3, 4), (3, 7), (3, 10), (1, 10)]
+        );
     }
 
     #[test]
