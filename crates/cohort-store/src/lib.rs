@@ -34,7 +34,7 @@ mod workspace;
 use std::time::Duration;
 
 use chrono::Utc;
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait, Set, Statement,
@@ -217,9 +217,13 @@ impl Store {
         }
     }
 
-    /// Creates the workspace, or updates its name, time zone and currency.
+    /// Creates the workspace, or updates its name, time zone and currency. A workspace that
+    /// is already as given is not written: every run calls this, and a write is a commit.
     pub async fn ensure_workspace(&self, w: &WorkspaceInfo) -> Result<(), StoreError> {
         let now = Utc::now();
+        let differs = |c: workspaces::Column| {
+            Expr::col((workspaces::Entity, c)).ne(Expr::col((Alias::new("excluded"), c)))
+        };
         let row = workspaces::ActiveModel {
             id: Set(w.id.clone()),
             name: Set(w.name.clone()),
@@ -237,6 +241,11 @@ impl Store {
                         workspaces::Column::Currency,
                         workspaces::Column::UpdatedAt,
                     ])
+                    .action_and_where(
+                        differs(workspaces::Column::Name)
+                            .or(differs(workspaces::Column::Timezone))
+                            .or(differs(workspaces::Column::Currency)),
+                    )
                     .to_owned(),
             )
             .exec_without_returning(&self.db)

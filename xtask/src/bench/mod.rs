@@ -8,6 +8,7 @@ mod daemon;
 mod email;
 mod hubspot;
 mod measure;
+mod rerun;
 mod segments;
 mod shopify;
 mod store;
@@ -56,6 +57,11 @@ const BENCHES: &[(&str, &str)] = &[
          then two, for 10 minutes each: tick-to-start latency, missed ticks, runs/min, RSS",
     ),
     (
+        "rerun",
+        "cohort run on a generated shop (default 1M customers, 10M orders): the first run, \
+         a run with nothing new (reused), one with --recompute, one after an order was added",
+    ),
+    (
         "abi",
         "records/s through the plugin ABI vs reading CSV directly",
     ),
@@ -80,6 +86,7 @@ pub(crate) fn run(args: Vec<String>) -> Result<()> {
         Some("ads") => ads::run(&args.collect::<Vec<_>>()),
         Some("email") => email::run(&args.collect::<Vec<_>>()),
         Some("daemon") => daemon::run(&args.collect::<Vec<_>>()),
+        Some("rerun") => rerun::run(&args.collect::<Vec<_>>()),
         None | Some("list" | "-h" | "--help") => {
             println!("Usage: cargo xtask bench NAME [OPTIONS]   (NAME --help for its options)\n");
             println!("Benchmarks:");
