@@ -119,8 +119,9 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1_000_000.0)
 }
 
-/// Builds the release binary and the two plugins it loads from beside itself.
-fn build() -> Result<PathBuf> {
+/// Builds the release binary and the two plugins it loads from beside itself (`bench rerun`
+/// uses them too).
+pub(crate) fn build() -> Result<PathBuf> {
     println!("building cohort and its csv and outbox plugins (release)");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(paths::repo_root())

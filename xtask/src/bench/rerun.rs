@@ -17,13 +17,14 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 
+use crate::bench::daemon::build;
 use crate::bench::{arg, ensure_data, thousands};
 use crate::paths;
 
@@ -198,17 +199,4 @@ fn reset_database(url: &str) -> Result<()> {
         ensure!(status.success(), "`{sql}` failed");
     }
     Ok(())
-}
-
-/// The release binary and the two plugins it loads from beside itself.
-fn build() -> Result<PathBuf> {
-    println!("building cohort and its csv and outbox plugins (release)");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(paths::repo_root())
-        .args(["build", "--release", "--quiet", "-p", "cohort"])
-        .args(["-p", "cohort-plugin-csv", "-p", "cohort-plugin-outbox"])
-        .status()
-        .context("running cargo build")?;
-    ensure!(status.success(), "building cohort failed ({status})");
-    Ok(paths::target_dir().join("release").join("cohort"))
 }
