@@ -225,7 +225,7 @@ struct Outcome {
 }
 
 fn scenario(bin: &Path, root: &Path, conf: &Path, args: &Args, daemons: usize) -> Result<Outcome> {
-    reset_database(&args.postgres)?;
+    reset_database(&args.postgres, DATABASE)?;
     let out = root.join("out");
     if out.exists() {
         std::fs::remove_dir_all(&out).context("clearing the old outboxes")?;
@@ -492,13 +492,15 @@ fn rss_bytes(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-fn reset_database(postgres: &str) -> Result<()> {
+/// An empty database `name` on the server at `postgres` (a URL naming no database); `bench
+/// rerun` uses it too.
+pub(crate) fn reset_database(postgres: &str, name: &str) -> Result<()> {
     let admin = format!("{postgres}/postgres");
     psql(
         &admin,
-        &format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"),
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
     )?;
-    psql(&admin, &format!("CREATE DATABASE {DATABASE}"))?;
+    psql(&admin, &format!("CREATE DATABASE {name}"))?;
     Ok(())
 }
 

@@ -24,7 +24,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 
-use crate::bench::daemon::build;
+use crate::bench::daemon::{build, reset_database};
 use crate::bench::{arg, ensure_data, thousands};
 use crate::paths;
 
@@ -59,7 +59,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         let url = match backend {
             "sqlite" => format!("sqlite://{}/cohort.db?mode=rwc", root.display()),
             _ => {
-                reset_database(&postgres)?;
+                reset_database(&postgres, "bench_rerun")?;
                 format!("{postgres}/bench_rerun")
             }
         };
@@ -175,28 +175,5 @@ email = "{{{{email}}}}""#,
         customers.display()
     )?;
     fs::write(root.join("cohort.toml"), text)?;
-    Ok(())
-}
-
-/// A fresh `bench_rerun` database on the server at `url` (no database named).
-fn reset_database(url: &str) -> Result<()> {
-    for sql in [
-        "DROP DATABASE IF EXISTS bench_rerun",
-        "CREATE DATABASE bench_rerun",
-    ] {
-        let status = Command::new("psql")
-            .env("PGOPTIONS", "--client-min-messages=warning")
-            .args([
-                &format!("{url}/postgres"),
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ])
-            .status()
-            .context("running psql")?;
-        ensure!(status.success(), "`{sql}` failed");
-    }
     Ok(())
 }
