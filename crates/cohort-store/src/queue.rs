@@ -306,54 +306,88 @@ impl Store {
         lease: Duration,
         now: DateTime<Utc>,
     ) -> Result<Option<Claim>, StoreError> {
-        if workspaces.is_empty() {
-            return Ok(None);
+        Ok(self
+            .claim_many(workspaces, owner, lease, now, 1)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// Claims up to `limit` of the oldest claimable runs of `workspaces` for `owner`, for
+    /// `lease`, in one statement, oldest first. Each claim gets a token of its own.
+    ///
+    /// One statement for many runs is what keeps a daemon's claims from being its serial
+    /// step when a thousand ticks fall on one second: the statement's cost (a round trip, a
+    /// commit) is paid once per batch. The workspaces go in as one JSON array, so the
+    /// statement's text, and its plan, do not grow with the number of workspaces.
+    pub async fn claim_many(
+        &self,
+        workspaces: &[String],
+        owner: &Owner,
+        lease: Duration,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Claim>, StoreError> {
+        if workspaces.is_empty() || limit == 0 {
+            return Ok(Vec::new());
         }
-        let token = new_token(owner, now);
-        let mut values: Vec<Value> = vec![
-            token.clone().into(),
+        let batch = new_token(owner, now);
+        let values: Vec<Value> = vec![
+            batch.clone().into(),
             expiry(now, lease).into(),
             owner.to_string().into(),
             now.into(),
+            serde_json::Value::from(workspaces.to_vec())
+                .to_string()
+                .into(),
+            i64::try_from(limit).unwrap_or(i64::MAX).into(),
         ];
-        let first = values.len() + 1;
-        let list: Vec<String> = (0..workspaces.len())
-            .map(|i| format!("${}", first + i))
-            .collect();
-        values.extend(workspaces.iter().map(|w| Value::from(w.clone())));
-        let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
+        // PostgreSQL evaluates the pick once (`ARRAY(...)`): as an `IN (subquery)` the planner
+        // may run it again per row, and with `SKIP LOCKED` a second run can pick other rows.
+        let (listed, pick_into, lock) = match self.backend {
+            Backend::Postgres => (
+                "SELECT jsonb_array_elements_text($5::jsonb)",
+                "id = ANY(ARRAY(",
+                " FOR UPDATE SKIP LOCKED))",
+            ),
+            Backend::Sqlite => ("SELECT value FROM json_each($5)", "id IN (", ")"),
         };
         let sql = format!(
-            "UPDATE job_runs SET lease_token = $1, lease_expires_at = $2, owner = $3 \
-             WHERE id = (SELECT id FROM job_runs \
-               WHERE workspace_id IN ({list}) AND ( \
+            "UPDATE job_runs SET lease_token = $1 || '-' || CAST(id AS TEXT), \
+               lease_expires_at = $2, owner = $3 \
+             WHERE {pick_into}SELECT id FROM job_runs \
+               WHERE status IN ('queued', 'running') AND workspace_id IN ({listed}) AND ( \
                  (status = 'queued' AND (not_before IS NULL OR not_before <= $4) \
                    AND (lease_expires_at IS NULL OR lease_expires_at < $4)) \
                  OR (status = 'running' AND lease_token IS NOT NULL AND lease_expires_at < $4)) \
                ORDER BY COALESCE(not_before, scheduled_for, started_at), id \
-               LIMIT 1{lock}) \
-             RETURNING id, workspace_id, job, trigger, scheduled_for, attempt, status",
-            list = list.join(", ")
+               LIMIT $6{lock} \
+             RETURNING id, workspace_id, job, trigger, scheduled_for, attempt, status, \
+               COALESCE(not_before, scheduled_for, started_at) AS due"
         );
-        let row = self.db.query_one_raw(self.statement(&sql, values)).await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let status: String = row.try_get("", "status")?;
-        let attempt: Option<i32> = row.try_get("", "attempt")?;
-        Ok(Some(Claim {
-            run_id: row.try_get("", "id")?,
-            workspace: row.try_get("", "workspace_id")?,
-            job: row.try_get("", "job")?,
-            trigger: row.try_get("", "trigger")?,
-            scheduled_for: row.try_get("", "scheduled_for")?,
-            attempt: attempt.map_or(1, |a| a.max(1) as u32),
-            resumed: status == RunStatus::Running.as_str(),
-            token,
-            lease,
-        }))
+        let rows = self.db.query_all_raw(self.statement(&sql, values)).await?;
+        let mut claims = Vec::with_capacity(rows.len());
+        for row in rows {
+            let run_id: RunId = row.try_get("", "id")?;
+            let status: String = row.try_get("", "status")?;
+            let attempt: Option<i32> = row.try_get("", "attempt")?;
+            let due: Option<DateTime<Utc>> = row.try_get("", "due")?;
+            let claim = Claim {
+                run_id,
+                workspace: row.try_get("", "workspace_id")?,
+                job: row.try_get("", "job")?,
+                trigger: row.try_get("", "trigger")?,
+                scheduled_for: row.try_get("", "scheduled_for")?,
+                attempt: attempt.map_or(1, |a| a.max(1) as u32),
+                resumed: status == RunStatus::Running.as_str(),
+                token: format!("{batch}-{run_id}"),
+                lease,
+            };
+            claims.push((due, claim));
+        }
+        // `RETURNING` keeps no order.
+        claims.sort_by(|(a, x), (b, y)| a.cmp(b).then(x.run_id.cmp(&y.run_id)));
+        Ok(claims.into_iter().map(|(_, c)| c).collect())
     }
 
     /// Keeps `claim` alive until `now + lease`. `Ok(false)`: it was taken over; stop.

@@ -181,13 +181,24 @@ both!(concurrent_claims_never_hand_out_a_run_twice, |db| {
     for d in 0..4 {
         let store = db.reopen().await;
         tasks.push(tokio::spawn(async move {
+            // Batches of 1 to 4, so that batches race single claims and each other.
             let mut got = Vec::new();
-            while let Some(c) = store
-                .claim(&["a".to_owned()], &daemon(&format!("d{d}")), LEASE, t(100))
-                .await
-                .unwrap()
-            {
-                got.push(c.run_id);
+            loop {
+                let batch = store
+                    .claim_many(
+                        &["a".to_owned()],
+                        &daemon(&format!("d{d}")),
+                        LEASE,
+                        t(100),
+                        d + 1,
+                    )
+                    .await
+                    .unwrap();
+                if batch.is_empty() {
+                    break;
+                }
+                assert!(batch.len() <= d + 1);
+                got.extend(batch.iter().map(|c| c.run_id));
             }
             store.close().await;
             got
@@ -202,6 +213,57 @@ both!(concurrent_claims_never_hand_out_a_run_twice, |db| {
     all.dedup();
     assert_eq!((n, all.len()), (40, 40), "every run claimed exactly once");
 });
+
+both!(
+    a_batch_claim_takes_the_oldest_runs_up_to_its_limit_each_fenced_alone,
+    |db| {
+        db.store.ensure_workspace(&workspace("a")).await.unwrap();
+        db.store.ensure_workspace(&workspace("b")).await.unwrap();
+        let a = db.store.workspace("a");
+        let b = db.store.workspace("b");
+        // Queued out of order, across two workspaces, one not yet due.
+        let r3 = a.enqueue_tick("j", t(30), t(30)).await.unwrap().unwrap();
+        let r1 = b.enqueue_tick("j", t(10), t(10)).await.unwrap().unwrap();
+        let r2 = a.enqueue_tick("j", t(20), t(20)).await.unwrap().unwrap();
+        a.enqueue_tick("j", t(90), t(90)).await.unwrap().unwrap();
+        let all = ids(&["a", "b"]);
+        let first = db
+            .store
+            .claim_many(&all, &daemon("x"), LEASE, t(40), 2)
+            .await
+            .unwrap();
+        let got: Vec<_> = first.iter().map(|c| c.run_id).collect();
+        assert_eq!(got, [r1, r2], "the two oldest, oldest first");
+        let rest = db
+            .store
+            .claim_many(&all, &daemon("y"), LEASE, t(40), 10)
+            .await
+            .unwrap();
+        let got: Vec<_> = rest.iter().map(|c| c.run_id).collect();
+        assert_eq!(got, [r3], "what is left and due, no more than there is");
+        // Settling one claim of the batch leaves its sibling held.
+        db.store
+            .settle(&first[0], &Settle::Release { not_before: t(40) }, t(41))
+            .await
+            .unwrap();
+        assert!(db.store.heartbeat_claim(&first[1], t(41)).await.unwrap());
+        let again = db
+            .store
+            .claim_many(&all, &daemon("z"), LEASE, t(42), 10)
+            .await
+            .unwrap();
+        let got: Vec<_> = again.iter().map(|c| c.run_id).collect();
+        assert_eq!(got, [r1], "only the released run is free again");
+        // The released run's old claim no longer fences anything.
+        let stale = db
+            .store
+            .settle(&first[0], &Settle::Release { not_before: t(42) }, t(43))
+            .await
+            .unwrap_err();
+        assert!(matches!(stale, StoreError::LeaseLost), "{stale}");
+        assert!(db.store.heartbeat_claim(&first[1], t(43)).await.unwrap());
+    }
+);
 
 both!(a_claimed_run_records_itself_in_its_row, |db| {
     db.store.ensure_workspace(&workspace("a")).await.unwrap();

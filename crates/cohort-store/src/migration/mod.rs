@@ -13,6 +13,7 @@ mod m0005_identity;
 mod m0006_durable_ticks;
 mod m0007_customer_totals;
 mod m0008_job_results;
+mod m0009_claimable_runs;
 
 /// Every migration of the store, oldest first.
 #[derive(Debug)]
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0006_durable_ticks::Migration),
             Box::new(m0007_customer_totals::Migration),
             Box::new(m0008_job_results::Migration),
+            Box::new(m0009_claimable_runs::Migration),
         ]
     }
 

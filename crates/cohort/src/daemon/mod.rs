@@ -188,6 +188,11 @@ impl Workers {
         self.slots.clone().acquire_owned().await.ok()
     }
 
+    /// Takes a free slot, if there is one, without waiting.
+    fn try_acquire(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
     /// Sets the number of slots to `n`.
     fn resize(&self, n: usize) {
         let mut configured = self

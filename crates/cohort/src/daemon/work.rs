@@ -36,40 +36,56 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// How long a cancelled run may take to stop before the worker stops waiting for it.
 const CANCEL_GRACE: Duration = Duration::from_secs(30);
 
+/// The most runs one claim statement takes.
+const MAX_CLAIM_BATCH: usize = 64;
+
+/// Claims runs for free worker slots and starts them.
+///
+/// Every free slot is claimed for in one statement: when many ticks fall due at once, a
+/// claim a run would make the claims, not the runs, the daemon's serial step.
 pub(super) async fn claim_loop(daemon: Arc<Daemon>) {
     loop {
-        let Some(permit) = daemon.workers.acquire().await else {
+        let Some(first) = daemon.workers.acquire().await else {
             return;
         };
         if daemon.draining() {
             return;
         }
+        let mut permits = vec![first];
+        while permits.len() < MAX_CLAIM_BATCH {
+            match daemon.workers.try_acquire() {
+                Some(p) => permits.push(p),
+                None => break,
+            }
+        }
         let ids = daemon.workspace_ids();
         match daemon
             .store()
-            .claim(&ids, &daemon.owner, daemon.lease, Utc::now())
+            .claim_many(&ids, &daemon.owner, daemon.lease, Utc::now(), permits.len())
             .await
         {
-            Ok(Some(claim)) => {
-                daemon.in_flight.fetch_add(1, Ordering::SeqCst);
-                let d = daemon.clone();
-                tokio::spawn(async move {
-                    work(&d, claim).await;
-                    drop(permit);
-                    d.in_flight.fetch_sub(1, Ordering::SeqCst);
-                    d.idle.notify_waiters();
-                    d.wake.notify_one();
-                });
+            Ok(claims) if !claims.is_empty() => {
+                for (claim, permit) in claims.into_iter().zip(permits.drain(..)) {
+                    daemon.in_flight.fetch_add(1, Ordering::SeqCst);
+                    let d = daemon.clone();
+                    tokio::spawn(async move {
+                        work(&d, claim).await;
+                        drop(permit);
+                        d.in_flight.fetch_sub(1, Ordering::SeqCst);
+                        d.idle.notify_waiters();
+                        d.wake.notify_one();
+                    });
+                }
             }
-            Ok(None) => {
-                drop(permit);
+            Ok(_) => {
+                drop(permits);
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                     _ = daemon.wake.notified() => {}
                 }
             }
             Err(e) => {
-                drop(permit);
+                drop(permits);
                 tracing::warn!(error = %e, "Claiming a run failed; trying again");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -106,11 +122,18 @@ async fn run_claimed(daemon: &Arc<Daemon>, claim: Claim) {
         ("job", claim.job.as_str()),
     ];
     // Tick lag is the scheduler's own latency: only a tick's first start counts (a retry or a
-    // resumed run starts late on purpose).
+    // resumed run starts late on purpose), and it counts from the tick's start, which the
+    // job's `jitter` moves after the tick on purpose too.
+    let jitter = job.map_or(Duration::ZERO, |j| {
+        cohort_scheduler::jitter_offset(j.jitter, &format!("{}/{}", claim.workspace, claim.job))
+    });
     let lag = claim
         .scheduled_for
         .filter(|_| claim.attempt == 1 && !claim.resumed)
-        .map(|tick| (Utc::now() - tick).num_milliseconds().max(0) as f64 / 1000.0);
+        .map(|tick| {
+            let start = tick + chrono::Duration::from_std(jitter).unwrap_or_default();
+            (Utc::now() - start).num_milliseconds().max(0) as f64 / 1000.0
+        });
     if let Some(lag) = lag {
         daemon
             .metrics
