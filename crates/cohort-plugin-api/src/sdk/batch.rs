@@ -350,11 +350,13 @@ impl Batcher {
             let (tx, rx) = mpsc::channel();
             let mut in_flight = 0;
             let mut failed: Option<PluginError> = None;
+            // One chunk planned ahead: prepared while every slot is busy, so that a slot
+            // coming free starts its next request at once instead of after the planning.
+            let mut ahead: Option<Planned<T>> = None;
             loop {
                 while in_flight < self.concurrency && failed.is_none() && !tally.is_waiting() {
-                    // Planned here, between sends: the next chunk is prepared while the
-                    // ones in flight wait on the vendor.
-                    let Some((indices, items)) = pending.next(&mut tally) else {
+                    let Some((indices, items)) = ahead.take().or_else(|| pending.next(&mut tally))
+                    else {
                         break;
                     };
                     if let Err(e) = self.host.check_cancelled() {
@@ -373,6 +375,9 @@ impl Batcher {
                 if in_flight == 0 {
                     break;
                 }
+                if ahead.is_none() && failed.is_none() && !tally.is_waiting() {
+                    ahead = pending.next(&mut tally);
+                }
                 let Ok((indices, result)) = rx.recv() else {
                     break;
                 };
@@ -384,6 +389,9 @@ impl Batcher {
             }
             if let Some(e) = failed {
                 return Err(e);
+            }
+            if let Some((indices, _)) = ahead {
+                tally.skip(&indices);
             }
             while let Some((indices, _)) = pending.next(&mut tally) {
                 tally.skip(&indices);
@@ -471,11 +479,44 @@ mod tests {
             )
             .unwrap();
         assert_eq!(result.outcomes.len(), 10);
-        // A chunk of 3 is cut once the 4th operation is prepared (it opens the next one).
-        assert_eq!(
-            seen.into_inner().unwrap(),
-            [(3, 4), (3, 7), (3, 10), (1, 10)]
-        );
+        // A chunk of 3 is cut once the 4th operation is prepared (it opens the next one); the
+        // one after may be prepared while the first is in flight, never more.
+        let seen = seen.into_inner().unwrap();
+        let sizes: Vec<usize> = seen.iter().map(|(n, _)| *n).collect();
+        assert_eq!(sizes, [3, 3, 3, 1]);
+        assert!(seen[0].1 <= 7, "prepared before the first send: {seen:?}");
+    }
+
+    #[test]
+    fn the_next_chunk_is_prepared_while_every_slot_is_busy() {
+        let ops = ops(10);
+        let prepared = AtomicUsize::new(0);
+        let reached = Mutex::new(Vec::new());
+        Batcher::new(Host::detached())
+            .max_records(3)
+            .concurrency(1)
+            .push_concurrent(
+                &ops,
+                |op| {
+                    prepared.fetch_add(1, Ordering::SeqCst);
+                    Ok(op.key.clone())
+                },
+                |chunk| {
+                    // The only slot is busy until the next chunk (and the item that opens the
+                    // one after) is prepared, or a second has passed.
+                    let first: usize = chunk.operations[0].key[1..].parse().unwrap();
+                    let until = Instant::now() + Duration::from_secs(1);
+                    while prepared.load(Ordering::SeqCst) < (first + 7).min(10)
+                        && Instant::now() < until
+                    {
+                        std::thread::yield_now();
+                    }
+                    reached.lock().unwrap().push(prepared.load(Ordering::SeqCst));
+                    Ok(Acks::All)
+                },
+            )
+            .unwrap();
+        assert_eq!(reached.into_inner().unwrap(), [7, 10, 10, 10]);
     }
 
     #[test]
