@@ -38,6 +38,7 @@ struct Args {
     minutes: u64,
     daemons: Vec<usize>,
     workers: usize,
+    jitter: u64,
     postgres: String,
     analyze: bool,
 }
@@ -64,11 +65,14 @@ impl Args {
             daemons.iter().all(|&n| n > 0),
             "--daemons: each count is at least 1"
         );
+        // A start jittered past the minute would fall after the window the bench reads.
+        ensure!(number("--jitter", "0")? < 60, "--jitter: seconds, under 60");
         Ok(Args {
             workspaces: usize::try_from(number("--workspaces", "1000")?)?,
             minutes: number("--minutes", "10")?.max(1),
             daemons,
             workers: usize::try_from(number("--workers", "4")?)?,
+            jitter: number("--jitter", "0")?,
             postgres: arg("--postgres", "postgres://postgres@127.0.0.1:5432"),
             analyze: !args.iter().any(|a| a == "--no-analyze"),
         })
@@ -79,10 +83,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let args = Args::parse(args)?;
     let bin = build()?;
     let root = paths::target_dir().join("bench-daemon");
-    let conf = write_workspaces(&root, args.workspaces, args.workers)?;
+    let conf = write_workspaces(&root, &args)?;
     println!(
-        "{} workspaces, one job each every minute, {} min per scenario, {} workers per daemon",
-        args.workspaces, args.minutes, args.workers
+        "{} workspaces, one job each every minute (jitter {} s), {} min per scenario, {} workers per daemon",
+        args.workspaces, args.jitter, args.minutes, args.workers
     );
     println!();
     println!(
@@ -134,7 +138,7 @@ pub(crate) fn build() -> Result<PathBuf> {
 }
 
 /// One shared CSV shop and a config folder with a file per workspace.
-fn write_workspaces(root: &Path, workspaces: usize, workers: usize) -> Result<PathBuf> {
+fn write_workspaces(root: &Path, args: &Args) -> Result<PathBuf> {
     let data = root.join("data");
     let conf = root.join("conf");
     if conf.exists() {
@@ -162,9 +166,16 @@ fn write_workspaces(root: &Path, workspaces: usize, workers: usize) -> Result<Pa
     }
     std::fs::write(data.join("customers.csv"), customers)?;
     std::fs::write(data.join("orders.csv"), orders)?;
-    for w in 0..workspaces {
+    let jitter = match args.jitter {
+        0 => String::new(),
+        s => format!("jitter = \"{s}s\"\n"),
+    };
+    for w in 0..args.workspaces {
         let server = if w == 0 {
-            format!("[server]\nworkers = {workers}\nshutdown_grace = \"10s\"\n\n")
+            format!(
+                "[server]\nworkers = {}\nshutdown_grace = \"10s\"\n\n",
+                args.workers
+            )
         } else {
             String::new()
         };
@@ -203,7 +214,7 @@ email = "{{{{email}}}}"
 [[jobs]]
 name = "sync"
 schedule = "* * * * *"
-"#
+{jitter}"#
         );
         std::fs::write(conf.join(format!("ws-{w:04}.toml")), text)?;
     }
