@@ -511,7 +511,10 @@ mod tests {
                     {
                         std::thread::yield_now();
                     }
-                    reached.lock().unwrap().push(prepared.load(Ordering::SeqCst));
+                    reached
+                        .lock()
+                        .unwrap()
+                        .push(prepared.load(Ordering::SeqCst));
                     Ok(Acks::All)
                 },
             )
