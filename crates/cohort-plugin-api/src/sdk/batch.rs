@@ -457,12 +457,14 @@ mod tests {
         assert_eq!(sizes, [2, 2, 2, 1]);
     }
 
-    #[test]
-    fn the_first_chunk_is_sent_before_the_rest_of_the_batch_is_prepared() {
+    /// Pushes 10 operations in chunks of 3, one in flight at a time; `prepared` counts the
+    /// operations prepared so far, for `send` to look at.
+    fn push_one_at_a_time(
+        prepared: &AtomicUsize,
+        send: impl Fn(&Chunk<'_, String>) -> Result<Acks, HttpError> + Sync,
+    ) -> PushResult {
         let ops = ops(10);
-        let prepared = AtomicUsize::new(0);
-        let seen = Mutex::new(Vec::new());
-        let result = Batcher::new(Host::detached())
+        Batcher::new(Host::detached())
             .max_records(3)
             .concurrency(1)
             .push_concurrent(
@@ -471,13 +473,20 @@ mod tests {
                     prepared.fetch_add(1, Ordering::SeqCst);
                     Ok(op.key.clone())
                 },
-                |chunk| {
-                    let now = prepared.load(Ordering::SeqCst);
-                    seen.lock().unwrap().push((chunk.items.len(), now));
-                    Ok(Acks::All)
-                },
+                send,
             )
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn the_first_chunk_is_sent_before_the_rest_of_the_batch_is_prepared() {
+        let prepared = AtomicUsize::new(0);
+        let seen = Mutex::new(Vec::new());
+        let result = push_one_at_a_time(&prepared, |chunk| {
+            let now = prepared.load(Ordering::SeqCst);
+            seen.lock().unwrap().push((chunk.items.len(), now));
+            Ok(Acks::All)
+        });
         assert_eq!(result.outcomes.len(), 10);
         // A chunk of 3 is cut once the 4th operation is prepared (it opens the next one); the
         // one after may be prepared while the first is in flight, never more.
@@ -489,36 +498,22 @@ mod tests {
 
     #[test]
     fn the_next_chunk_is_prepared_while_every_slot_is_busy() {
-        let ops = ops(10);
         let prepared = AtomicUsize::new(0);
         let reached = Mutex::new(Vec::new());
-        Batcher::new(Host::detached())
-            .max_records(3)
-            .concurrency(1)
-            .push_concurrent(
-                &ops,
-                |op| {
-                    prepared.fetch_add(1, Ordering::SeqCst);
-                    Ok(op.key.clone())
-                },
-                |chunk| {
-                    // The only slot is busy until the next chunk (and the item that opens the
-                    // one after) is prepared, or a second has passed.
-                    let first: usize = chunk.operations[0].key[1..].parse().unwrap();
-                    let until = Instant::now() + Duration::from_secs(1);
-                    while prepared.load(Ordering::SeqCst) < (first + 7).min(10)
-                        && Instant::now() < until
-                    {
-                        std::thread::yield_now();
-                    }
-                    reached
-                        .lock()
-                        .unwrap()
-                        .push(prepared.load(Ordering::SeqCst));
-                    Ok(Acks::All)
-                },
-            )
-            .unwrap();
+        push_one_at_a_time(&prepared, |chunk| {
+            // The only slot is busy until the next chunk (and the item that opens the one
+            // after) is prepared, or a second has passed.
+            let first: usize = chunk.operations[0].key[1..].parse().unwrap();
+            let until = Instant::now() + Duration::from_secs(1);
+            while prepared.load(Ordering::SeqCst) < (first + 7).min(10) && Instant::now() < until {
+                std::thread::yield_now();
+            }
+            reached
+                .lock()
+                .unwrap()
+                .push(prepared.load(Ordering::SeqCst));
+            Ok(Acks::All)
+        });
         assert_eq!(reached.into_inner().unwrap(), [7, 10, 10, 10]);
     }
 
