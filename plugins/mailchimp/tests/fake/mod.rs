@@ -113,6 +113,9 @@ struct State {
     faults: VecDeque<(String, Fault)>,
     /// When each answer in flight is done.
     in_flight: Vec<Instant>,
+    /// Requests let in whose answer is still being made: counted with `in_flight`, so that
+    /// two requests arriving together cannot both take the last place.
+    admitted: usize,
     /// Added to every answer.
     latency: Duration,
     stats: Stats,
@@ -213,6 +216,7 @@ impl Fake {
             polls_before_done: 1,
             faults: VecDeque::new(),
             in_flight: Vec::new(),
+            admitted: 0,
             latency: Duration::ZERO,
             stats: Stats::default(),
             next: 1,
@@ -326,7 +330,7 @@ fn limited(state: &Mutex<State>, spec: &OpenApi, r: &Recorded) -> Reply {
     {
         let mut s = lock(state);
         s.in_flight.retain(|done| *done > arrived);
-        if s.in_flight.len() >= MAX_CONNECTIONS {
+        if s.in_flight.len() + s.admitted >= MAX_CONNECTIONS {
             s.stats.requests += 1;
             s.stats.throttled += 1;
             return problem(
@@ -336,14 +340,19 @@ fn limited(state: &Mutex<State>, spec: &OpenApi, r: &Recorded) -> Reply {
             )
             .retry_after(1);
         }
+        s.admitted += 1;
     }
     let mut reply = answer(state, spec, r);
     let mut s = lock(state);
     reply.delay += s.latency;
     let done = Instant::now() + reply.delay;
+    s.admitted -= 1;
+    let now = Instant::now();
+    s.in_flight.retain(|d| *d > now);
     s.in_flight.push(done);
     s.stats.busy += done - arrived;
-    s.stats.peak = s.stats.peak.max(s.in_flight.len());
+    let open = s.in_flight.len() + s.admitted;
+    s.stats.peak = s.stats.peak.max(open);
     reply
 }
 
