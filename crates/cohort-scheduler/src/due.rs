@@ -151,6 +151,13 @@ impl JobTimes {
     }
 }
 
+/// The key that names `job` of `workspace` among every workspace's jobs: what
+/// [`JobTimes::new`] and [`jitter_offset`] take, so that whoever computes a job's offset (the
+/// planner, the API's `next_run_at`, a run measuring its lag) gets the same one.
+pub fn job_key(workspace: &str, job: &str) -> String {
+    format!("{workspace}/{job}")
+}
+
 /// A delay in `0..jitter` (whole milliseconds) that depends only on `key`.
 pub fn jitter_offset(jitter: Duration, key: &str) -> Duration {
     let window = jitter.as_millis() as u64;

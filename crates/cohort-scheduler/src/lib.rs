@@ -14,5 +14,7 @@
 mod due;
 mod fire;
 
-pub use due::{DEFAULT_GRACE, Due, JobTimes, MAX_LOOKBACK, Misfire, Policy, jitter_offset};
+pub use due::{
+    DEFAULT_GRACE, Due, JobTimes, MAX_LOOKBACK, Misfire, Policy, jitter_offset, job_key,
+};
 pub use fire::{Ticks, ticks_after};

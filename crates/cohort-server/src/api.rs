@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use cohort_config::{Config, Workspace};
-use cohort_scheduler::{JobTimes, Policy};
+use cohort_scheduler::{JobTimes, Policy, job_key};
 use cohort_store::{RecordError, RunRow, RunStatus, Store};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -193,7 +193,7 @@ async fn jobs(State(api): State<Arc<Api>>, headers: HeaderMap, Path(ws): Path<St
                     s.clone(),
                     w.timezone,
                     Policy::of(job),
-                    &format!("{}/{}", w.id, job.name),
+                    &job_key(&w.id, &job.name),
                 );
                 times
                     .next_tick(now)

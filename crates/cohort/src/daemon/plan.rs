@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cohort_scheduler::{JobTimes, Policy};
+use cohort_scheduler::{JobTimes, Policy, job_key};
 use cohort_store::Tick;
 
 use super::Daemon;
@@ -58,7 +58,7 @@ pub(super) async fn run(daemon: Arc<Daemon>) {
                     schedule.clone(),
                     w.timezone,
                     Policy::of(job),
-                    &format!("{}/{}", w.id, job.name),
+                    &job_key(&w.id, &job.name),
                 );
                 let due = times.due(since, now);
                 if let Some(next) = due.next_start {

@@ -125,7 +125,10 @@ async fn run_claimed(daemon: &Arc<Daemon>, claim: Claim) {
     // resumed run starts late on purpose), and it counts from the tick's start, which the
     // job's `jitter` moves after the tick on purpose too.
     let jitter = job.map_or(Duration::ZERO, |j| {
-        cohort_scheduler::jitter_offset(j.jitter, &format!("{}/{}", claim.workspace, claim.job))
+        cohort_scheduler::jitter_offset(
+            j.jitter,
+            &cohort_scheduler::job_key(&claim.workspace, &claim.job),
+        )
     });
     let lag = claim
         .scheduled_for
