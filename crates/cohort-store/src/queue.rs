@@ -36,6 +36,10 @@ use crate::runs::{Owner, expiry, new_token};
 use crate::types::{Backend, RunId, RunStatus};
 use crate::workspace::WorkspaceStore;
 
+/// When a claimable run is due: the order claims take runs in (the key of the
+/// `job_runs_claimable` index, m0009).
+const DUE: &str = "COALESCE(not_before, scheduled_for, started_at)";
+
 /// A daemon's claim on one run row: the right to run it until the lease runs out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
@@ -360,10 +364,9 @@ impl Store {
                  (status = 'queued' AND (not_before IS NULL OR not_before <= $4) \
                    AND (lease_expires_at IS NULL OR lease_expires_at < $4)) \
                  OR (status = 'running' AND lease_token IS NOT NULL AND lease_expires_at < $4)) \
-               ORDER BY COALESCE(not_before, scheduled_for, started_at), id \
+               ORDER BY {DUE}, id \
                LIMIT $6{lock} \
-             RETURNING id, workspace_id, job, trigger, scheduled_for, attempt, status, \
-               COALESCE(not_before, scheduled_for, started_at) AS due"
+             RETURNING id, workspace_id, job, trigger, scheduled_for, attempt, status, {DUE} AS due"
         );
         let rows = self.db.query_all_raw(self.statement(&sql, values)).await?;
         let mut claims = Vec::with_capacity(rows.len());

@@ -65,14 +65,15 @@ impl Args {
             daemons.iter().all(|&n| n > 0),
             "--daemons: each count is at least 1"
         );
+        let jitter = number("--jitter", "0")?;
         // A start jittered past the minute would fall after the window the bench reads.
-        ensure!(number("--jitter", "0")? < 60, "--jitter: seconds, under 60");
+        ensure!(jitter < 60, "--jitter: seconds, under 60");
         Ok(Args {
             workspaces: usize::try_from(number("--workspaces", "1000")?)?,
             minutes: number("--minutes", "10")?.max(1),
             daemons,
             workers: usize::try_from(number("--workers", "4")?)?,
-            jitter: number("--jitter", "0")?,
+            jitter,
             postgres: arg("--postgres", "postgres://postgres@127.0.0.1:5432"),
             analyze: !args.iter().any(|a| a == "--no-analyze"),
         })

@@ -345,9 +345,9 @@ fn limited(state: &Mutex<State>, spec: &OpenApi, r: &Recorded) -> Reply {
     let mut reply = answer(state, spec, r);
     let mut s = lock(state);
     reply.delay += s.latency;
-    let done = Instant::now() + reply.delay;
-    s.admitted -= 1;
     let now = Instant::now();
+    let done = now + reply.delay;
+    s.admitted -= 1;
     s.in_flight.retain(|d| *d > now);
     s.in_flight.push(done);
     s.stats.busy += done - arrived;
