@@ -74,8 +74,9 @@ impl Api {
     /// A client for the configured list. Mailchimp takes the key as the password of HTTP Basic
     /// (any user name).
     ///
-    /// Mailchimp limits simultaneous connections (the `Batcher`'s concurrency keeps to
-    /// `connections`), not requests per second. The host's default bucket (10 a second) would
+    /// Mailchimp limits simultaneous connections, not requests per second: the client lets
+    /// `connections` requests out at once, from however many chunks are in progress. The
+    /// host's default bucket (10 a second) would
     /// bind long before ten connections are busy, so the client asks for one that does not:
     /// [`REQUESTS_PER_SECOND`], which ten connections reach only if Mailchimp answered in
     /// under 10 ms. A destination's own `rate_limit` still wins.
@@ -85,6 +86,7 @@ impl Api {
                 REQUESTS_PER_SECOND,
                 u32::try_from(config.connections).unwrap_or(1),
             )
+            .connections(config.connections)
             .basic("/api_key", "cohort", &config.api_key)
             .timeout(config.timeout)
             .client_errors(ClientErrors::RejectRecords);

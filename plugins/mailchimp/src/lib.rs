@@ -13,7 +13,8 @@
 //!   unsubscribe at Mailchimp is never undone.
 //! - Small batches go member by member; above `batch_threshold`, through `POST /batches` jobs.
 //!   Either way up to `connections` (default 10, Mailchimp's limit) requests are in flight at
-//!   once, through the SDK's `Batcher::push_concurrent`.
+//!   once (the SDK client's gate), through the SDK's `Batcher::push_concurrent`; twice as
+//!   many batch jobs are in progress, since a job waiting for its next poll holds none.
 //! - Before a run pushes, the list's `unsubscribed` and `cleaned` members changed since the last
 //!   read are reported to Cohort's suppression list (ABI 1.3, `suppressions`).
 //!
@@ -28,6 +29,11 @@ use serde_json::json;
 
 use crate::client::Api;
 use crate::config::{Config, Validated};
+
+/// Batch jobs in progress per connection. Between two polls (`poll_interval`, 5 s by
+/// default) a job holds no connection, so with one job per connection they would sit idle
+/// most of the time; Mailchimp takes up to 500 pending jobs per account, far above this.
+const JOBS_PER_CONNECTION: usize = 2;
 
 /// The mailchimp destination.
 #[derive(Debug)]
@@ -107,17 +113,24 @@ impl Destination for Mailchimp {
             Ok(change)
         };
         // Every change is idempotent and none depends on another (see `client`), so chunks
-        // go side by side, up to the connections Mailchimp allows.
-        let batcher = Batcher::new(*host).concurrency(config.connections);
+        // go side by side; the client holds their requests to the connections Mailchimp
+        // allows.
+        let batcher = Batcher::new(*host);
         if batch.operations.len() <= config.batch_threshold {
-            // Member by member: one request for the member, one for its tag.
+            // Member by member: one request for the member, one for its tag, back to back, so
+            // a chunk per connection keeps them busy.
             return batcher
+                .concurrency(config.connections)
                 .max_records(1)
                 .push_concurrent(&batch.operations, prepare, |chunk| {
                     api.apply(&chunk.items[0], tag)
                 });
         }
+        // A job spends most of its life waiting for its next poll, holding no connection:
+        // more jobs than connections are in progress, and a connection one leaves is taken by
+        // another.
         batcher
+            .concurrency(config.connections * JOBS_PER_CONNECTION)
             .max_records(config.batch_size)
             .max_bytes(8 << 20)
             .push_concurrent(&batch.operations, prepare, |chunk| {

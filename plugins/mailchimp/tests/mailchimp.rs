@@ -396,7 +396,7 @@ fn members_go_side_by_side_up_to_the_connections_and_never_past_mailchimps_limit
 }
 
 #[test]
-fn batch_jobs_go_side_by_side_up_to_the_configured_connections() {
+fn batch_jobs_go_side_by_side_with_requests_up_to_the_configured_connections() {
     let fake = Fake::start();
     fake.set_latency(Duration::from_millis(100));
     let setup = Setup::new();
@@ -413,10 +413,37 @@ fn batch_jobs_go_side_by_side_up_to_the_configured_connections() {
     assert!(all_ok(&result), "{:?}", statuses(&result));
     let stats = fake.stats();
     assert_eq!(stats.jobs, 10);
-    assert_eq!(stats.peak, 3, "three jobs in flight at once, no more");
+    assert_eq!(stats.peak, 3, "three requests in flight at once, no more");
     assert_eq!(stats.throttled, 0);
     assert_eq!(fake.tagged("vip").len(), 40);
     assert_eq!(stats.invalid, 0, "{:?}", stats.invalid_reasons);
+}
+
+#[test]
+fn jobs_waiting_between_polls_leave_their_connections_to_other_jobs() {
+    let fake = Fake::start();
+    fake.set_latency(Duration::from_millis(50));
+    let setup = Setup::new();
+    let mut i = setup
+        .open(
+            &fake,
+            json!({"batch_threshold": 5, "batch_size": 4, "connections": 2, "poll_interval": 1}),
+        )
+        .unwrap();
+    let ops: Vec<Operation> = (0..16)
+        .map(|n| upsert(&format!("k{n}"), &format!("m{n}@example.com"), "M"))
+        .collect();
+    let result = i.push(&batch(ops)).unwrap();
+    assert!(all_ok(&result), "{:?}", statuses(&result));
+    let stats = fake.stats();
+    assert_eq!(stats.jobs, 4);
+    assert_eq!(
+        stats.open_jobs_peak, 4,
+        "while two jobs wait a second to poll again, two more are submitted"
+    );
+    assert_eq!(stats.peak, 2, "and never more than two requests at once");
+    assert_eq!(stats.throttled, 0);
+    assert_eq!(fake.tagged("vip").len(), 16);
 }
 
 #[test]

@@ -13,7 +13,8 @@
 //! [`Batcher::push`] sends one chunk at a time. [`Batcher::push_concurrent`] keeps up to
 //! [`concurrency`](Batcher::concurrency) chunks in flight, each on a scoped thread, for vendors
 //! that limit simultaneous requests rather than requests per second (Mailchimp: 10
-//! connections). The table holds for both: outcomes come back in the host's order whatever
+//! connections; the client's `connections` gate keeps to the limit when more chunks than that
+//! are in progress). The table holds for both: outcomes come back in the host's order whatever
 //! order the vendor answers in; a chunk told to wait, or a fatal error, stops only chunks not
 //! yet started (those in flight finish, and a retry's delay is not a reason to drop an answer
 //! already on its way). Only `send` runs on the threads: cancellation is checked before each
@@ -287,8 +288,10 @@ impl Batcher {
     }
 
     /// Most chunks [`push_concurrent`](Self::push_concurrent) keeps in flight at once (at
-    /// least 1): the vendor's limit of simultaneous requests, less any the plugin makes
-    /// elsewhere.
+    /// least 1). Without more, it is the vendor's limit of simultaneous requests, less any the
+    /// plugin makes elsewhere. A client that caps its own requests
+    /// ([`Client::connections`](super::http::Client::connections)) may run more chunks than
+    /// connections, so that one chunk's work between requests overlaps others' requests.
     pub fn concurrency(mut self, n: usize) -> Batcher {
         self.concurrency = n.max(1);
         self

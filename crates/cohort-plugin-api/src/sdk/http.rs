@@ -26,6 +26,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::gate::Gate;
 use super::{Host, PluginError};
 use crate::wire::{ConfigIssue, HttpRequest, HttpResponse, RateLimit};
 
@@ -112,6 +113,8 @@ pub struct Client {
     rate_limit: Option<RateLimit>,
     timeout: Option<Duration>,
     client_errors: ClientErrors,
+    /// The account's cap on requests in flight, shared by this client's clones.
+    connections: Option<Gate>,
 }
 
 impl fmt::Debug for Client {
@@ -141,6 +144,7 @@ impl Client {
             rate_limit: None,
             timeout: None,
             client_errors: ClientErrors::Fatal,
+            connections: None,
         }
     }
 
@@ -218,6 +222,17 @@ impl Client {
         self
     }
 
+    /// The vendor's limit of simultaneous connections for the account: at most `n` requests
+    /// through this client (and its clones) are in flight at once, whichever threads send
+    /// them; a request waits for a place before it goes. With this gate in place, a
+    /// [`Batcher`](super::batch::Batcher) may keep more chunks in progress than the vendor
+    /// allows connections, and the connections stay busy while some chunks build their next
+    /// request.
+    pub fn connections(mut self, n: usize) -> Client {
+        self.connections = Some(Gate::new(n));
+        self
+    }
+
     /// Timeout of one attempt, instead of the host's.
     pub fn timeout(mut self, timeout: Duration) -> Client {
         self.timeout = Some(timeout);
@@ -282,6 +297,7 @@ impl Client {
             credentials: self.credentials.clone(),
             client_errors: self.client_errors,
             allowed: Vec::new(),
+            gate: self.connections.clone(),
         }
     }
 }
@@ -295,6 +311,7 @@ pub struct Request {
     credentials: Vec<String>,
     client_errors: ClientErrors,
     allowed: Vec<u16>,
+    gate: Option<Gate>,
 }
 
 impl Request {
@@ -387,11 +404,15 @@ impl Request {
             credentials,
             client_errors,
             allowed,
+            gate,
         } = self;
         let secrets = request.secrets.clone();
         let shown = redact(&secrets, &request.url);
         let what = format!("{} {}", request.method, strip_query_secrets(&shown));
-        let response = host.http(&request).map_err(|e| match e {
+        let permit = gate.as_ref().map(Gate::enter);
+        let answered = host.http(&request);
+        drop(permit);
+        let response = answered.map_err(|e| match e {
             // The host's own message names the URL already (redacted).
             PluginError::Retry {
                 message,

@@ -52,6 +52,7 @@
 pub mod batch;
 #[doc(hidden)]
 pub mod ffi;
+mod gate;
 mod host;
 pub mod http;
 pub mod ledger;

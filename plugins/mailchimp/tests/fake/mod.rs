@@ -78,6 +78,8 @@ pub struct Stats {
     pub tag_posts: u64,
     /// Batch jobs submitted.
     pub jobs: u64,
+    /// The most batch jobs submitted and not yet finished at once.
+    pub open_jobs_peak: usize,
     /// Operations run inside jobs.
     pub job_operations: u64,
     /// Faults answered.
@@ -525,6 +527,8 @@ fn route(
                     results: Vec::new(),
                 },
             );
+            let open = s.jobs.values().filter(|j| !j.finished).count();
+            s.stats.open_jobs_peak = s.stats.open_jobs_peak.max(open);
             (
                 200,
                 json!({"id": id, "status": "pending", "total_operations": total,
