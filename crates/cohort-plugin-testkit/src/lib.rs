@@ -13,11 +13,14 @@
 //!   vendor would.
 //! - [`plugin`]: builds a plugin package's `cdylib` and returns its path; [`cohort_binary`]
 //!   builds the `cohort` CLI beside them, for end-to-end runs.
+//! - [`bench`]: a destination's benchmark driven as the engine drives it (release build, host
+//!   batches, timed pushes), shared by the vendors' bench examples.
 //!
 //! It is a dev-dependency of plugin crates and a dependency of the `cohort` binary (for `plugins
 //! check`); nothing in a run depends on it.
 #![warn(missing_docs)]
 
+pub mod bench;
 mod example;
 pub mod openapi;
 mod server;

@@ -24,11 +24,9 @@
 #[path = "../tests/fake/mod.rs"]
 mod fake;
 
-use std::time::Instant;
-
 use cohort_plugin_api::CustomerId;
-use cohort_plugin_api::wire::{Action, Batch, DestinationMode, Operation, OutcomeStatus};
-use cohort_plugin_host::{HostServices, HttpService, LoadedPlugin};
+use cohort_plugin_api::wire::{Action, DestinationMode, Operation};
+use cohort_plugin_testkit::bench::{DestinationBench, Pushed, host_batches};
 use fake::{API_KEY, Fake, LIST};
 use serde_json::{Value, json};
 
@@ -41,39 +39,14 @@ fn main() {
             .unwrap_or_else(|| default.to_owned())
     };
     let n: usize = arg("--members", "100000").parse().unwrap();
-    let path = cohort_plugin_host::dev::build_cdylib("cohort-plugin-klaviyo", true).unwrap();
-    let plugin = LoadedPlugin::load(path).unwrap();
+    let bench = DestinationBench::load("cohort-plugin-klaviyo");
+    let batches = host_batches(n, 10_000, DestinationMode::Upsert, "vip", op);
     for bulk_size in arg("--bulk-sizes", "10000,1000").split(',') {
         let bulk_size: usize = bulk_size.parse().unwrap();
         let fake = Fake::start();
         let config = json!({"api_key": API_KEY, "list_id": LIST, "base_url": fake.url(),
                             "poll_interval": 0, "bulk_size": bulk_size});
-        let services = HostServices::default().with_http(HttpService::shared().unwrap());
-        let mut instance = plugin.open(&config, services).unwrap();
-        let batches: Vec<Batch> = (0..n)
-            .collect::<Vec<_>>()
-            .chunks(10_000)
-            .map(|ids| Batch {
-                workspace: Some("bench".into()),
-                campaign: Some("seed".into()),
-                mode: DestinationMode::Upsert,
-                audience: Some("vip".into()),
-                replace: None,
-                operations: ids.iter().map(|&i| op(i)).collect(),
-            })
-            .collect();
-        let started = Instant::now();
-        let mut ok = 0;
-        for b in &batches {
-            let r = instance.push(b).unwrap();
-            ok += r
-                .outcomes
-                .iter()
-                .filter(|o| o.status == OutcomeStatus::Ok)
-                .count();
-        }
-        let seconds = started.elapsed().as_secs_f64();
-        drop(instance);
+        let Pushed { seconds, ok, .. } = bench.push_all(&config, &batches);
         let stats = fake.stats();
         assert_eq!(ok, n, "every profile acknowledged");
         assert_eq!(fake.members().len(), n, "every profile on the list");

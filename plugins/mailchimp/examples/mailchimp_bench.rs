@@ -17,11 +17,11 @@
 #[path = "../tests/fake/mod.rs"]
 mod fake;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cohort_plugin_api::CustomerId;
-use cohort_plugin_api::wire::{Action, Batch, DestinationMode, Operation, OutcomeStatus};
-use cohort_plugin_host::{HostServices, HttpService, LoadedPlugin};
+use cohort_plugin_api::wire::{Action, DestinationMode, Operation};
+use cohort_plugin_testkit::bench::{DestinationBench, Pushed, host_batches};
 use fake::{API_KEY, Fake, LIST, MAX_CONNECTIONS};
 use serde_json::{Value, json};
 
@@ -39,35 +39,11 @@ fn main() {
     let host_batch = arg("--host-batch", 10_000);
     let fake = Fake::start();
     fake.set_latency(latency);
-    let path = cohort_plugin_host::dev::build_cdylib("cohort-plugin-mailchimp", true).unwrap();
-    let plugin = LoadedPlugin::load(path).unwrap();
+    let bench = DestinationBench::load("cohort-plugin-mailchimp");
     let config = json!({"api_key": API_KEY, "list_id": LIST, "base_url": fake.url(),
                         "poll_interval": 0, "batch_size": batch_size});
-    let services = HostServices::default().with_http(HttpService::shared().unwrap());
-    let mut instance = plugin.open(&config, services).unwrap();
-    let batches: Vec<Batch> = (0..n)
-        .collect::<Vec<_>>()
-        .chunks(host_batch)
-        .map(|ids| Batch {
-            workspace: Some("bench".into()),
-            campaign: Some("seed".into()),
-            mode: DestinationMode::Upsert,
-            audience: Some("vip".into()),
-            replace: None,
-            operations: ids.iter().map(|&i| op(i)).collect(),
-        })
-        .collect();
-    let started = Instant::now();
-    let mut ok = 0;
-    for b in &batches {
-        let r = instance.push(b).unwrap();
-        ok += r
-            .outcomes
-            .iter()
-            .filter(|o| o.status == OutcomeStatus::Ok)
-            .count();
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    let batches = host_batches(n, host_batch, DestinationMode::Upsert, "vip", op);
+    let Pushed { seconds, ok, .. } = bench.push_all(&config, &batches);
     let stats = fake.stats();
     assert_eq!(ok, n, "every member acknowledged");
     assert_eq!(fake.member_count(), n, "every member on the list");

@@ -9,11 +9,9 @@
 #[path = "../tests/fake/mod.rs"]
 mod fake;
 
-use std::time::Instant;
-
 use cohort_plugin_api::CustomerId;
-use cohort_plugin_api::wire::{Action, Batch, DestinationMode, Operation, OutcomeStatus};
-use cohort_plugin_host::{HostServices, HttpService, LoadedPlugin};
+use cohort_plugin_api::wire::{Action, DestinationMode, Operation};
+use cohort_plugin_testkit::bench::{DestinationBench, Pushed, host_batches};
 use fake::{APP_SECRET, Fake, TOKEN};
 use serde_json::{Value, json};
 
@@ -28,34 +26,10 @@ fn main() {
         .map_or(1_000_000, |v| v.parse().unwrap());
     let fake = Fake::start(true);
     fake.audience(AUDIENCE);
-    let path = cohort_plugin_host::dev::build_cdylib("cohort-plugin-meta-ads", true).unwrap();
-    let plugin = LoadedPlugin::load(path).unwrap();
+    let bench = DestinationBench::load("cohort-plugin-meta-ads");
     let config = json!({"access_token": TOKEN, "app_secret": APP_SECRET, "base_url": fake.url()});
-    let services = HostServices::default().with_http(HttpService::shared().unwrap());
-    let mut instance = plugin.open(&config, services).unwrap();
-    let batches: Vec<Batch> = (0..n)
-        .collect::<Vec<_>>()
-        .chunks(50_000)
-        .map(|ids| Batch {
-            workspace: Some("bench".into()),
-            campaign: Some("seed".into()),
-            mode: DestinationMode::Mirror,
-            audience: Some(AUDIENCE.into()),
-            replace: None,
-            operations: ids.iter().map(|&i| op(i)).collect(),
-        })
-        .collect();
-    let started = Instant::now();
-    let mut ok = 0;
-    for b in &batches {
-        let r = instance.push(b).unwrap();
-        ok += r
-            .outcomes
-            .iter()
-            .filter(|o| o.status == OutcomeStatus::Ok)
-            .count();
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    let batches = host_batches(n, 50_000, DestinationMode::Mirror, AUDIENCE, op);
+    let Pushed { seconds, ok, .. } = bench.push_all(&config, &batches);
     assert_eq!(ok, n, "every member acknowledged");
     assert_eq!(fake.keys(AUDIENCE).len(), n, "every member in the audience");
     let sizes: Vec<usize> = fake.stats(|s| s.requests.iter().map(|(_, r)| *r).collect());

@@ -25,20 +25,19 @@
 #[path = "../tests/fake/mod.rs"]
 mod fake;
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use cohort_plugin_api::CustomerId;
-use cohort_plugin_api::wire::{Action, Batch, DestinationMode, Operation, OutcomeStatus};
-use cohort_plugin_host::{HostServices, HttpService, LoadedPlugin};
+use cohort_plugin_api::wire::{Action, DestinationMode, Operation};
+use cohort_plugin_testkit::bench::{DestinationBench, host_batches};
 use fake::{Fake, KEY, LIST};
 use serde_json::{Value, json};
 
 /// The endpoint whose limit the share is of.
 const UPSERT: &str = "PUT /v3/marketing/contacts";
 
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+fn unix(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
@@ -51,40 +50,17 @@ fn main() {
             .unwrap_or_else(|| default.to_owned())
     };
     let n: usize = arg("--members", "100000").parse().unwrap();
-    let path = cohort_plugin_host::dev::build_cdylib("cohort-plugin-sendgrid", true).unwrap();
-    let plugin = LoadedPlugin::load(path).unwrap();
+    let bench = DestinationBench::load("cohort-plugin-sendgrid");
     for batch_size in arg("--batches", "10000,50").split(',') {
         let batch_size: usize = batch_size.parse().unwrap();
         let fake = Fake::start();
         fake.set_polls_before_done(0);
         let config = json!({"api_key": KEY, "list_id": LIST, "base_url": fake.url(),
                             "poll_interval": 0});
-        let services = HostServices::default().with_http(HttpService::shared().unwrap());
-        let mut instance = plugin.open(&config, services).unwrap();
-        let batches: Vec<Batch> = (0..n)
-            .collect::<Vec<_>>()
-            .chunks(batch_size)
-            .map(|ids| Batch {
-                workspace: Some("bench".into()),
-                campaign: Some("seed".into()),
-                mode: DestinationMode::Upsert,
-                audience: Some("vip".into()),
-                replace: None,
-                operations: ids.iter().map(|&i| op(i)).collect(),
-            })
-            .collect();
-        let (started, started_unix) = (Instant::now(), unix_now());
-        let mut ok = 0;
-        for b in &batches {
-            let r = instance.push(b).unwrap();
-            ok += r
-                .outcomes
-                .iter()
-                .filter(|o| o.status == OutcomeStatus::Ok)
-                .count();
-        }
-        let (seconds, ended_unix) = (started.elapsed().as_secs_f64(), unix_now());
-        drop(instance);
+        let batches = host_batches(n, batch_size, DestinationMode::Upsert, "vip", op);
+        let pushed = bench.push_all(&config, &batches);
+        let (seconds, ok) = (pushed.seconds, pushed.ok);
+        let (started_unix, ended_unix) = (unix(pushed.started_at), unix(pushed.ended_at));
         assert_eq!(ok, n, "every contact acknowledged");
         assert_eq!(fake.members().len(), n, "every contact on the list");
         assert!(fake.violations().is_empty(), "{:?}", fake.violations());
