@@ -29,6 +29,8 @@ use sea_orm::sqlx::{self, Postgres, Sqlite, Transaction};
 use serde_json::Value;
 
 use crate::error::StoreError;
+use crate::read::in_workspace_sources;
+use crate::types::Backend;
 
 /// Customers per statement when a set of them is read or written.
 const CHUNK: usize = 5_000;
@@ -1006,9 +1008,10 @@ async fn for_each_totals_row(
 ) -> Result<(), StoreError> {
     if db.get_database_backend() == sea_orm::DbBackend::Postgres {
         let mut tx = db.get_postgres_connection_pool().begin().await?;
+        let sources = in_workspace_sources(Backend::Postgres, "t.source_id");
         let sql = format!(
             "SELECT t.source_id, json_build_array({columns})::text FROM {table} AS t \
-             WHERE t.source_id IN (SELECT id FROM sources WHERE workspace_id = $1)"
+             WHERE {sources}"
         );
         {
             let mut rows = sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(sql))
