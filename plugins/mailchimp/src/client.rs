@@ -76,10 +76,10 @@ impl Api {
     ///
     /// Mailchimp limits simultaneous connections, not requests per second: the client lets
     /// `connections` requests out at once, from however many chunks are in progress. The
-    /// host's default bucket (10 a second) would
-    /// bind long before ten connections are busy, so the client asks for one that does not:
-    /// [`REQUESTS_PER_SECOND`], which ten connections reach only if Mailchimp answered in
-    /// under 10 ms. A destination's own `rate_limit` still wins.
+    /// host's default bucket (10 a second) would bind long before ten connections are busy,
+    /// so the client asks for one that does not: [`REQUESTS_PER_SECOND`], which ten
+    /// connections reach only if Mailchimp answered in under 10 ms. A destination's own
+    /// `rate_limit` still wins.
     pub fn new(host: Host, config: &Validated) -> Api {
         let client = Client::new(host, config.base_url.clone())
             .rate_limit(

@@ -56,8 +56,9 @@ pub struct Config {
     pub merge_fields: BTreeMap<String, String>,
     /// Requests in flight at once: batch jobs submitted and polled side by side (twice this
     /// many jobs are in progress, as a job waiting for its next poll holds no connection), or
-    /// members changed side by side. Mailchimp allows 10 simultaneous connections per account (one
-    /// more is a 429), so lower it when something else uses the same account at the same time.
+    /// members changed side by side. Mailchimp allows 10 simultaneous connections per account
+    /// (one more is a 429), so lower it when something else uses the same account at the same
+    /// time.
     #[serde(default = "default_connections")]
     #[schemars(range(min = 1, max = 10))]
     pub connections: usize,

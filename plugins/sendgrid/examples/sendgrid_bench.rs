@@ -29,7 +29,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use cohort_plugin_api::CustomerId;
 use cohort_plugin_api::wire::{Action, DestinationMode, Operation};
-use cohort_plugin_testkit::bench::{DestinationBench, host_batches};
+use cohort_plugin_testkit::bench::{DestinationBench, Pushed, host_batches};
 use fake::{Fake, KEY, LIST};
 use serde_json::{Value, json};
 
@@ -58,9 +58,13 @@ fn main() {
         let config = json!({"api_key": KEY, "list_id": LIST, "base_url": fake.url(),
                             "poll_interval": 0});
         let batches = host_batches(n, batch_size, DestinationMode::Upsert, "vip", op);
-        let pushed = bench.push_all(&config, &batches);
-        let (seconds, ok) = (pushed.seconds, pushed.ok);
-        let (started_unix, ended_unix) = (unix(pushed.started_at), unix(pushed.ended_at));
+        let Pushed {
+            seconds,
+            ok,
+            started_at,
+            ended_at,
+        } = bench.push_all(&config, &batches);
+        let (started_unix, ended_unix) = (unix(started_at), unix(ended_at));
         assert_eq!(ok, n, "every contact acknowledged");
         assert_eq!(fake.members().len(), n, "every contact on the list");
         assert!(fake.violations().is_empty(), "{:?}", fake.violations());
