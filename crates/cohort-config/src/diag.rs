@@ -4,13 +4,17 @@
 //! mistake; they are sorted by file and position before anyone sees them.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 /// A place in a file: 1-based line and character column. Displays as `file:line:col`.
+///
+/// A loaded config keeps a location for every value it may later report on (a daemon with a
+/// thousand workspaces holds tens of thousands), so the places in one file share its path.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Location {
     /// The file.
-    pub file: PathBuf,
+    pub file: Arc<Path>,
     /// 1-based line.
     pub line: usize,
     /// 1-based column, in characters.
@@ -19,10 +23,10 @@ pub struct Location {
 
 impl Location {
     /// The location of byte `offset` of `text`, the contents of `file`.
-    pub fn at_offset(file: &Path, text: &str, offset: usize) -> Location {
+    pub fn at_offset(file: &Arc<Path>, text: &str, offset: usize) -> Location {
         let (line, column) = line_col(text, offset);
         Location {
-            file: file.to_path_buf(),
+            file: Arc::clone(file),
             line,
             column,
         }
@@ -49,7 +53,7 @@ impl Location {
     /// Line 1, column 1 of `file`: a whole file, such as a template read from disk.
     pub fn start_of(file: &Path) -> Location {
         Location {
-            file: file.to_path_buf(),
+            file: file.into(),
             line: 1,
             column: 1,
         }
@@ -252,7 +256,7 @@ mod tests {
     #[test]
     fn advancing_counts_lines_and_characters() {
         let at = Location {
-            file: "c.toml".into(),
+            file: std::path::Path::new("c.toml").into(),
             line: 4,
             column: 10,
         };
@@ -279,7 +283,7 @@ mod tests {
     fn diagnostics_sort_by_place_and_print_one_per_line() {
         let at = |line| {
             Some(Location {
-                file: "c.toml".into(),
+                file: std::path::Path::new("c.toml").into(),
                 line,
                 column: 1,
             })

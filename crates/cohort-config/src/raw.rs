@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
 use toml::Spanned;
@@ -301,7 +302,8 @@ impl RawFile {
 }
 
 struct Reader<'a> {
-    path: &'a Path,
+    /// Shared by every location in the file.
+    path: Arc<Path>,
     text: &'a str,
     diags: &'a mut Diagnostics,
 }
@@ -321,7 +323,11 @@ pub(crate) fn parse_file(path: &Path, text: &str, diags: &mut Diagnostics) -> Ra
         dir
     };
     let (doc, errors) = DeTable::parse_recoverable(text);
-    let mut r = Reader { path, text, diags };
+    let mut r = Reader {
+        path: path.into(),
+        text,
+        diags,
+    };
     for e in errors {
         let at = e.span().map(|s| r.loc(s));
         r.diags.push(Diagnostic::new(
@@ -484,7 +490,7 @@ pub(crate) fn parse_file(path: &Path, text: &str, diags: &mut Diagnostics) -> Ra
 
 impl<'a> Reader<'a> {
     fn loc(&self, span: Range<usize>) -> Location {
-        Location::at_offset(self.path, self.text, span.start)
+        Location::at_offset(&self.path, self.text, span.start)
     }
 
     fn push(&mut self, at: Location, message: String) {

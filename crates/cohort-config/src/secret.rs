@@ -499,7 +499,7 @@ mod tests {
         std::fs::write(dir.path().join("tok"), "hunter2-token").unwrap();
         let mut locations = BTreeMap::new();
         let at = |line| Location {
-            file: "c.toml".into(),
+            file: std::path::Path::new("c.toml").into(),
             line,
             column: 3,
         };
@@ -531,7 +531,7 @@ mod tests {
         locations.insert(
             "/token".to_owned(),
             Location {
-                file: "c.toml".into(),
+                file: std::path::Path::new("c.toml").into(),
                 line: 4,
                 column: 9,
             },

@@ -198,7 +198,7 @@ mod tests {
             prefer: vec!["shop".to_owned(), "crm".to_owned()],
             order_sources: None,
             at: Location {
-                file: "cohort.toml".into(),
+                file: std::path::Path::new("cohort.toml").into(),
                 line: 1,
                 column: 1,
             },

@@ -12,7 +12,7 @@
 //! Opening a plugin here is why plugins must not do network I/O in `open` (docs/plugins.md):
 //! a check must be quick, and must work with the vendor down.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use cohort_config::{Diagnostic, Diagnostics, Location, PluginConfig, Workspace, did_you_mean};
 use cohort_core::segment::{SegmentDef, SegmentSet};
@@ -253,7 +253,7 @@ fn check_templates(ws: &Workspace, diags: &mut Diagnostics) {
 fn template_diagnostic(e: &TemplateError) -> Diagnostic {
     Diagnostic::new(
         Some(Location {
-            file: PathBuf::from(&e.origin),
+            file: Path::new(&e.origin).into(),
             line: e.line,
             column: e.column,
         }),
