@@ -161,7 +161,10 @@ fn a_loaded_config_keeps_no_spare_room_and_one_copy_of_each_file_path() {
     let vip = ws.campaign("vip_audience").unwrap();
     assert_eq!(vip.fields.capacity(), vip.fields.len());
     let (a, b) = (&ws.at.file, &ws.segments[1].at.file);
-    assert!(std::sync::Arc::ptr_eq(a, b), "{a:?} and {b:?} are two copies");
+    assert!(
+        std::sync::Arc::ptr_eq(a, b),
+        "{a:?} and {b:?} are two copies"
+    );
 }
 
 #[test]
