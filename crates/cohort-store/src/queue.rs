@@ -40,6 +40,18 @@ use crate::workspace::WorkspaceStore;
 /// `job_runs_claimable` index, m0009).
 const DUE: &str = "COALESCE(not_before, scheduled_for, started_at)";
 
+/// A row a claim took, as the claim statement returns it.
+struct Picked {
+    run_id: RunId,
+    workspace: String,
+    job: String,
+    trigger: String,
+    scheduled_for: Option<DateTime<Utc>>,
+    attempt: Option<i32>,
+    status: String,
+    due: Option<DateTime<Utc>>,
+}
+
 /// A daemon's claim on one run row: the right to run it until the lease runs out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
@@ -336,19 +348,11 @@ impl Store {
             return Ok(Vec::new());
         }
         let batch = new_token(owner, now);
-        let values: Vec<Value> = vec![
-            batch.clone().into(),
-            expiry(now, lease).into(),
-            owner.to_string().into(),
-            now.into(),
-            serde_json::Value::from(workspaces.to_vec())
-                .to_string()
-                .into(),
-            i64::try_from(limit).unwrap_or(i64::MAX).into(),
-        ];
+        let listed = serde_json::Value::from(workspaces.to_vec()).to_string();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         // PostgreSQL evaluates the pick once (`ARRAY(...)`): as an `IN (subquery)` the planner
         // may run it again per row, and with `SKIP LOCKED` a second run can pick other rows.
-        let (listed, pick_into, lock) = match self.backend {
+        let (in_listed, pick_into, lock) = match self.backend {
             Backend::Postgres => (
                 "SELECT jsonb_array_elements_text($5::jsonb)",
                 "id = ANY(ARRAY(",
@@ -360,7 +364,7 @@ impl Store {
             "UPDATE job_runs SET lease_token = $1 || '-' || CAST(id AS TEXT), \
                lease_expires_at = $2, owner = $3 \
              WHERE {pick_into}SELECT id FROM job_runs \
-               WHERE status IN ('queued', 'running') AND workspace_id IN ({listed}) AND ( \
+               WHERE status IN ('queued', 'running') AND workspace_id IN ({in_listed}) AND ( \
                  (status = 'queued' AND (not_before IS NULL OR not_before <= $4) \
                    AND (lease_expires_at IS NULL OR lease_expires_at < $4)) \
                  OR (status = 'running' AND lease_token IS NOT NULL AND lease_expires_at < $4)) \
@@ -368,26 +372,84 @@ impl Store {
                LIMIT $6{lock} \
              RETURNING id, workspace_id, job, trigger, scheduled_for, attempt, status, {DUE} AS due"
         );
-        let rows = self.db.query_all_raw(self.statement(&sql, values)).await?;
-        let mut claims = Vec::with_capacity(rows.len());
-        for row in rows {
-            let run_id: RunId = row.try_get("", "id")?;
-            let status: String = row.try_get("", "status")?;
-            let attempt: Option<i32> = row.try_get("", "attempt")?;
-            let due: Option<DateTime<Utc>> = row.try_get("", "due")?;
-            let claim = Claim {
-                run_id,
-                workspace: row.try_get("", "workspace_id")?,
-                job: row.try_get("", "job")?,
-                trigger: row.try_get("", "trigger")?,
-                scheduled_for: row.try_get("", "scheduled_for")?,
-                attempt: attempt.map_or(1, |a| a.max(1) as u32),
-                resumed: status == RunStatus::Running.as_str(),
-                token: format!("{batch}-{run_id}"),
-                lease,
-            };
-            claims.push((due, claim));
-        }
+        let expires = expiry(now, lease);
+        let picked: Vec<Picked> = match self.backend {
+            Backend::Postgres => {
+                // Planned afresh at each claim (an unnamed statement), not cached per
+                // connection: a generic plan keeps the table size it saw when it was made,
+                // and one made while `job_runs` held a few rows seq-scanned the whole table
+                // at every claim from then on, until statistics changed (never, on a server
+                // without autovacuum). Planning costs a fraction of a millisecond.
+                use sea_orm::sqlx::Row as _;
+                // The text is made of constants only; every value is bound.
+                let rows = sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(sql.as_str()))
+                    .bind(&batch)
+                    .bind(expires)
+                    .bind(owner.to_string())
+                    .bind(now)
+                    .bind(&listed)
+                    .bind(limit)
+                    .persistent(false)
+                    .fetch_all(self.db.get_postgres_connection_pool())
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(Picked {
+                            run_id: row.try_get("id")?,
+                            workspace: row.try_get("workspace_id")?,
+                            job: row.try_get("job")?,
+                            trigger: row.try_get("trigger")?,
+                            scheduled_for: row.try_get("scheduled_for")?,
+                            attempt: row.try_get("attempt")?,
+                            status: row.try_get("status")?,
+                            due: row.try_get("due")?,
+                        })
+                    })
+                    .collect::<Result<_, sea_orm::sqlx::Error>>()?
+            }
+            Backend::Sqlite => {
+                let values: Vec<Value> = vec![
+                    batch.clone().into(),
+                    expires.into(),
+                    owner.to_string().into(),
+                    now.into(),
+                    listed.into(),
+                    limit.into(),
+                ];
+                let rows = self.db.query_all_raw(self.statement(&sql, values)).await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(Picked {
+                            run_id: row.try_get("", "id")?,
+                            workspace: row.try_get("", "workspace_id")?,
+                            job: row.try_get("", "job")?,
+                            trigger: row.try_get("", "trigger")?,
+                            scheduled_for: row.try_get("", "scheduled_for")?,
+                            attempt: row.try_get("", "attempt")?,
+                            status: row.try_get("", "status")?,
+                            due: row.try_get("", "due")?,
+                        })
+                    })
+                    .collect::<Result<_, sea_orm::DbErr>>()?
+            }
+        };
+        let mut claims: Vec<(Option<DateTime<Utc>>, Claim)> = picked
+            .into_iter()
+            .map(|p| {
+                let claim = Claim {
+                    run_id: p.run_id,
+                    workspace: p.workspace,
+                    job: p.job,
+                    trigger: p.trigger,
+                    scheduled_for: p.scheduled_for,
+                    attempt: p.attempt.map_or(1, |a| a.max(1) as u32),
+                    resumed: p.status == RunStatus::Running.as_str(),
+                    token: format!("{batch}-{}", p.run_id),
+                    lease,
+                };
+                (p.due, claim)
+            })
+            .collect();
         // `RETURNING` keeps no order.
         claims.sort_by(|(a, x), (b, y)| a.cmp(b).then(x.run_id.cmp(&y.run_id)));
         Ok(claims.into_iter().map(|(_, c)| c).collect())
