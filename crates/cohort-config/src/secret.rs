@@ -281,7 +281,7 @@ impl PluginConfig {
     /// places, `base` is the config file's folder, `owner` names it in errors
     /// (``source `shop` config``).
     pub fn new(
-        value: Value,
+        value: &Value,
         locations: BTreeMap<String, Location>,
         base: PathBuf,
         owner: String,
@@ -520,7 +520,7 @@ mod tests {
         locations.insert("/auth".to_owned(), at(2));
         locations.insert("/auth/token".to_owned(), at(3));
         let cfg = PluginConfig::new(
-            json!({"auth": {"token": "Bearer ${file:tok}"}, "pages": [1, 2], "n": "$${x}"}),
+            &json!({"auth": {"token": "Bearer ${file:tok}"}, "pages": [1, 2], "n": "$${x}"}),
             locations,
             dir.path().to_path_buf(),
             "source `shop` config".into(),
@@ -550,7 +550,7 @@ mod tests {
             },
         );
         let cfg = PluginConfig::new(
-            json!({"token": "${env:COHORT_TEST_SURELY_UNSET_VAR}"}),
+            &json!({"token": "${env:COHORT_TEST_SURELY_UNSET_VAR}"}),
             locations,
             PathBuf::from("/"),
             "destination `ads` config".into(),

@@ -887,17 +887,12 @@ fn plugin_config(
     at: &Location,
 ) -> PluginConfig {
     match raw {
-        Some(r) => PluginConfig::new(
-            r.value.clone(),
-            r.locations.clone(),
-            dir.to_path_buf(),
-            owner,
-        ),
+        Some(r) => PluginConfig::new(&r.value, r.locations.clone(), dir.to_path_buf(), owner),
         None => {
             let mut locations = BTreeMap::new();
             locations.insert(String::new(), at.clone());
             PluginConfig::new(
-                serde_json::Value::Object(serde_json::Map::new()),
+                &serde_json::Value::Object(serde_json::Map::new()),
                 locations,
                 dir.to_path_buf(),
                 owner,
