@@ -68,8 +68,6 @@ pub const DATABASE_URL_ENV: &str = "COHORT_DATABASE_URL";
 pub struct Store {
     db: DatabaseConnection,
     backend: Backend,
-    /// The URL as given, to find a SQLite file's lock; never shown.
-    url: String,
     /// The URL with the password redacted, for messages.
     location: String,
 }
@@ -132,6 +130,17 @@ impl Store {
             Backend::Sqlite => 4,
             Backend::Postgres => 8,
         };
+        // SQLite has no advisory locks, and two processes opening a new store together (two
+        // runs, a run and `cohort runs list`) race twice: the first connection turns a new
+        // file to WAL, which fails at once with "database is locked" while the other holds
+        // the file (no busy wait applies), and both would create the tables. A lock file
+        // beside the database serialises opening and migrating; dropping it releases it.
+        let _opening = match (backend, sqlite_file(url)) {
+            (Backend::Sqlite, Some(db)) => {
+                Some(lock_file(db.with_extension("migrate-lock")).await?)
+            }
+            _ => None,
+        };
         let store = Store::open_pool(url, schema, pool_size).await?;
         store.migrate().await?;
         Ok(store)
@@ -175,7 +184,6 @@ impl Store {
         Ok(Store {
             db,
             backend,
-            url: url.to_owned(),
             location,
         })
     }
@@ -203,13 +211,7 @@ impl Store {
             .await?;
             result
         } else {
-            // SQLite has no advisory locks: two processes opening a new store together (two
-            // runs, a run and `cohort runs list`) would both create its tables. A lock file
-            // beside the database serialises their migrations; it is released when dropped.
-            let _guard = match sqlite_file(&self.url) {
-                Some(db) => Some(lock_file(db.with_extension("migrate-lock")).await?),
-                None => None,
-            };
+            // `open` holds the store's lock file meanwhile.
             migration::Migrator::up(&self.db, None)
                 .await
                 .map_err(migration_error)?;
