@@ -40,18 +40,6 @@ use crate::workspace::WorkspaceStore;
 /// `job_runs_claimable` index, m0009).
 const DUE: &str = "COALESCE(not_before, scheduled_for, started_at)";
 
-/// A row a claim took, as the claim statement returns it.
-struct Picked {
-    run_id: RunId,
-    workspace: String,
-    job: String,
-    trigger: String,
-    scheduled_for: Option<DateTime<Utc>>,
-    attempt: Option<i32>,
-    status: String,
-    due: Option<DateTime<Utc>>,
-}
-
 /// A daemon's claim on one run row: the right to run it until the lease runs out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
@@ -373,16 +361,15 @@ impl Store {
              RETURNING id, workspace_id, job, trigger, scheduled_for, attempt, status, {DUE} AS due"
         );
         let expires = expiry(now, lease);
-        let picked: Vec<Picked> = match self.backend {
+        let rows: Vec<sea_orm::QueryResult> = match self.backend {
             Backend::Postgres => {
                 // Planned afresh at each claim (an unnamed statement), not cached per
                 // connection: a generic plan keeps the table size it saw when it was made,
                 // and one made while `job_runs` held a few rows seq-scanned the whole table
                 // at every claim from then on, until statistics changed (never, on a server
                 // without autovacuum). Planning costs a fraction of a millisecond.
-                use sea_orm::sqlx::Row as _;
                 // The text is made of constants only; every value is bound.
-                let rows = sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(sql.as_str()))
+                sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(sql.as_str()))
                     .bind(&batch)
                     .bind(expires)
                     .bind(owner.to_string())
@@ -391,21 +378,10 @@ impl Store {
                     .bind(limit)
                     .persistent(false)
                     .fetch_all(self.db.get_postgres_connection_pool())
-                    .await?;
-                rows.iter()
-                    .map(|row| {
-                        Ok(Picked {
-                            run_id: row.try_get("id")?,
-                            workspace: row.try_get("workspace_id")?,
-                            job: row.try_get("job")?,
-                            trigger: row.try_get("trigger")?,
-                            scheduled_for: row.try_get("scheduled_for")?,
-                            attempt: row.try_get("attempt")?,
-                            status: row.try_get("status")?,
-                            due: row.try_get("due")?,
-                        })
-                    })
-                    .collect::<Result<_, sea_orm::sqlx::Error>>()?
+                    .await?
+                    .into_iter()
+                    .map(sea_orm::QueryResult::from)
+                    .collect()
             }
             Backend::Sqlite => {
                 let values: Vec<Value> = vec![
@@ -416,40 +392,28 @@ impl Store {
                     listed.into(),
                     limit.into(),
                 ];
-                let rows = self.db.query_all_raw(self.statement(&sql, values)).await?;
-                rows.iter()
-                    .map(|row| {
-                        Ok(Picked {
-                            run_id: row.try_get("", "id")?,
-                            workspace: row.try_get("", "workspace_id")?,
-                            job: row.try_get("", "job")?,
-                            trigger: row.try_get("", "trigger")?,
-                            scheduled_for: row.try_get("", "scheduled_for")?,
-                            attempt: row.try_get("", "attempt")?,
-                            status: row.try_get("", "status")?,
-                            due: row.try_get("", "due")?,
-                        })
-                    })
-                    .collect::<Result<_, sea_orm::DbErr>>()?
+                self.db.query_all_raw(self.statement(&sql, values)).await?
             }
         };
-        let mut claims: Vec<(Option<DateTime<Utc>>, Claim)> = picked
-            .into_iter()
-            .map(|p| {
-                let claim = Claim {
-                    run_id: p.run_id,
-                    workspace: p.workspace,
-                    job: p.job,
-                    trigger: p.trigger,
-                    scheduled_for: p.scheduled_for,
-                    attempt: p.attempt.map_or(1, |a| a.max(1) as u32),
-                    resumed: p.status == RunStatus::Running.as_str(),
-                    token: format!("{batch}-{}", p.run_id),
-                    lease,
-                };
-                (p.due, claim)
-            })
-            .collect();
+        let mut claims = Vec::with_capacity(rows.len());
+        for row in rows {
+            let run_id: RunId = row.try_get("", "id")?;
+            let status: String = row.try_get("", "status")?;
+            let attempt: Option<i32> = row.try_get("", "attempt")?;
+            let due: Option<DateTime<Utc>> = row.try_get("", "due")?;
+            let claim = Claim {
+                run_id,
+                workspace: row.try_get("", "workspace_id")?,
+                job: row.try_get("", "job")?,
+                trigger: row.try_get("", "trigger")?,
+                scheduled_for: row.try_get("", "scheduled_for")?,
+                attempt: attempt.map_or(1, |a| a.max(1) as u32),
+                resumed: status == RunStatus::Running.as_str(),
+                token: format!("{batch}-{run_id}"),
+                lease,
+            };
+            claims.push((due, claim));
+        }
         // `RETURNING` keeps no order.
         claims.sort_by(|(a, x), (b, y)| a.cmp(b).then(x.run_id.cmp(&y.run_id)));
         Ok(claims.into_iter().map(|(_, c)| c).collect())
