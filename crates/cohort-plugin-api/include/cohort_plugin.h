@@ -31,7 +31,7 @@ extern "C" {
 #endif
 
 #define COHORT_ABI_MAJOR 1
-#define COHORT_ABI_MINOR 3 /* 1.1: binary pages; 1.2: state, finish, deletions; 1.3: suppressions (see below) */
+#define COHORT_ABI_MINOR 4 /* 1.1: binary pages; 1.2: state, finish, deletions; 1.3: suppressions (see below); 1.4: HTTP requests' "connections" */
 #define COHORT_PLUGIN_ENTRY_SYMBOL "cohort_plugin_entry"
 
 /* Status of every fallible call; the JSON in `out` depends on it. */

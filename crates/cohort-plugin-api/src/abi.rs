@@ -35,7 +35,10 @@ pub const ABI_MAJOR: u32 = 1;
 /// - 1.3: the plugin vtable gains [`PluginVtable::suppressions`]: a destination whose manifest
 ///   declares `capabilities.suppressions` reports the addresses its vendor will not email, read
 ///   into Cohort's suppression list before a run pushes.
-pub const ABI_MINOR: u32 = 3;
+/// - 1.4: [`HttpRequest::connections`](crate::wire::HttpRequest::connections): the host caps
+///   an account's requests in flight, for vendors that limit simultaneous connections. No
+///   vtable change.
+pub const ABI_MINOR: u32 = 4;
 
 /// The status [`HostVtable::state`] answers for a key that holds nothing (`out` empty).
 pub const STATUS_NOT_FOUND: Status = 4;

@@ -21,6 +21,12 @@
 //! configure different limits for one account, the stricter wins, because the vendor's limit is
 //! per account whoever asks.
 //!
+//! **Connections.** A request that names its vendor's limit of simultaneous requests
+//! (`HttpRequest::connections`: Mailchimp allows 10 per account) waits for a place among the
+//! account's requests in flight, keyed like the buckets, so every instance on the account
+//! shares one cap (`connections.rs` says why the host keeps it). The place is held only while
+//! the attempt is on the wire.
+//!
 //! **Retries.** A 429 is always retried (the server did not process the request); a 5xx, a
 //! timeout or a connection error only when the request is safe to repeat (`retry`, which defaults
 //! to true for GET, HEAD, PUT, DELETE, OPTIONS). Delays come from `backon` (exponential, with
@@ -46,6 +52,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use xxhash_rust::xxh3::xxh3_128;
 
+use crate::connections::Caps;
 use crate::redact::Redactor;
 use crate::services::LogSink;
 
@@ -179,6 +186,9 @@ struct Inner {
     runtime: Runtime,
     policy: HttpPolicy,
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// Per account, like `buckets`: the requests in flight, for accounts whose requests name
+    /// a limit (`HttpRequest::connections`).
+    caps: Caps,
 }
 
 #[derive(Debug)]
@@ -261,6 +271,7 @@ impl HttpService {
                 runtime,
                 policy,
                 buckets: Mutex::new(HashMap::new()),
+                caps: Caps::default(),
             }),
         })
     }
@@ -337,10 +348,11 @@ impl HttpService {
             .map(Duration::from_millis)
             .unwrap_or(policy.timeout);
         let what = format!("{method_name} {shown_url}");
-        let limiter = self.bucket(
-            &bucket_key(cx.plugin, &request, &url),
-            limit_for(cx.rate_limit, &request),
-        );
+        let account = bucket_key(cx.plugin, &request, &url);
+        let limiter = self.bucket(&account, limit_for(cx.rate_limit, &request));
+        let cap = request
+            .connections
+            .map(|limit| self.inner.caps.get(&account, limit));
         let max_attempts = policy.max_attempts.max(1);
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(policy.base_backoff)
@@ -356,6 +368,16 @@ impl HttpService {
             if cx.cancel.is_cancelled() {
                 return Err(HttpError::Cancelled);
             }
+            // A place among the account's requests in flight first, then a token: a token is
+            // spent only when the request can go at once, so the pacing stays true. The place
+            // is given back when the answer is read, before any wait to retry.
+            let place = match &cap {
+                Some(cap) => tokio::select! {
+                    place = cap.enter() => Some(place),
+                    () = cx.cancel.cancelled() => return Err(HttpError::Cancelled),
+                },
+                None => None,
+            };
             if let Some(limiter) = &limiter {
                 wait_for(limiter, cx.cancel).await?;
             }
@@ -381,6 +403,7 @@ impl HttpService {
                 answer = attempt_once(builder, policy.max_body_bytes) => answer,
                 () = cx.cancel.cancelled() => return Err(HttpError::Cancelled),
             };
+            drop(place);
             let last = attempt >= max_attempts;
             match answer {
                 Answer::TooLarge => {

@@ -8,7 +8,8 @@
 //!   blocking pool with timeouts; [`pull`] and [`pull_prefetched`] drive a source's paging.
 //! - [`HostServices`] are what a plugin may ask of the host: logs (into `tracing`), progress,
 //!   cancellation and HTTP ([`HttpService`], one per process: timeouts, retries honouring
-//!   `Retry-After`, rate limits per plugin and account, a body limit, secrets redacted).
+//!   `Retry-After`, rate limits and caps on requests in flight per plugin and account, a body
+//!   limit, secrets redacted).
 //! - [`retry()`] retries a plugin call that answered "retry" (a source page, a push) with the same
 //!   rules: `Retry-After` honoured, backoff with jitter, cancellation, a last error that says why.
 //! - [`discovery`] finds plugins beside the executable, in `plugins.dir`, then in
@@ -19,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod conformance;
+mod connections;
 pub mod dev;
 pub mod discovery;
 mod drive;

@@ -394,6 +394,76 @@ fn instances_with_the_same_credential_share_one_bucket_and_other_credentials_do_
     assert!(started.elapsed() < Duration::from_millis(80));
 }
 
+/// A GET with `token`'s credential that asks the host to keep at most `connections` of the
+/// account's requests in flight.
+fn capped(server: &Server, token: &str, connections: u32) -> HttpRequest {
+    HttpRequest {
+        url: format!("{}/members", server.url),
+        headers: vec![("Authorization".into(), format!("Bearer {token}"))],
+        connections: Some(connections),
+        ..HttpRequest::default()
+    }
+}
+
+#[test]
+fn an_accounts_requests_in_flight_are_capped_across_instances() {
+    let server = Server::start(vec![
+        Reply::new(200, "ok").delay(Duration::from_millis(200)),
+    ]);
+    let svc = HttpService::new(quick_policy()).unwrap();
+    let logs = Logs::default();
+    // Nine callers at once on one account (campaigns, workspaces: the host sees only the
+    // account), three requests in flight at most: three waves of 200 ms.
+    std::thread::scope(|s| {
+        for _ in 0..9 {
+            s.spawn(|| direct(&svc, capped(&server, TOKEN, 3), &logs).unwrap());
+        }
+    });
+    let mut arrivals: Vec<Instant> = server
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    arrivals.sort();
+    assert_eq!(arrivals.len(), 9);
+    for four in arrivals.windows(4) {
+        let spread = four[3] - four[0];
+        assert!(
+            spread >= Duration::from_millis(150),
+            "a fourth request went out while three were in flight: {spread:?} apart"
+        );
+    }
+}
+
+#[test]
+fn a_request_waiting_to_retry_leaves_its_place_to_others() {
+    let server = Server::start(vec![
+        Reply::new(429, "").header("Retry-After", "1"),
+        Reply::new(200, "ok"),
+    ]);
+    let svc = HttpService::new(quick_policy()).unwrap();
+    let logs = Logs::default();
+    std::thread::scope(|s| {
+        let throttled = s.spawn(|| direct(&svc, capped(&server, TOKEN, 1), &logs).unwrap());
+        while server.count() == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        let other = direct(&svc, capped(&server, TOKEN, 1), &logs).unwrap();
+        assert_eq!(other.status, 200);
+        assert!(
+            started.elapsed() < Duration::from_millis(700),
+            "the only place was free while the first request waited out its Retry-After: {:?}",
+            started.elapsed()
+        );
+        let throttled = throttled.join().unwrap();
+        assert_eq!((throttled.status, throttled.attempts), (200, 2));
+    });
+}
+
 #[test]
 fn an_instance_configured_rate_limit_applies_to_its_account() {
     let server = Server::start(vec![Reply::new(200, CUSTOMERS)]);

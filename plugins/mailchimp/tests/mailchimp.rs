@@ -396,6 +396,57 @@ fn members_go_side_by_side_up_to_the_connections_and_never_past_mailchimps_limit
 }
 
 #[test]
+fn two_campaigns_pushing_to_one_account_at_once_share_its_ten_connections() {
+    let fake = Fake::start();
+    fake.set_latency(Duration::from_millis(150));
+    let setup = Setup::new();
+    // One process, one HTTP service: as two campaigns of one run (or two workspaces of an
+    // agency's daemon) on one Mailchimp key.
+    let http = http();
+    let open = || {
+        let config = json!({"api_key": API_KEY, "list_id": LIST, "base_url": fake.url(),
+                            "poll_interval": 0, "timeout": 1});
+        let services = HostServices::default()
+            .with_http(http.clone())
+            .with_log(setup.logs.clone())
+            .with_state(setup.state.clone());
+        mailchimp().open(&config, services).unwrap()
+    };
+    let campaign = |audience: &str| {
+        let ops = (0..30)
+            .map(|n| upsert(&format!("{audience}{n}"), &format!("m{n}@example.com"), "M"))
+            .collect();
+        Batch {
+            audience: Some(audience.into()),
+            ..batch(ops)
+        }
+    };
+    let (mut vip, mut new) = (open(), open());
+    let (vip_batch, new_batch) = (campaign("vip"), campaign("new"));
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| vip.push(&vip_batch).unwrap());
+        let b = s.spawn(|| new.push(&new_batch).unwrap());
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(
+        all_ok(&a) && all_ok(&b),
+        "{:?} {:?}",
+        statuses(&a),
+        statuses(&b)
+    );
+    let stats = fake.stats();
+    assert_eq!(stats.peak, fake::MAX_CONNECTIONS, "ten requests at once");
+    assert_eq!(
+        stats.throttled, 0,
+        "never an eleventh, from either campaign"
+    );
+    assert_eq!(
+        (fake.tagged("vip").len(), fake.tagged("new").len()),
+        (30, 30)
+    );
+}
+
+#[test]
 fn batch_jobs_go_side_by_side_with_requests_up_to_the_configured_connections() {
     let fake = Fake::start();
     fake.set_latency(Duration::from_millis(100));

@@ -1,4 +1,6 @@
-//! A cap on one vendor account's requests in flight, shared by every thread that sends them.
+//! A cap on one vendor account's requests in flight, shared by every thread that sends them,
+//! for hosts before ABI 1.4: later hosts keep the cap themselves (`HttpRequest::connections`),
+//! across instances and only while a request is on the wire.
 //!
 //! Some vendors limit simultaneous connections rather than requests per second (Mailchimp:
 //! 10 per account). Capping the *work* in progress at that number wastes the limit: between

@@ -113,8 +113,19 @@ pub struct Client {
     rate_limit: Option<RateLimit>,
     timeout: Option<Duration>,
     client_errors: ClientErrors,
-    /// The account's cap on requests in flight, shared by this client's clones.
-    connections: Option<Gate>,
+    /// The account's cap on requests in flight.
+    connections: Option<Cap>,
+}
+
+/// Who keeps an account's cap on requests in flight ([`Client::connections`]).
+#[derive(Debug, Clone)]
+enum Cap {
+    /// The host (ABI 1.4): every request names the limit, and the host holds the account to it
+    /// across every instance, for the time each request is on the wire.
+    Host(u32),
+    /// An older host does not: this client's own gate, shared by its clones, held for the whole
+    /// of each call to the host.
+    Plugin(Gate),
 }
 
 impl fmt::Debug for Client {
@@ -222,14 +233,23 @@ impl Client {
         self
     }
 
-    /// The vendor's limit of simultaneous connections for the account: at most `n` requests
-    /// through this client (and its clones) are in flight at once, whichever threads send
-    /// them; a request waits for a place before it goes. With this gate in place, a
+    /// The vendor's limit of simultaneous connections for the account: at most `n` of the
+    /// account's requests are in flight at once, whichever threads send them; a request waits
+    /// for a place before it goes. With this cap in place, a
     /// [`Batcher`](super::batch::Batcher) may keep more chunks in progress than the vendor
     /// allows connections, and the connections stay busy while some chunks build their next
     /// request.
+    ///
+    /// A host of ABI 1.4 or later keeps the cap ([`HttpRequest::connections`]): for every
+    /// instance on the account in the process, and only while a request is on the wire. On an
+    /// older host the client keeps it itself, for its own requests (and its clones').
     pub fn connections(mut self, n: usize) -> Client {
-        self.connections = Some(Gate::new(n));
+        let n = n.max(1);
+        self.connections = Some(if super::ffi::host_minor() >= 4 {
+            Cap::Host(u32::try_from(n).unwrap_or(u32::MAX))
+        } else {
+            Cap::Plugin(Gate::new(n))
+        });
         self
     }
 
@@ -293,11 +313,18 @@ impl Client {
                 retry: None,
                 secrets: self.secrets.clone(),
                 rate_limit: self.rate_limit,
+                connections: match &self.connections {
+                    Some(Cap::Host(n)) => Some(*n),
+                    _ => None,
+                },
             },
             credentials: self.credentials.clone(),
             client_errors: self.client_errors,
             allowed: Vec::new(),
-            gate: self.connections.clone(),
+            gate: match &self.connections {
+                Some(Cap::Plugin(gate)) => Some(gate.clone()),
+                _ => None,
+            },
         }
     }
 }

@@ -66,6 +66,12 @@ pub struct Capabilities {
     /// suppression list.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub suppressions: bool,
+    /// Operations per push a destination works best with, used where the destination's
+    /// config sets no `batch_size` (instead of the host's default, 500). For vendors whose bulk
+    /// endpoints pay off only on large sets (Mailchimp's batch jobs): at 500 a push never
+    /// reaches them. Optional; a host that does not know it uses its default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
 }
 
 /// How a page of records is encoded (ABI 1.1).
@@ -185,6 +191,13 @@ impl Manifest {
         self
     }
 
+    /// Declares the operations per push the destination works best with (see
+    /// [`Capabilities::batch_size`]).
+    pub fn batch_size(mut self, operations: u32) -> Manifest {
+        self.capabilities.batch_size = Some(operations);
+        self
+    }
+
     /// Sets the modes a destination supports.
     pub fn modes(mut self, modes: impl IntoIterator<Item = DestinationMode>) -> Manifest {
         self.capabilities.destination_modes = modes.into_iter().collect();
@@ -257,6 +270,13 @@ impl Manifest {
         }
         if !self.is(Kind::Source) && !self.capabilities.streams.is_empty() {
             problems.push("capabilities.streams is set but the plugin is not a source".to_owned());
+        }
+        match self.capabilities.batch_size {
+            Some(0) => problems.push("capabilities.batch_size must be 1 or more".to_owned()),
+            Some(_) if !self.is(Kind::Destination) => problems.push(
+                "capabilities.batch_size is set but the plugin is not a destination".to_owned(),
+            ),
+            _ => {}
         }
         if let Err(e) = crate::schema::Schema::new(self.config_schema.clone()) {
             problems.push(format!("config_schema: {e}"));
@@ -834,6 +854,15 @@ pub struct HttpRequest {
     /// different limits for one account, the stricter applies.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// The vendor's limit of simultaneous requests for this request's account (Mailchimp:
+    /// 10), when it limits connections rather than (or as well as) requests per second. The
+    /// host lets at most this many of the account's requests be out at once, across every
+    /// instance of the plugin in the process; a request waits for a place before each attempt
+    /// and gives it back while it waits to retry. Of two different limits for one account, the
+    /// stricter applies. ABI 1.4: an older host ignores it, so the SDK's
+    /// [`Client::connections`](crate::sdk::http::Client::connections) caps in the plugin there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u32>,
 }
 
 /// A token-bucket rate limit a plugin asks for its account ([`HttpRequest::rate_limit`]).
@@ -926,5 +955,21 @@ mod tests {
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].contains("`Bad Name`"));
         assert!(problems[1].contains("capabilities.streams"));
+    }
+
+    #[test]
+    fn a_batch_size_hint_is_for_destinations_and_at_least_one() {
+        let destination = Manifest::destination("d", "1.0.0").modes([DestinationMode::Upsert]);
+        assert!(destination.clone().batch_size(20_000).problems().is_empty());
+        assert_eq!(
+            destination.batch_size(0).problems(),
+            ["capabilities.batch_size must be 1 or more"]
+        );
+        let mut source = Manifest::source("s", "1.0.0").streams([Stream::Customers]);
+        source.capabilities.batch_size = Some(10);
+        assert_eq!(
+            source.problems(),
+            ["capabilities.batch_size is set but the plugin is not a destination"]
+        );
     }
 }
