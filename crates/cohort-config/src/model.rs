@@ -266,8 +266,9 @@ pub struct Destination {
     pub plugin_at: Location,
     /// The plugin's config, placeholders unresolved.
     pub config: PluginConfig,
-    /// Records per push.
-    pub batch_size: usize,
+    /// Records per push, as configured; `None`: the plugin's preferred size (its manifest's
+    /// `capabilities.batch_size`), else [`DEFAULT_BATCH_SIZE`](crate::DEFAULT_BATCH_SIZE).
+    pub batch_size: Option<usize>,
     /// Pushes per second.
     pub rate_limit: Option<RateLimit>,
     /// Where the destination is defined.

@@ -112,7 +112,7 @@ fn the_example_config_loads_into_the_validated_types() {
     assert_eq!((expr_at.line, expr_at.column), (27, 10));
     assert_eq!(ws.segment("at_risk").unwrap().min_size, 0);
     let outbox = ws.destination("outbox").unwrap();
-    assert_eq!(outbox.batch_size, 200);
+    assert_eq!(outbox.batch_size, Some(200));
     assert_eq!(
         outbox.rate_limit,
         Some(RateLimit {
@@ -176,7 +176,10 @@ fn defaults_fill_what_is_left_out() {
     let ws = &config.workspaces[0];
     assert_eq!((ws.name.as_str(), ws.currency.as_str()), ("w", "USD"));
     assert_eq!(ws.timezone, chrono_tz::UTC);
-    assert_eq!(ws.destinations[0].batch_size, DEFAULT_BATCH_SIZE);
+    assert_eq!(
+        ws.destinations[0].batch_size, None,
+        "the plugin's, else the default"
+    );
     assert!(
         ws.destinations[0]
             .config

@@ -22,7 +22,7 @@ use crate::raw::{
 use crate::schedule::Schedule;
 use crate::secret::{PluginConfig, SecretTemplate};
 
-/// Default `batch_size` of a destination.
+/// Default `batch_size` of a destination whose config and plugin name none.
 pub const DEFAULT_BATCH_SIZE: usize = 500;
 
 /// What the caller read for each template file: its text, or why it could not.
@@ -471,11 +471,11 @@ impl Validator<'_> {
         let name = self.name(&d.name, &d.at, what, seen)?;
         let plugin = self.required(&d.plugin, &d.at, what, "plugin")?;
         let batch_size = match &d.batch_size {
-            None => DEFAULT_BATCH_SIZE,
-            Some(b) if b.v >= 1 => usize::try_from(b.v).unwrap_or(DEFAULT_BATCH_SIZE),
+            None => None,
+            Some(b) if b.v >= 1 => Some(usize::try_from(b.v).unwrap_or(usize::MAX)),
             Some(b) => {
                 self.err(&b.at, "batch_size must be 1 or more");
-                DEFAULT_BATCH_SIZE
+                None
             }
         };
         let rate_limit = d.rate_limit.as_ref().and_then(|r| {

@@ -45,6 +45,16 @@ impl DestinationBench {
         DestinationBench { plugin }
     }
 
+    /// The operations per push the plugin asks for (its manifest's `capabilities.batch_size`):
+    /// what a run hands it when the destination's config sets no `batch_size`.
+    pub fn preferred_batch(&self) -> Option<usize> {
+        self.plugin
+            .manifest()
+            .capabilities
+            .batch_size
+            .and_then(|n| usize::try_from(n).ok())
+    }
+
     /// Opens an instance with `config`, pushes `batches` one after another, and closes it.
     ///
     /// # Panics

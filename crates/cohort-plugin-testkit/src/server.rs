@@ -129,7 +129,8 @@ pub struct Recorded {
     pub headers: Vec<(String, String)>,
     /// Body as text.
     pub body: String,
-    /// When it arrived.
+    /// When its head arrived, before its body was read: a vendor's connection is in use from
+    /// then, so fakes that count busy connections count from here.
     pub at: Instant,
 }
 
@@ -376,6 +377,7 @@ async fn answer(
     state: Arc<State>,
     req: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Dropped> {
+    let at = Instant::now();
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(parse_query).unwrap_or_default();
@@ -399,7 +401,7 @@ async fn answer(
         query,
         headers,
         body,
-        at: Instant::now(),
+        at,
     };
     lock(&state.requests).push(recorded.clone());
     let handler = route(&state, &recorded);

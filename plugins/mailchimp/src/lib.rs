@@ -35,6 +35,12 @@ use crate::config::{Config, Validated};
 /// most of the time; Mailchimp takes up to 500 pending jobs per account, far above this.
 const JOBS_PER_CONNECTION: usize = 2;
 
+/// Operations per push the host hands over when the destination's config sets no `batch_size`:
+/// a batch job of the default `batch_size` (1,000) for every job in progress (two per
+/// connection), so one push keeps every connection busy. At the host's default of 500, no push
+/// would reach `batch_threshold`: 100,000 members would go one by one, two requests each.
+const PREFERRED_PUSH: u32 = 20_000;
+
 /// The mailchimp destination.
 #[derive(Debug)]
 pub struct Mailchimp {
@@ -73,6 +79,7 @@ impl Plugin for Mailchimp {
                  a tag per campaign audience)",
             )
             .modes([DestinationMode::Upsert, DestinationMode::Mirror])
+            .batch_size(PREFERRED_PUSH)
             .suppressions()
             .config_schema_of::<Config>()
             .example(

@@ -221,3 +221,33 @@ fn a_member_who_unsubscribed_at_mailchimp_is_suppressed_at_the_next_run_and_lose
         fake.stats().invalid_reasons
     );
 }
+
+#[test]
+fn a_large_audience_goes_through_batch_jobs_when_the_config_sets_no_batch_size() {
+    let fake = Fake::start();
+    let dir = setup(&fake);
+    // Jobs are polled back to back, so the test does not wait out the 5 s default.
+    let config = std::fs::read_to_string(dir.path().join("cohort.toml")).unwrap();
+    let config = config.replace(
+        &format!("base_url = \"{}\" }}", fake.url()),
+        &format!("base_url = \"{}\", poll_interval = 0 }}", fake.url()),
+    );
+    assert!(config.contains("poll_interval = 0"));
+    std::fs::write(dir.path().join("cohort.toml"), config).unwrap();
+    let rows: Vec<String> = (0..1200)
+        .map(|i| format!("{i},m{i}@example.com,M,N,DE,vip,true,2024-01-01 10:00:00"))
+        .collect();
+    customers(
+        dir.path(),
+        &rows.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let out = run(dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(fake.tagged("vip").len(), 1200, "{}", text(&out));
+    let stats = fake.stats();
+    // The host's default of 500 per push would stay under `batch_threshold` (500): member by
+    // member, two requests each. The plugin's preferred push holds all 1,200: two jobs.
+    assert_eq!(stats.jobs, 2, "{}", text(&out));
+    assert_eq!((stats.puts, stats.tag_posts), (0, 0));
+    assert_eq!(stats.invalid, 0, "{:?}", stats.invalid_reasons);
+}

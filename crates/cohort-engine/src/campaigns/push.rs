@@ -77,7 +77,11 @@ pub(crate) async fn push_all(
     }
     let total = ready.len() as u64;
     let mut done_ops = 0;
-    for (chunk, replace) in batches(shared, campaign, planned, &ready, destination.batch_size) {
+    let size = batch_size(
+        destination.batch_size,
+        plugin.manifest().capabilities.batch_size,
+    );
+    for (chunk, replace) in batches(shared, campaign, planned, &ready, size) {
         let intents: Vec<DestinationState> = chunk
             .iter()
             .map(|(i, _)| {
@@ -172,6 +176,16 @@ pub(crate) async fn push_all(
         )
     })?;
     settle_late(shared, campaign, late.outcomes, summary, errors).await
+}
+
+/// Operations per push: the destination's `batch_size`, else the one its plugin prefers
+/// (Mailchimp's batch jobs pay off only on sets larger than the host's default), else the
+/// default.
+fn batch_size(configured: Option<usize>, preferred: Option<u32>) -> usize {
+    configured
+        .or_else(|| preferred.and_then(|n| usize::try_from(n).ok()))
+        .unwrap_or(cohort_config::DEFAULT_BATCH_SIZE)
+        .max(1)
 }
 
 /// The batches to push: chunks of `batch_size`, each with its place in a replace session on a
@@ -323,4 +337,16 @@ async fn push(
         pending.operations = again;
     }
     Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configured_batch_size_wins_then_the_plugins_then_the_default() {
+        assert_eq!(batch_size(Some(7), Some(20_000)), 7);
+        assert_eq!(batch_size(None, Some(20_000)), 20_000);
+        assert_eq!(batch_size(None, None), cohort_config::DEFAULT_BATCH_SIZE);
+    }
 }

@@ -86,9 +86,12 @@ pub struct Stats {
     pub injected: u64,
     /// 429s given because more than 10 requests were in flight.
     pub throttled: u64,
-    /// Time spent answering, summed over requests: divided by the wall time, the average
-    /// number of connections in use.
+    /// Time the requests were in, summed: from each one's head arriving to its answer going
+    /// out. Divided by the wall time, the average number of connections in use.
     pub busy: Duration,
+    /// The same, from when each body had been read: what `busy` counted until 2026-12-06,
+    /// kept so that figures from before compare.
+    pub busy_after_body: Duration,
     /// The most requests in flight at once.
     pub peak: usize,
     /// Requests that broke the spec (answered 400).
@@ -352,7 +355,8 @@ fn limited(state: &Mutex<State>, spec: &OpenApi, r: &Recorded) -> Reply {
     s.admitted -= 1;
     s.in_flight.retain(|d| *d > now);
     s.in_flight.push(done);
-    s.stats.busy += done - arrived;
+    s.stats.busy += done - r.at;
+    s.stats.busy_after_body += done - arrived;
     let open = s.in_flight.len() + s.admitted;
     s.stats.peak = s.stats.peak.max(open);
     reply
