@@ -171,6 +171,8 @@ struct Route {
 struct State {
     routes: Mutex<Vec<Route>>,
     requests: Mutex<Vec<Recorded>>,
+    /// See [`FakeServer::busy`].
+    busy: Mutex<Duration>,
 }
 
 /// A fake HTTP server on 127.0.0.1; it stops when dropped.
@@ -344,6 +346,14 @@ impl FakeServer {
     pub fn count(&self) -> usize {
         lock(&self.state.requests).len()
     }
+
+    /// The time requests were in, summed: each from its head arriving to its answer being
+    /// handed to the connection, its delay included. Divided by the wall time, the average
+    /// number of requests in flight, as a vendor that limits simultaneous connections counts
+    /// them: a request answered late because the server was busy still held its connection.
+    pub fn busy(&self) -> Duration {
+        *lock(&self.state.busy)
+    }
 }
 
 impl Drop for FakeServer {
@@ -427,6 +437,7 @@ async fn answer(
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
+    *lock(&state.busy) += at.elapsed();
     if reply.drop_connection {
         return Err(Dropped);
     }

@@ -7,8 +7,9 @@
 //! across the internet: on 127.0.0.1 with no latency a connection is never busy long enough
 //! to count. The connections in use are the fake's busy time over the wall time: each request
 //! counts from its head arriving to its answer going out, as a connection at Mailchimp is in
-//! use while its body uploads too. `used` also gives the figure counted from each body read,
-//! as this bench counted before 2026-12-06.
+//! use while its body uploads, and until it is answered even when the fake (sharing the
+//! machine's cores with the client) answers late. `used` also gives the figure counted from
+//! each body read to its answer's due time, as this bench counted before 2026-12-06.
 //!
 //! `--host-batch` is how many operations the host hands the plugin per push (a destination's
 //! `batch_size`; by default the plugin's preferred size, as in a run whose config sets none):

@@ -87,10 +87,12 @@ pub struct Stats {
     /// 429s given because more than 10 requests were in flight.
     pub throttled: u64,
     /// Time the requests were in, summed: from each one's head arriving to its answer going
-    /// out. Divided by the wall time, the average number of connections in use.
+    /// out (the server's [`FakeServer::busy`](cohort_plugin_testkit::FakeServer::busy)).
+    /// Divided by the wall time, the average number of connections in use.
     pub busy: Duration,
-    /// The same, from when each body had been read: what `busy` counted until 2026-12-06,
-    /// kept so that figures from before compare.
+    /// The same, from when each body had been read to when its answer was due: what `busy`
+    /// counted until 2026-12-06, kept so that figures from before compare. It leaves out
+    /// the upload, and an answer the fake sent late because its threads were busy.
     pub busy_after_body: Duration,
     /// The most requests in flight at once.
     pub peak: usize,
@@ -106,7 +108,7 @@ struct Job {
     polls: u32,
     finished: bool,
     errored: u64,
-    results: Vec<(String, u16, Value)>,
+    results: Vec<(String, u16)>,
 }
 
 #[derive(Debug)]
@@ -249,7 +251,10 @@ impl Fake {
 
     /// What the fake saw.
     pub fn stats(&self) -> Stats {
-        lock(&self.state).stats.clone()
+        Stats {
+            busy: self.server.busy(),
+            ..lock(&self.state).stats.clone()
+        }
     }
 
     /// The member with this address, if on the list.
@@ -324,7 +329,7 @@ impl Fake {
         lock(&self.state)
             .jobs
             .values()
-            .flat_map(|j| j.results.iter().map(|(id, s, _)| (id.clone(), *s)))
+            .flat_map(|j| j.results.iter().cloned())
             .collect()
     }
 }
@@ -355,7 +360,6 @@ fn limited(state: &Mutex<State>, spec: &OpenApi, r: &Recorded) -> Reply {
     s.admitted -= 1;
     s.in_flight.retain(|d| *d > now);
     s.in_flight.push(done);
-    s.stats.busy += done - r.at;
     s.stats.busy_after_body += done - arrived;
     let open = s.in_flight.len() + s.admitted;
     s.stats.peak = s.stats.peak.max(open);
@@ -419,7 +423,7 @@ fn answer(state: &Mutex<State>, spec: &OpenApi, r: &Recorded) -> Reply {
     if r.method == "GET" && path == format!("/lists/{LIST}/members") {
         return Reply::json(&list_members(&s, r)).delay(delay);
     }
-    let (status, value) = route(&mut s, &r.method, &path, body.as_ref(), true);
+    let (status, value) = route(&mut s, &r.method, &path, body, true);
     drop(s);
     let reply = match status {
         204 => Reply::status(204),
@@ -472,7 +476,7 @@ fn route(
     s: &mut State,
     method: &str,
     path: &str,
-    body: Option<&Value>,
+    body: Option<Value>,
     direct: bool,
 ) -> (u16, Value) {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -482,7 +486,7 @@ fn route(
             if direct {
                 s.stats.puts += 1;
             }
-            put_member(s, hash, body.unwrap_or(&Value::Null))
+            put_member(s, hash, &body.unwrap_or_default())
         }
         ("POST", ["lists", list, "members", hash, "tags"]) if *list == LIST => {
             if direct {
@@ -499,6 +503,7 @@ fn route(
                 );
             };
             for t in body
+                .as_ref()
                 .and_then(|b| b["tags"].as_array())
                 .into_iter()
                 .flatten()
@@ -516,10 +521,10 @@ fn route(
             let id = format!("fake{:06}", s.next);
             s.next += 1;
             s.stats.jobs += 1;
-            let operations = body
-                .and_then(|b| b["operations"].as_array())
-                .cloned()
-                .unwrap_or_default();
+            let operations = match body.and_then(|mut b| b.get_mut("operations").map(Value::take)) {
+                Some(Value::Array(ops)) => ops,
+                _ => Vec::new(),
+            };
             let total = operations.len();
             s.jobs.insert(
                 id.clone(),
@@ -561,11 +566,11 @@ fn route(
                     let body: Option<Value> = op["body"]
                         .as_str()
                         .and_then(|b| serde_json::from_str(b).ok());
-                    let (status, value) = route(
+                    let (status, _) = route(
                         s,
                         op["method"].as_str().unwrap_or_default(),
                         op["path"].as_str().unwrap_or_default(),
-                        body.as_ref(),
+                        body,
                         false,
                     );
                     s.stats.job_operations += 1;
@@ -575,7 +580,6 @@ fn route(
                     results.push((
                         op["operation_id"].as_str().unwrap_or_default().to_owned(),
                         status,
-                        value,
                     ));
                 }
                 let job = s.jobs.get_mut(*id).unwrap();
