@@ -88,8 +88,9 @@ impl Api {
     /// A client for the configured list. Mailchimp takes the key as the password of HTTP Basic
     /// (any user name).
     ///
-    /// Mailchimp limits simultaneous connections, not requests per second: the client lets
-    /// `connections` requests out at once, from however many chunks are in progress. The
+    /// Mailchimp limits simultaneous connections, not requests per second: every request names
+    /// `connections`, and the host lets that many of the account's requests out at once, from
+    /// however many chunks (and campaigns) are in progress. The
     /// host's default bucket (10 a second) would bind long before ten connections are busy,
     /// so the client asks for one that does not: [`REQUESTS_PER_SECOND`], which ten
     /// connections reach only if Mailchimp answered in under 10 ms. A destination's own

@@ -13,7 +13,8 @@
 //!   unsubscribe at Mailchimp is never undone.
 //! - Small batches go member by member; above `batch_threshold`, through `POST /batches` jobs.
 //!   Either way up to `connections` (default 10, Mailchimp's limit) requests are in flight at
-//!   once (the SDK client's gate), through the SDK's `Batcher::push_concurrent`; twice as
+//!   once on the account (a cap the host keeps for every campaign on the key, named by the
+//!   SDK client), through the SDK's `Batcher::push_concurrent`; twice as
 //!   many batch jobs are in progress, since a job waiting for its next poll holds none.
 //! - Before a run pushes, the list's `unsubscribed` and `cleaned` members changed since the last
 //!   read are reported to Cohort's suppression list (ABI 1.3, `suppressions`).
