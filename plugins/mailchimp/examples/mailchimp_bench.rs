@@ -1,7 +1,8 @@
 //! `cargo xtask bench email` drives this: upserts N members (email, first name, country)
 //! through the built plugin and the host's HTTP service to the fake Mailchimp (tests/fake),
-//! in the host batches a run hands it by default (the plugin's preferred 20,000), and prints one JSON line: members, seconds, requests, 429s, and
-//! how much of Mailchimp's published limit (10 simultaneous connections) the run used.
+//! in the host batches a run hands it by default (the plugin's preferred 20,000), and prints
+//! one JSON line: members, seconds, requests, 429s, and how much of Mailchimp's published
+//! limit (10 simultaneous connections) the run used.
 //!
 //! The fake answers every request after `--latency-ms` (default 100), as Mailchimp would
 //! across the internet: on 127.0.0.1 with no latency a connection is never busy long enough

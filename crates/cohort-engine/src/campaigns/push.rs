@@ -180,12 +180,11 @@ pub(crate) async fn push_all(
 
 /// Operations per push: the destination's `batch_size`, else the one its plugin prefers
 /// (Mailchimp's batch jobs pay off only on sets larger than the host's default), else the
-/// default.
+/// default. (`batches` keeps it at 1 or more.)
 fn batch_size(configured: Option<usize>, preferred: Option<u32>) -> usize {
     configured
         .or_else(|| preferred.and_then(|n| usize::try_from(n).ok()))
         .unwrap_or(cohort_config::DEFAULT_BATCH_SIZE)
-        .max(1)
 }
 
 /// The batches to push: chunks of `batch_size`, each with its place in a replace session on a
