@@ -1,11 +1,13 @@
 //! Benchmarks of destination plugins, driven as the engine drives them: the plugin built in
 //! release and loaded as the library Cohort loads, the host's shared HTTP service, and the
-//! audience handed over in host batches, one push after another.
+//! audience handed over in host batches, one push after another (or as many at once as the
+//! plugin takes, each on an instance of its own, as a run hands them).
 //!
 //! Every vendor's bench example (`cargo xtask bench email`, `… ads`) measures its own limit
 //! against its own fake; what they share, and must do alike for their figures to compare, is
 //! here: how the batches are cut and how the pushes are timed.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
 use cohort_plugin_api::wire::{Batch, DestinationMode, Operation, OutcomeStatus};
@@ -55,34 +57,76 @@ impl DestinationBench {
             .and_then(|n| usize::try_from(n).ok())
     }
 
-    /// Opens an instance with `config`, pushes `batches` one after another, and closes it.
+    /// How many pushes the plugin takes at once (its manifest's
+    /// `capabilities.concurrent_pushes`, else 1): what a run keeps in flight.
+    pub fn concurrent_pushes(&self) -> usize {
+        self.plugin
+            .manifest()
+            .capabilities
+            .concurrent_pushes
+            .and_then(|n| usize::try_from(n).ok())
+            .map_or(1, |n| n.max(1))
+    }
+
+    /// Pushes `batches` in order as a run does: one after another, or, for a plugin that takes
+    /// several at once, each to the first of [`concurrent_pushes`](Self::concurrent_pushes)
+    /// instances (opened with `config`) that is free.
     ///
     /// # Panics
-    /// When the instance cannot be opened or a push fails as a whole: a bench measures pushes
+    /// When an instance cannot be opened or a push fails as a whole: a bench measures pushes
     /// that land.
     pub fn push_all(&self, config: &Value, batches: &[Batch]) -> Pushed {
+        self.push_all_at(config, batches, self.concurrent_pushes())
+    }
+
+    /// [`push_all`](Self::push_all) with `depth` pushes in flight at most (to compare with
+    /// the plugin's own choice).
+    ///
+    /// # Panics
+    /// As `push_all`.
+    pub fn push_all_at(&self, config: &Value, batches: &[Batch], depth: usize) -> Pushed {
         let http = HttpService::shared().unwrap_or_else(|e| panic!("{e}"));
-        let mut instance = self
-            .plugin
-            .open(config, HostServices::default().with_http(http))
-            .unwrap_or_else(|e| panic!("opening the plugin: {e}"));
+        let instances: Vec<_> = (0..depth.clamp(1, batches.len().max(1)))
+            .map(|_| {
+                self.plugin
+                    .open(config, HostServices::default().with_http(http.clone()))
+                    .unwrap_or_else(|e| panic!("opening the plugin: {e}"))
+            })
+            .collect();
+        let next = AtomicUsize::new(0);
         let (started, started_at) = (Instant::now(), SystemTime::now());
-        let mut ok = 0;
-        for batch in batches {
-            let result = instance
-                .push(batch)
-                .unwrap_or_else(|e| panic!("a push failed: {e}"));
-            ok += result
-                .outcomes
-                .iter()
-                .filter(|o| o.status == OutcomeStatus::Ok)
-                .count();
-        }
+        // Each worker hands its instance back, to be closed once the clock has stopped.
+        let (ok, instances): (Vec<usize>, Vec<_>) = std::thread::scope(|scope| {
+            let workers: Vec<_> = instances
+                .into_iter()
+                .map(|mut instance| {
+                    let next = &next;
+                    scope.spawn(move || {
+                        let mut ok = 0;
+                        while let Some(batch) = batches.get(next.fetch_add(1, Ordering::Relaxed)) {
+                            let result = instance
+                                .push(batch)
+                                .unwrap_or_else(|e| panic!("a push failed: {e}"));
+                            ok += result
+                                .outcomes
+                                .iter()
+                                .filter(|o| o.status == OutcomeStatus::Ok)
+                                .count();
+                        }
+                        (ok, instance)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .unzip()
+        });
         let (seconds, ended_at) = (started.elapsed().as_secs_f64(), SystemTime::now());
-        drop(instance);
+        drop(instances);
         Pushed {
             seconds,
-            ok,
+            ok: ok.into_iter().sum(),
             started_at,
             ended_at,
         }

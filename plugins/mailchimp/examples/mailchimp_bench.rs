@@ -15,9 +15,11 @@
 //! `--host-batch` is how many operations the host hands the plugin per push (a destination's
 //! `batch_size`; by default the plugin's preferred size, as in a run whose config sets none):
 //! the plugin's connections are kept busy within a push, and wait for its last job at the end
-//! of each.
+//! of each. `--pushes` is how many pushes are in flight at once, each on its own instance (by
+//! default the plugin's `concurrent_pushes`, as a run keeps them).
 //!
 //! Usage: mailchimp_bench [--members N] [--latency-ms MS] [--batch-size N] [--host-batch N]
+//!        [--pushes N]
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 #[path = "../tests/fake/mod.rs"]
@@ -49,7 +51,8 @@ fn main() {
     let config = json!({"api_key": API_KEY, "list_id": LIST, "base_url": fake.url(),
                         "poll_interval": 0, "batch_size": batch_size});
     let batches = host_batches(n, host_batch, DestinationMode::Upsert, "vip", op);
-    let Pushed { seconds, ok, .. } = bench.push_all(&config, &batches);
+    let pushes = arg("--pushes", bench.concurrent_pushes());
+    let Pushed { seconds, ok, .. } = bench.push_all_at(&config, &batches, pushes);
     let stats = fake.stats();
     assert_eq!(ok, n, "every member acknowledged");
     assert_eq!(fake.member_count(), n, "every member on the list");
@@ -64,7 +67,8 @@ fn main() {
                "throttled": stats.throttled,
                "limit": format!("{MAX_CONNECTIONS} simultaneous connections"),
                "used": format!("{connections:.2} on average, {} at most ({} ms latency, \
-                                pushes of {host_batch}, {} jobs of {batch_size}; \
+                                pushes of {host_batch}, {pushes} at once, \
+                                {} jobs of {batch_size}; \
                                 {after_body:.2} counted from each body read)",
                                stats.peak, latency.as_millis(), stats.jobs),
                "share": connections / MAX_CONNECTIONS as f64})

@@ -42,6 +42,13 @@ const JOBS_PER_CONNECTION: usize = 2;
 /// would reach `batch_threshold`: 100,000 members would go one by one, two requests each.
 const PREFERRED_PUSH: u32 = 20_000;
 
+/// Pushes the host may have in flight at once, each on its own instance. With one, the
+/// connections sit idle at every push's end: while its last jobs finish, while the host records
+/// its outcomes and hands over the next batch, and while the first job's body is built. A
+/// second push fills those gaps. Safe because the host keeps the account's cap on connections
+/// for every instance, and no member's change depends on another's.
+const CONCURRENT_PUSHES: u32 = 2;
+
 /// The mailchimp destination.
 #[derive(Debug)]
 pub struct Mailchimp {
@@ -81,6 +88,7 @@ impl Plugin for Mailchimp {
             )
             .modes([DestinationMode::Upsert, DestinationMode::Mirror])
             .batch_size(PREFERRED_PUSH)
+            .concurrent_pushes(CONCURRENT_PUSHES)
             .suppressions()
             .config_schema_of::<Config>()
             .example(

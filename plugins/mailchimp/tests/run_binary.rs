@@ -251,3 +251,46 @@ fn a_large_audience_goes_through_batch_jobs_when_the_config_sets_no_batch_size()
     assert_eq!((stats.puts, stats.tag_posts), (0, 0));
     assert_eq!(stats.invalid, 0, "{:?}", stats.invalid_reasons);
 }
+
+#[test]
+fn two_pushes_are_in_flight_at_once_and_every_member_lands_once() {
+    let fake = Fake::start();
+    // Each job is polled a few times before it finishes, each answer after 50 ms as across a
+    // network, so a push lasts long enough for the next one to start beside it.
+    fake.set_polls_before_done(4);
+    fake.set_latency(std::time::Duration::from_millis(50));
+    let dir = setup(&fake);
+    let config = std::fs::read_to_string(dir.path().join("cohort.toml")).unwrap();
+    let config = config.replace(
+        &format!("base_url = \"{}\" }}", fake.url()),
+        &format!(
+            "base_url = \"{}\", poll_interval = 0 }}\nbatch_size = 600",
+            fake.url()
+        ),
+    );
+    assert!(config.contains("batch_size = 600"));
+    std::fs::write(dir.path().join("cohort.toml"), config).unwrap();
+    let rows: Vec<String> = (0..1800)
+        .map(|i| format!("{i},m{i}@example.com,M,N,DE,vip,true,2024-01-01 10:00:00"))
+        .collect();
+    customers(
+        dir.path(),
+        &rows.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let out = run(dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(fake.tagged("vip").len(), 1800, "{}", text(&out));
+    let stats = fake.stats();
+    // Three pushes of 600, one job each (above `batch_threshold`); one push at a time would
+    // never have two jobs open.
+    assert_eq!(stats.jobs, 3, "{}", text(&out));
+    assert_eq!(stats.open_jobs_peak, 2, "{}", text(&out));
+    assert_eq!(stats.invalid, 0, "{:?}", stats.invalid_reasons);
+    // Every outcome was recorded: the next run reads the list's unsubscribes (GETs) and
+    // pushes nothing.
+    let writes = |fake: &Fake| fake.requests().iter().filter(|r| r.method != "GET").count();
+    let before = writes(&fake);
+    let again = run(dir.path());
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert_eq!(writes(&fake), before, "{}", text(&again));
+}

@@ -6,11 +6,13 @@
 //! - [`render`]: every planned operation rendered before any is pushed, so a template bug
 //!   fails before anything is sent rather than halfway through.
 //! - [`push`]: batches pushed with each operation's intent recorded first and its outcome
-//!   after, so a crash in between is harmless (see `cohort_core::delivery`).
+//!   after, so a crash in between is harmless (see `cohort_core::delivery`); several at once
+//!   to a destination that takes them, in the orders [`pipeline`] keeps.
 //!
 //! Policy (who may be contacted, what an outcome does to the state, keys, hashes) is the core's;
 //! this module gathers the facts, carries the plan out and records it.
 
+mod pipeline;
 mod plan;
 mod push;
 mod render;

@@ -4,6 +4,11 @@
 //! batch is pushed, each operation's *intent* is recorded; after the destination answers, only
 //! acknowledged operations move the state on. A run that dies between the two finds the intents
 //! next time and pushes them again under the same keys, which the destination applies once.
+//!
+//! A destination that takes several pushes at once gets the next batch while earlier ones are
+//! out, each on an instance of its own, in the orders [`pipeline`](super::pipeline) keeps. Its
+//! outcomes are recorded as each push lands; a failed push stops new ones, and those in flight
+//! land and are recorded before the campaign fails.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,10 +22,14 @@ use cohort_plugin_host::{
 };
 use cohort_store::{DestinationState, RecordError};
 
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+
+use super::pipeline::{Lane, Window};
 use super::plan::{CampaignPlan, to_acked, to_state};
 use super::render::push_error;
 use super::{Pushing, Shared};
-use crate::error::{Context as _, Result};
+use crate::error::{Context as _, EngineError, Result};
 use crate::instance::Reopening;
 use crate::plugins::prepare;
 use crate::state::PluginState;
@@ -59,7 +68,7 @@ pub(crate) async fn push_all(
     let cancel = services.cancel.clone();
     let state = PluginState::new(shared.ws, format!("destination:{}", destination.name));
     let services = services.with_state(std::sync::Arc::new(state));
-    let instance = Reopening::open(plugin, &prepared.value, services)
+    let instance = Reopening::open(plugin, &prepared.value, services.clone())
         .await
         .with_context(|| format!("opening destination `{}`", destination.name))?;
     let policy = RetryPolicy::default();
@@ -77,105 +86,194 @@ pub(crate) async fn push_all(
     }
     let total = ready.len() as u64;
     let mut done_ops = 0;
-    let size = batch_size(
-        destination.batch_size,
-        plugin.manifest().capabilities.batch_size,
-    );
-    for (chunk, replace) in batches(shared, campaign, planned, &ready, size) {
-        let intents: Vec<DestinationState> = chunk
-            .iter()
-            .map(|(i, _)| {
-                let op = &planned.plan.ops[*i];
-                let intent = op.intent(planned.before(&op.customer));
-                to_state(&op.customer, &intent, &op.key, shared.now)
-            })
-            .collect();
-        shared
-            .ws
-            .commit_destination(&campaign.name, &intents)
-            .await?;
-        let batch = Batch {
-            mode: campaign.mode,
-            replace,
-            audience: Some(campaign.audience.clone()),
-            workspace: Some(shared.workspace.id.clone()),
-            campaign: Some(campaign.name.clone()),
-            operations: chunk.iter().map(|(_, o)| o.clone()).collect(),
-        };
-        let outcomes = push(&instance, batch, &policy, &cancel)
-            .await
-            .with_context(|| {
-                format!(
-                    "pushing campaign `{}` to destination `{}`",
-                    campaign.name, destination.name
-                )
-            })?;
-        shared.failpoint.hit("after-push");
-        let mut done = Vec::with_capacity(chunk.len());
-        for (i, operation) in chunk {
-            let op = &planned.plan.ops[*i];
-            let outcome = match outcomes.get(op.key.as_str()) {
-                Some(OutcomeStatus::Ok) => Outcome::Acknowledged,
-                Some(OutcomeStatus::Rejected { reason }) => {
-                    errors.push(push_error(campaign, op, reason));
-                    Outcome::Rejected
-                }
-                Some(OutcomeStatus::Retry { reason, .. }) => {
-                    errors.push(push_error(
-                        campaign,
-                        op,
-                        &format!(
-                            "still failing after {} attempts: {reason}",
-                            policy.max_attempts
-                        ),
-                    ));
-                    Outcome::Unknown
-                }
-                None => {
-                    errors.push(push_error(
-                        campaign,
-                        op,
-                        "the destination gave no outcome for this key",
-                    ));
-                    Outcome::Unknown
-                }
+    let capabilities = &plugin.manifest().capabilities;
+    let size = batch_size(destination.batch_size, capabilities.batch_size);
+    let depth = capabilities
+        .concurrent_pushes
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(1);
+    let context = || {
+        format!(
+            "pushing campaign `{}` to destination `{}`",
+            campaign.name, destination.name
+        )
+    };
+    // Instances not pushing now; a destination that takes several pushes at once gets an
+    // instance per push in flight, opened when first needed.
+    let mut idle = vec![instance];
+    let mut opened = 1;
+    let mut window = Window::new(depth);
+    let mut flying = FuturesUnordered::new();
+    let mut batches = batches(shared, campaign, planned, &ready, size)
+        .into_iter()
+        .peekable();
+    // The first failure stops new pushes; those in flight land and are recorded first, so
+    // nothing a destination acknowledged is forgotten.
+    let mut failed = None;
+    loop {
+        while failed.is_none() {
+            let Some(lane) = batches.peek().map(|(chunk, replace)| {
+                let actions = chunk.iter().map(|(i, _)| planned.plan.ops[*i].action);
+                Lane::of(replace.is_some(), actions)
+            }) else {
+                break;
             };
-            match op.settle(planned.before(&op.customer), outcome) {
-                Settled::Applied(acked) => {
-                    summary.pushed += 1;
-                    let mut state = to_state(&op.customer, &acked, &op.key, shared.now);
-                    if op.action == delivery::Action::Upsert {
-                        state.payload = Some(operation.payload.clone());
-                    }
-                    done.push(state);
-                }
-                Settled::Reverted(acked) => {
-                    summary.failed += 1;
-                    done.push(to_state(
-                        &op.customer,
-                        &acked,
-                        planned.stored_key(&op.customer),
-                        shared.now,
-                    ));
-                }
-                Settled::Pending => summary.failed += 1,
+            if !window.has_room(lane) {
+                break;
             }
+            let instance = match idle.pop() {
+                Some(instance) => instance,
+                None => match Reopening::open(plugin, &prepared.value, services.clone()).await {
+                    Ok(instance) => {
+                        opened += 1;
+                        instance
+                    }
+                    Err(e) => {
+                        failed = Some(EngineError::from(e).context(format!(
+                            "opening destination `{}` (instance {})",
+                            destination.name,
+                            opened + 1
+                        )));
+                        break;
+                    }
+                },
+            };
+            let Some((chunk, replace)) = batches.next() else {
+                idle.push(instance);
+                break;
+            };
+            let intents: Vec<DestinationState> = chunk
+                .iter()
+                .map(|(i, _)| {
+                    let op = &planned.plan.ops[*i];
+                    let intent = op.intent(planned.before(&op.customer));
+                    to_state(&op.customer, &intent, &op.key, shared.now)
+                })
+                .collect();
+            if let Err(e) = shared.ws.commit_destination(&campaign.name, &intents).await {
+                failed = Some(e.into());
+                idle.push(instance);
+                break;
+            }
+            let batch = Batch {
+                mode: campaign.mode,
+                replace,
+                audience: Some(campaign.audience.clone()),
+                workspace: Some(shared.workspace.id.clone()),
+                campaign: Some(campaign.name.clone()),
+                operations: chunk.iter().map(|(_, o)| o.clone()).collect(),
+            };
+            window.start(lane);
+            let (policy, cancel) = (&policy, &cancel);
+            flying.push(async move {
+                let outcomes = push(&instance, batch, policy, cancel).await;
+                (instance, chunk, outcomes)
+            });
         }
+        let Some((instance, chunk, outcomes)) = flying.next().await else {
+            break;
+        };
+        window.finish();
+        idle.push(instance);
+        let outcomes = match outcomes.with_context(context) {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                failed.get_or_insert(e);
+                continue;
+            }
+        };
+        shared.failpoint.hit("after-push");
+        let done = settle(
+            shared, campaign, planned, chunk, &outcomes, &policy, summary, errors,
+        );
         shared.ws.commit_destination(&campaign.name, &done).await?;
         done_ops += chunk.len() as u64;
         pushing.observer.progress(done_ops, Some(total));
     }
-    let late = retry(&policy, &cancel, |_| {
-        instance.call(|i| async move { i.finish().await })
-    })
-    .await
-    .with_context(|| {
-        format!(
-            "finishing campaign `{}` at destination `{}`",
-            campaign.name, destination.name
-        )
-    })?;
-    settle_late(shared, campaign, late.outcomes, summary, errors).await
+    if let Some(failed) = failed {
+        return Err(failed);
+    }
+    let mut late = Vec::new();
+    for instance in &idle {
+        let finished = retry(&policy, &cancel, |_| {
+            instance.call(|i| async move { i.finish().await })
+        })
+        .await
+        .with_context(|| {
+            format!(
+                "finishing campaign `{}` at destination `{}`",
+                campaign.name, destination.name
+            )
+        })?;
+        late.extend(finished.outcomes);
+    }
+    settle_late(shared, campaign, late, summary, errors).await
+}
+
+/// What the destination's `outcomes` do to each operation of a pushed `chunk`: the states to
+/// record, counted in `summary`, with an error for each operation that did not land.
+#[allow(clippy::too_many_arguments, reason = "the push's context, each used")]
+fn settle(
+    shared: &Shared<'_>,
+    campaign: &Campaign,
+    planned: &CampaignPlan,
+    chunk: &[Ready],
+    outcomes: &BTreeMap<String, OutcomeStatus>,
+    policy: &RetryPolicy,
+    summary: &mut CampaignSummary,
+    errors: &mut Vec<RecordError>,
+) -> Vec<DestinationState> {
+    let mut done = Vec::with_capacity(chunk.len());
+    for (i, operation) in chunk {
+        let op = &planned.plan.ops[*i];
+        let outcome = match outcomes.get(op.key.as_str()) {
+            Some(OutcomeStatus::Ok) => Outcome::Acknowledged,
+            Some(OutcomeStatus::Rejected { reason }) => {
+                errors.push(push_error(campaign, op, reason));
+                Outcome::Rejected
+            }
+            Some(OutcomeStatus::Retry { reason, .. }) => {
+                errors.push(push_error(
+                    campaign,
+                    op,
+                    &format!(
+                        "still failing after {} attempts: {reason}",
+                        policy.max_attempts
+                    ),
+                ));
+                Outcome::Unknown
+            }
+            None => {
+                errors.push(push_error(
+                    campaign,
+                    op,
+                    "the destination gave no outcome for this key",
+                ));
+                Outcome::Unknown
+            }
+        };
+        match op.settle(planned.before(&op.customer), outcome) {
+            Settled::Applied(acked) => {
+                summary.pushed += 1;
+                let mut state = to_state(&op.customer, &acked, &op.key, shared.now);
+                if op.action == delivery::Action::Upsert {
+                    state.payload = Some(operation.payload.clone());
+                }
+                done.push(state);
+            }
+            Settled::Reverted(acked) => {
+                summary.failed += 1;
+                done.push(to_state(
+                    &op.customer,
+                    &acked,
+                    planned.stored_key(&op.customer),
+                    shared.now,
+                ));
+            }
+            Settled::Pending => summary.failed += 1,
+        }
+    }
+    done
 }
 
 /// Operations per push: the destination's `batch_size`, else the one its plugin prefers

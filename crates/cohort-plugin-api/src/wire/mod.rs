@@ -72,6 +72,17 @@ pub struct Capabilities {
     /// reaches them. Optional; a host that does not know it uses its default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<u32>,
+    /// How many pushes a destination takes at once, each on an instance of its own (default
+    /// 1: one push after another). Between two pushes a destination's connections sit idle
+    /// while the host records outcomes and hands over the next batch, and the tail of a push
+    /// (its last requests) leaves most of them idle too; a second push in flight fills both.
+    /// Only for a plugin whose instances share their vendor's limits through the host (a
+    /// rate-limit bucket, `HttpRequest::connections`), not in state of their own, and whose
+    /// operations do not depend on one another. The host still pushes a replace session one
+    /// batch at a time and a campaign's removals before its upserts. Optional; a host that
+    /// does not know it pushes one batch at a time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrent_pushes: Option<u32>,
 }
 
 /// How a page of records is encoded (ABI 1.1).
@@ -198,6 +209,13 @@ impl Manifest {
         self
     }
 
+    /// Declares how many pushes the destination takes at once, each on its own instance (see
+    /// [`Capabilities::concurrent_pushes`]).
+    pub fn concurrent_pushes(mut self, pushes: u32) -> Manifest {
+        self.capabilities.concurrent_pushes = Some(pushes);
+        self
+    }
+
     /// Sets the modes a destination supports.
     pub fn modes(mut self, modes: impl IntoIterator<Item = DestinationMode>) -> Manifest {
         self.capabilities.destination_modes = modes.into_iter().collect();
@@ -275,6 +293,14 @@ impl Manifest {
             Some(0) => problems.push("capabilities.batch_size must be 1 or more".to_owned()),
             Some(_) if !self.is(Kind::Destination) => problems.push(
                 "capabilities.batch_size is set but the plugin is not a destination".to_owned(),
+            ),
+            _ => {}
+        }
+        match self.capabilities.concurrent_pushes {
+            Some(0) => problems.push("capabilities.concurrent_pushes must be 1 or more".to_owned()),
+            Some(_) if !self.is(Kind::Destination) => problems.push(
+                "capabilities.concurrent_pushes is set but the plugin is not a destination"
+                    .to_owned(),
             ),
             _ => {}
         }
@@ -971,5 +997,37 @@ mod tests {
             source.problems(),
             ["capabilities.batch_size is set but the plugin is not a destination"]
         );
+    }
+
+    #[test]
+    fn concurrent_pushes_are_for_destinations_and_at_least_one() {
+        let destination = Manifest::destination("d", "1.0.0").modes([DestinationMode::Upsert]);
+        assert!(
+            destination
+                .clone()
+                .concurrent_pushes(2)
+                .problems()
+                .is_empty()
+        );
+        assert_eq!(
+            destination.concurrent_pushes(0).problems(),
+            ["capabilities.concurrent_pushes must be 1 or more"]
+        );
+        let mut source = Manifest::source("s", "1.0.0").streams([Stream::Customers]);
+        source.capabilities.concurrent_pushes = Some(2);
+        assert_eq!(
+            source.problems(),
+            ["capabilities.concurrent_pushes is set but the plugin is not a destination"]
+        );
+    }
+
+    #[test]
+    fn a_manifest_without_concurrent_pushes_reads_as_one_push_at_a_time() {
+        let json = r#"{"name":"d","version":"1","kinds":["destination"],"config_schema":{},
+                       "capabilities":{"destination_modes":["upsert"]}}"#;
+        let manifest: Manifest = serde_json::from_str(json).unwrap();
+        assert_eq!(manifest.capabilities.concurrent_pushes, None);
+        let written = serde_json::to_value(&manifest).unwrap();
+        assert!(written["capabilities"].get("concurrent_pushes").is_none());
     }
 }
