@@ -1,6 +1,6 @@
 //! `cargo xtask bench email` drives this: upserts N members (email, first name, country)
 //! through the built plugin and the host's HTTP service to the fake Mailchimp (tests/fake),
-//! in the host batches a run hands it by default (the plugin's preferred 20,000), and prints
+//! in the host batches a run hands it by default (the plugin's preferred 10,000), and prints
 //! one JSON line: members, seconds, requests, 429s, and how much of Mailchimp's published
 //! limit (10 simultaneous connections) the run used.
 //!
