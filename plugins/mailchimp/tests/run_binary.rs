@@ -140,7 +140,6 @@ fn a_mirror_campaign_keeps_the_tag_on_exactly_the_eligible_segment_members() {
     );
 
     // Each run reads the list's unsubscribes first (GETs); nothing else may be sent.
-    let writes = |fake: &Fake| fake.requests().iter().filter(|r| r.method != "GET").count();
     let before = writes(&fake);
     let third = run(dir.path());
     assert_eq!(third.status.code(), Some(0), "{}", text(&third));
@@ -252,14 +251,13 @@ fn a_large_audience_goes_through_batch_jobs_when_the_config_sets_no_batch_size()
     assert_eq!(stats.invalid, 0, "{:?}", stats.invalid_reasons);
 }
 
-#[test]
-fn three_pushes_are_in_flight_at_once_and_every_member_lands_once() {
-    let fake = Fake::start();
-    // Each job is polled a few times before it finishes, each answer after 50 ms as across a
-    // network, so a push lasts long enough for the next one to start beside it.
+/// A workspace of 2,400 VIPs pushed 600 at a time (four pushes, one batch job each), whose
+/// jobs are polled a few times before they finish, each answer after 50 ms as across a
+/// network: a push lasts long enough for the next ones to start beside it.
+fn pushes_of_600(fake: &Fake) -> tempfile::TempDir {
     fake.set_polls_before_done(4);
     fake.set_latency(std::time::Duration::from_millis(50));
-    let dir = setup(&fake);
+    let dir = setup(fake);
     let config = std::fs::read_to_string(dir.path().join("cohort.toml")).unwrap();
     let config = config.replace(
         &format!("base_url = \"{}\" }}", fake.url()),
@@ -277,6 +275,18 @@ fn three_pushes_are_in_flight_at_once_and_every_member_lands_once() {
         dir.path(),
         &rows.iter().map(String::as_str).collect::<Vec<_>>(),
     );
+    dir
+}
+
+/// Requests that change the list (every run first reads its unsubscribes with GETs).
+fn writes(fake: &Fake) -> usize {
+    fake.requests().iter().filter(|r| r.method != "GET").count()
+}
+
+#[test]
+fn three_pushes_are_in_flight_at_once_and_every_member_lands_once() {
+    let fake = Fake::start();
+    let dir = pushes_of_600(&fake);
     let out = run(dir.path());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(fake.tagged("vip").len(), 2400, "{}", text(&out));
@@ -286,9 +296,42 @@ fn three_pushes_are_in_flight_at_once_and_every_member_lands_once() {
     assert_eq!(stats.jobs, 4, "{}", text(&out));
     assert_eq!(stats.open_jobs_peak, 3, "{}", text(&out));
     assert_eq!(stats.invalid, 0, "{:?}", stats.invalid_reasons);
-    // Every outcome was recorded: the next run reads the list's unsubscribes (GETs) and
-    // pushes nothing.
-    let writes = |fake: &Fake| fake.requests().iter().filter(|r| r.method != "GET").count();
+    // Every outcome was recorded: the next run pushes nothing.
+    let before = writes(&fake);
+    let again = run(dir.path());
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert_eq!(writes(&fake), before, "{}", text(&again));
+}
+
+#[test]
+fn a_run_killed_with_pushes_in_flight_is_finished_by_the_next_and_then_nothing_is_pushed() {
+    let fake = Fake::start();
+    let dir = pushes_of_600(&fake);
+    // The process aborts (no cleanup, as on kill -9) when the first push lands, before its
+    // outcomes are recorded, while the second and third are still out.
+    let killed = Command::new(cohort())
+        .args(["run", "--config", "cohort.toml"])
+        .env("COHORT_FAILPOINT", "after-push")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_ne!(killed.status.code(), Some(0), "{}", text(&killed));
+    assert!(
+        fake.tagged("vip").len() < 2400,
+        "the fourth push never started: {}",
+        text(&killed)
+    );
+    let resumed = run(dir.path());
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+    assert_eq!(fake.tagged("vip").len(), 2400, "{}", text(&resumed));
+    assert_eq!(fake.member_count(), 2400);
+    assert_eq!(
+        fake.stats().invalid,
+        0,
+        "{:?}",
+        fake.stats().invalid_reasons
+    );
+    // The resumed run recorded every outcome, its own and those the killed run never did.
     let before = writes(&fake);
     let again = run(dir.path());
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
