@@ -9,7 +9,7 @@ mod fake;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use fake::{API_KEY, Fake, LIST};
+use fake::{API_KEY, Fake, Fault, LIST};
 
 /// Builds `cohort` beside the plugins (where it finds them) and returns its path.
 fn cohort() -> PathBuf {
@@ -336,4 +336,35 @@ fn a_run_killed_with_pushes_in_flight_is_finished_by_the_next_and_then_nothing_i
     let again = run(dir.path());
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
     assert_eq!(writes(&fake), before, "{}", text(&again));
+}
+
+#[test]
+fn a_push_that_fails_starts_no_more_and_the_pushes_in_flight_are_recorded() {
+    let fake = Fake::start();
+    let dir = pushes_of_600(&fake);
+    // The first job submitted is refused as a whole (the key was revoked, say): that push
+    // fails while the other two are out.
+    fake.inject("/batches", Fault::Revoked, 1);
+    let failed = run(dir.path());
+    assert_ne!(failed.status.code(), Some(0), "{}", text(&failed));
+    assert!(
+        text(&failed).contains("api_key"),
+        "the error names the key: {}",
+        text(&failed)
+    );
+    // The two pushes in flight landed; the fourth never started.
+    assert_eq!(fake.tagged("vip").len(), 1200, "{}", text(&failed));
+    assert_eq!(fake.stats().jobs, 2, "{}", text(&failed));
+    // Their outcomes were recorded: the next run pushes only the 1,200 that never landed (a
+    // member and a tag operation each), not the 2,400 again.
+    let before = fake.stats().job_operations;
+    let resumed = run(dir.path());
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+    assert_eq!(fake.tagged("vip").len(), 2400, "{}", text(&resumed));
+    assert_eq!(
+        fake.stats().job_operations - before,
+        2 * 1200,
+        "{}",
+        text(&resumed)
+    );
 }

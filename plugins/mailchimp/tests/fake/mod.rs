@@ -27,7 +27,8 @@
 //!   being answered is a 429 (`You have exceeded the limit of 10 simultaneous connections.`).
 //!   With [`Fake::set_latency`] every answer takes that long, as across the internet, so the
 //!   connections a client keeps busy can be counted ([`Stats::busy`], [`Stats::peak`]).
-//! - Faults on demand: a 429, a 500, or an answer slower than the client waits.
+//! - Faults on demand: a 429, a 500, a 401 (a key revoked mid-run), or an answer slower than
+//!   the client waits.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -52,6 +53,8 @@ pub enum Fault {
     Internal,
     /// The real answer, after this long.
     Slow(Duration),
+    /// 401 `API Key Invalid`, as for a key revoked mid-run.
+    Revoked,
 }
 
 /// A member of the list.
@@ -395,6 +398,10 @@ fn answer(state: &Mutex<State>, spec: &OpenApi, r: &Recorded) -> Reply {
                 "Internal Server Error",
                 "An unexpected internal error has occurred. Please contact Support for more information.",
             );
+        }
+        Some(Fault::Revoked) => {
+            lock(state).stats.injected += 1;
+            return problem(401, "API Key Invalid", "Your API key may be invalid.");
         }
         Some(Fault::Slow(d)) => {
             lock(state).stats.injected += 1;
