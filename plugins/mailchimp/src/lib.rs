@@ -16,6 +16,9 @@
 //!   once on the account (a cap the host keeps for every campaign on the key, named by the
 //!   SDK client), through the SDK's `Batcher::push_concurrent`; twice as
 //!   many batch jobs are in progress, since a job waiting for its next poll holds none.
+//! - The host keeps three pushes of 10,000 in flight at once (`concurrent_pushes`), each on an
+//!   instance of its own: the host's cap is shared by them all, and no member's change depends
+//!   on another's, so the next push fills the connections the last one's final jobs leave.
 //! - Before a run pushes, the list's `unsubscribed` and `cleaned` members changed since the last
 //!   read are reported to Cohort's suppression list (ABI 1.3, `suppressions`).
 //!
