@@ -121,6 +121,9 @@ pub(crate) async fn push_all(
             if !window.has_room(lane) {
                 break;
             }
+            let Some((chunk, replace)) = batches.next() else {
+                break;
+            };
             let instance = match idle.pop() {
                 Some(instance) => instance,
                 None => match Reopening::open(plugin, &prepared.value, services.clone()).await {
@@ -137,10 +140,6 @@ pub(crate) async fn push_all(
                         break;
                     }
                 },
-            };
-            let Some((chunk, replace)) = batches.next() else {
-                idle.push(instance);
-                break;
             };
             let intents: Vec<DestinationState> = chunk
                 .iter()
